@@ -1,0 +1,605 @@
+/*
+ * The arena: one large range of address space backed by a memfd mapped
+ * MAP_SHARED (DESIGN §2.2), the page -> miniheap table, the pool of
+ * miniheap records, and the page allocator that carves spans out of it.
+ *
+ * Why a file: meshing (next) re-points a virtual span at another span's file
+ * offset with mmap(MAP_FIXED), and physical memory only goes back to the OS
+ * when a hole is punched in the file.  madvise(MADV_DONTNEED) on a shared
+ * mapping would drop page-table entries and keep the pages.
+ *
+ * Free pages are kept as FREE spans in bins by length, dirty (still in the
+ * file) apart from clean (punched or never touched, so they read as zeros).
+ * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
+ * dirty pages pile up, all of them are punched at once.
+ *
+ * Everything below is protected by mesh_arena.lock except the table, which
+ * is read without a lock: an entry is written only when a span is handed
+ * out, so a reader holding a live object always finds its span.  Entries are
+ * kept for every page of a small span and for the first and last page of
+ * every other span (enough to find neighbours when coalescing); entries
+ * inside large and free spans may be stale, so whoever follows one checks
+ * that the record it reaches still contains the address.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define NBINS 129
+#define LAST_BIN 128
+
+mesh_arena_t mesh_arena = {
+    .fd = -1,
+    .fork_fd = -1,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static uint32_t max_records;
+static int fork_errno;
+
+#define A mesh_arena
+
+static mesh_miniheap_t *rec(uint32_t id)
+{
+    return &A.records[id];
+}
+
+static uint32_t table_get(uint32_t page)
+{
+    return atomic_load_explicit(&A.table[page], memory_order_relaxed);
+}
+
+static void table_set(uint32_t page, uint32_t id)
+{
+    atomic_store_explicit(&A.table[page], id, memory_order_release);
+}
+
+/* ---- records ---- */
+
+static mesh_miniheap_t *record_alloc(void)
+{
+    uint32_t id = A.free_record;
+    if (id) {
+        A.free_record = rec(id)->next;
+    } else {
+        if (A.nrecords >= max_records)
+            return NULL;
+        id = A.nrecords++;
+    }
+    mesh_miniheap_t *mh = rec(id);
+    mh->next = mh->prev = 0;
+    mh->mesh_next = 0;
+    mh->state = MESH_MH_NONE;
+    return mh;
+}
+
+static void record_free(mesh_miniheap_t *mh)
+{
+    atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);
+    mh->kind = MESH_KIND_UNUSED;
+    mh->state = MESH_MH_NONE;
+    mh->npages = 0;
+    mh->next = A.free_record;
+    A.free_record = mesh_mh_id(mh);
+}
+
+/* ---- bins of free spans ---- */
+
+static unsigned bin_of(uint32_t npages)
+{
+    return npages < LAST_BIN ? npages : LAST_BIN;
+}
+
+static uint32_t *bin_head(bool dirty, unsigned b)
+{
+    return dirty ? &A.bins_dirty[b] : &A.bins_clean[b];
+}
+
+static void bin_insert(mesh_miniheap_t *mh)
+{
+    bool dirty = mh->state == MESH_MH_FREE_DIRTY;
+    unsigned b = bin_of(mh->npages);
+    uint32_t *head = bin_head(dirty, b);
+    uint32_t id = mesh_mh_id(mh);
+    mh->prev = 0;
+    mh->next = *head;
+    if (*head)
+        rec(*head)->prev = id;
+    *head = id;
+    A.nonempty[dirty ? 0 : 1][b >> 6] |= 1ULL << (b & 63);
+    if (dirty)
+        A.dirty_pages += mh->npages;
+}
+
+static void bin_remove(mesh_miniheap_t *mh)
+{
+    bool dirty = mh->state == MESH_MH_FREE_DIRTY;
+    unsigned b = bin_of(mh->npages);
+    uint32_t *head = bin_head(dirty, b);
+    if (mh->prev)
+        rec(mh->prev)->next = mh->next;
+    else
+        *head = mh->next;
+    if (mh->next)
+        rec(mh->next)->prev = mh->prev;
+    mh->next = mh->prev = 0;
+    if (!*head)
+        A.nonempty[dirty ? 0 : 1][b >> 6] &= ~(1ULL << (b & 63));
+    if (dirty)
+        A.dirty_pages -= mh->npages;
+}
+
+/* The first non-empty bin at or after b, or NBINS. */
+static unsigned next_bin(bool dirty, unsigned b)
+{
+    const uint64_t *bits = A.nonempty[dirty ? 0 : 1];
+    while (b < NBINS) {
+        uint64_t w = bits[b >> 6] >> (b & 63);
+        if (w)
+            return b + (unsigned)__builtin_ctzll(w);
+        b = (b | 63) + 1;
+    }
+    return NBINS;
+}
+
+/* Aligns an arena page so that its address is aligned: the arena's base is
+ * only page-aligned, so the alignment is of the absolute page number. */
+static uint32_t align_up(uint32_t page, uint32_t align)
+{
+    uint64_t base = (uintptr_t)A.base >> MESH_PAGE_SHIFT;
+    return (uint32_t)(((base + page + align - 1) & ~((uint64_t)align - 1)) - base);
+}
+
+static bool fits(const mesh_miniheap_t *f, uint32_t npages, uint32_t align)
+{
+    uint64_t s = align_up(f->span_page, align);
+    return s >= f->span_page && s + npages <= (uint64_t)f->span_page + f->npages;
+}
+
+/* First fit by bin (smallest bin that has a fitting span), best fit among
+ * the long spans of the last bin. */
+static mesh_miniheap_t *find_free(bool dirty, uint32_t npages, uint32_t align)
+{
+    for (unsigned b = next_bin(dirty, bin_of(npages)); b < NBINS; b = next_bin(dirty, b + 1)) {
+        mesh_miniheap_t *best = NULL;
+        for (uint32_t id = *bin_head(dirty, b); id; id = rec(id)->next) {
+            mesh_miniheap_t *f = rec(id);
+            if (!fits(f, npages, align))
+                continue;
+            if (b != LAST_BIN)
+                return f;
+            if (!best || f->npages < best->npages)
+                best = f;
+        }
+        if (best)
+            return best;
+    }
+    return NULL;
+}
+
+static void set_span_ends(mesh_miniheap_t *mh)
+{
+    uint32_t id = mesh_mh_id(mh);
+    table_set(mh->span_page, id);
+    table_set(mh->span_page + mh->npages - 1, id);
+}
+
+/* Files [page, page + npages) as a FREE span of the given state, merging it
+ * with neighbours in the same state.  Takes ownership of mh (or frees it
+ * when it is merged away). */
+static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
+{
+    if (page > 0) {
+        mesh_miniheap_t *p = rec(table_get(page - 1));
+        if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
+            bin_remove(p);
+            page = p->span_page;
+            npages += p->npages;
+            record_free(p);
+        }
+    }
+    uint32_t end = page + npages;
+    if (end < A.frontier) {
+        mesh_miniheap_t *n = rec(table_get(end));
+        if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
+            bin_remove(n);
+            npages += n->npages;
+            record_free(n);
+        }
+    }
+    mh->kind = MESH_KIND_FREE;
+    mh->state = state;
+    mh->owner = 0;
+    mh->span_page = page;
+    mh->npages = npages;
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        atomic_store_explicit(&mh->bits[w], 0, memory_order_relaxed);
+    set_span_ends(mh);
+    bin_insert(mh);
+}
+
+/* A new FREE span for pages split off another one. */
+static bool split_free(uint32_t page, uint32_t npages, uint8_t state)
+{
+    mesh_miniheap_t *r = record_alloc();
+    if (!r)
+        return false;
+    insert_free(r, page, npages, state);
+    return true;
+}
+
+/* ---- init ---- */
+
+int mesh_arena_init(void)
+{
+    int fd, err;
+    if ((err = mesh_os_memfd("mesh-arena", &fd)) != 0)
+        return err;
+    mesh_os_dup_high(fd, &fd);
+
+    /* Reserve generously; under an address-space limit, take what we can. */
+    size_t bytes = (size_t)mesh_opt.arena_gb << 30;
+    void *base = NULL;
+    for (;;) {
+        if ((err = mesh_os_truncate(fd, bytes)) == 0 &&
+            (err = mesh_os_map_shared(NULL, bytes, fd, 0, false, &base)) == 0)
+            break;
+        bytes /= 2;
+        if (bytes < MESH_MIN_ARENA_BYTES) {
+            mesh_os_close(fd);
+            return err ? err : ENOMEM;
+        }
+    }
+    uint64_t npages = bytes >> MESH_PAGE_SHIFT;
+    void *table, *records;
+    max_records = npages < MESH_MAX_RECORDS ? (uint32_t)npages : MESH_MAX_RECORDS;
+    if ((err = mesh_os_map_reserve(npages * sizeof(uint32_t), &table)) != 0 ||
+        (err = mesh_os_map_reserve((size_t)max_records * sizeof(mesh_miniheap_t), &records)) != 0) {
+        mesh_os_unmap(base, bytes);
+        mesh_os_close(fd);
+        return err;
+    }
+    A.base = base;
+    A.bytes = bytes;
+    A.npages = (uint32_t)npages;
+    A.table = table;
+    A.records = records;
+    A.fd = fd;
+    mesh_os_fd_identity(fd, &A.fd_dev, &A.fd_ino);
+    A.nrecords = 1; /* id 0 means "no span" */
+    return 0;
+}
+
+/* ---- spans ---- */
+
+mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pages, uint8_t kind, bool *clean)
+{
+    mesh_assert(align_pages && (align_pages & (align_pages - 1)) == 0);
+    if (npages == 0 || npages > A.npages)
+        return NULL;
+    mesh_miniheap_t *mh = NULL;
+    uint32_t start;
+    bool dirty = true;
+    mesh_miniheap_t *f = find_free(true, npages, align_pages);
+    if (!f) {
+        f = find_free(false, npages, align_pages);
+        dirty = false;
+    }
+    if (f) {
+        uint32_t fs = f->span_page, fend = f->span_page + f->npages;
+        uint8_t state = f->state;
+        start = align_up(fs, align_pages);
+        bin_remove(f);
+        f->npages = 0;
+        if (start > fs && !split_free(fs, start - fs, state))
+            goto undo;
+        if (start + npages < fend && !split_free(start + npages, fend - start - npages, state)) {
+            /* The lead, if any, stays split off: it is a valid free span. */
+            fs = start;
+            goto undo;
+        }
+        mh = f;
+        goto found;
+    undo:
+        insert_free(f, fs, fend - fs, state);
+        return NULL;
+    }
+
+    /* Nothing free fits: extend into never-used pages. */
+    dirty = false;
+    start = align_up(A.frontier, align_pages);
+    if (start < A.frontier || (uint64_t)start + npages > A.npages)
+        return NULL;
+    mh = record_alloc();
+    if (!mh)
+        return NULL;
+    if (start > A.frontier) {
+        uint32_t lead = start - A.frontier, old = A.frontier;
+        A.frontier = start;
+        if (!split_free(old, lead, MESH_MH_FREE_CLEAN)) {
+            A.frontier = old;
+            record_free(mh);
+            return NULL;
+        }
+    }
+    A.frontier = start + npages;
+
+found:
+    atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);
+    mh->kind = kind;
+    mh->state = MESH_MH_NONE;
+    mh->span_page = start;
+    mh->npages = npages;
+    mh->owner = 0;
+    mh->next = mh->prev = 0;
+    mh->mesh_next = 0;
+    A.active_pages += npages;
+    *clean = !dirty;
+    MESH_STAT_ADD(mh_alloc_count, 1);
+    uint64_t live = MESH_STAT_ADD(mh_live, 1) + 1;
+    mesh_stat_max(&mesh_stats.mh_hwm, live);
+    return mh;
+}
+
+/* Sets the table for a span just handed out: every page of a small span
+ * (frees and the mesh write barrier look up interior pages), the ends of
+ * any other. */
+void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page)
+{
+    if (!every_page) {
+        set_span_ends(mh);
+        return;
+    }
+    uint32_t id = mesh_mh_id(mh);
+    for (uint32_t p = 0; p < mh->npages; p++)
+        table_set(mh->span_page + p, id);
+}
+
+void mesh_arena_free_span_locked(mesh_miniheap_t *mh)
+{
+    mesh_assert(mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE);
+    A.active_pages -= mh->npages;
+    MESH_STAT_ADD(mh_free_count, 1);
+    atomic_fetch_sub_explicit(&mesh_stats.mh_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);
+    insert_free(mh, mh->span_page, mh->npages, MESH_MH_FREE_DIRTY);
+    if (A.dirty_pages > mesh_opt.max_dirty_mb * (1024 * 1024 / MESH_PAGE_SIZE))
+        mesh_arena_scavenge_locked();
+}
+
+/* Returns the tail of a large span beyond npages to the free pages. */
+bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages)
+{
+    mesh_assert(npages > 0 && npages <= mh->npages);
+    if (npages == mh->npages)
+        return true;
+    uint32_t tail = mh->span_page + npages, ntail = mh->npages - npages;
+    mesh_miniheap_t *r = record_alloc();
+    if (!r)
+        return false;
+    mh->npages = npages;
+    set_span_ends(mh);
+    A.active_pages -= ntail;
+    insert_free(r, tail, ntail, MESH_MH_FREE_DIRTY);
+    if (A.dirty_pages > mesh_opt.max_dirty_mb * (1024 * 1024 / MESH_PAGE_SIZE))
+        mesh_arena_scavenge_locked();
+    return true;
+}
+
+/* Extends a large span in place into the free pages after it, if there are
+ * enough of them. */
+bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
+{
+    uint32_t end = mh->span_page + mh->npages;
+    uint32_t need = npages - mh->npages;
+    if (npages <= mh->npages)
+        return true;
+    if (end == A.frontier) {
+        if ((uint64_t)end + need > A.npages)
+            return false;
+        A.frontier = end + need;
+    } else {
+        mesh_miniheap_t *n = rec(table_get(end));
+        if (n->kind != MESH_KIND_FREE || n->span_page != end || n->npages < need)
+            return false;
+        uint8_t state = n->state;
+        bin_remove(n);
+        if (n->npages == need) {
+            record_free(n);
+        } else {
+            uint32_t rest = n->npages - need;
+            n->npages = 0;
+            insert_free(n, end + need, rest, state);
+        }
+    }
+    mh->npages = npages;
+    set_span_ends(mh);
+    A.active_pages += need;
+    return true;
+}
+
+/* ---- giving memory back ---- */
+
+/* Whether A.fd is still the memfd we created: a program may close every
+ * descriptor (closefrom) and reuse the number for a file of its own, and a
+ * punch there would destroy its data. */
+static bool fd_is_ours(void)
+{
+    uint64_t dev, ino;
+    if (A.fd < 0)
+        return false;
+    if (mesh_os_fd_identity(A.fd, &dev, &ino) == 0 && dev == A.fd_dev && ino == A.fd_ino)
+        return true;
+    A.fd = -1;
+    return false;
+}
+
+static void punch(uint32_t page, uint32_t npages, bool use_fd)
+{
+    uint64_t off = (uint64_t)page << MESH_PAGE_SHIFT, len = (uint64_t)npages << MESH_PAGE_SHIFT;
+    if (!use_fd || mesh_os_punch(A.fd, off, len) != 0)
+        mesh_os_remove(A.base + off, len);
+    MESH_STAT_ADD(punch_count, 1);
+    MESH_STAT_ADD(punched_bytes, len);
+}
+
+/* Punches every dirty free span; returns the bytes given back. */
+uint64_t mesh_arena_scavenge_locked(void)
+{
+    if (!A.dirty_pages)
+        return 0;
+    bool use_fd = fd_is_ours();
+    uint64_t pages = 0;
+    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b)) {
+        mesh_miniheap_t *f = rec(A.bins_dirty[b]);
+        bin_remove(f);
+        punch(f->span_page, f->npages, use_fd);
+        pages += f->npages;
+        insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+    }
+    mesh_assert(A.dirty_pages == 0);
+    return pages << MESH_PAGE_SHIFT;
+}
+
+/* Makes a span read as zeros by punching it: for a large calloc that reuses
+ * dirty pages this is cheaper than memset, and the pages cost nothing until
+ * the program touches them. */
+void mesh_arena_zero_span_locked(mesh_miniheap_t *mh)
+{
+    punch(mh->span_page, mh->npages, fd_is_ours());
+}
+
+/* Physical bytes in the arena file: what the arena costs in memory. */
+uint64_t mesh_arena_resident_bytes(void)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&A.lock);
+    if (!fd_is_ours() || mesh_os_file_blocks(A.fd, &bytes) != 0)
+        bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
+    pthread_mutex_unlock(&A.lock);
+    return bytes;
+}
+
+/* ---- fork ---- */
+
+/* Copies the arena into a new memfd for the child.  Runs in the parent with
+ * every allocator lock held, just before the process is cloned, so the copy
+ * is the heap as the child must see it.  Only pages that exist in the file
+ * are copied (SEEK_DATA), so untouched reservations stay free. */
+void mesh_arena_fork_prepare(void)
+{
+    int fd, err;
+    A.fork_fd = -1;
+    fork_errno = 0;
+    if ((err = mesh_os_memfd("mesh-arena", &fd)) != 0) {
+        fork_errno = err;
+        return;
+    }
+    mesh_os_dup_high(fd, &fd);
+    if ((err = mesh_os_truncate(fd, A.bytes)) != 0)
+        goto fail;
+    uint64_t limit = (uint64_t)A.frontier << MESH_PAGE_SHIFT, pos = 0, copied = 0;
+    if (fd_is_ours()) {
+        uint64_t data, hole;
+        while (pos < limit && (err = mesh_os_seek_data(A.fd, pos, &data, &hole)) == 0) {
+            if (data >= limit)
+                break;
+            if (hole > limit)
+                hole = limit;
+            if ((err = mesh_os_pwrite_all(fd, A.base + data, hole - data, data)) != 0)
+                goto fail;
+            copied += hole - data;
+            pos = hole;
+        }
+        if (err == ENXIO)
+            err = 0;
+    } else {
+        /* Without the file, walk the spans and copy the ones in use. */
+        for (uint32_t p = 0; p < A.frontier;) {
+            mesh_miniheap_t *mh = rec(table_get(p));
+            uint64_t off = (uint64_t)p << MESH_PAGE_SHIFT, len = (uint64_t)mh->npages << MESH_PAGE_SHIFT;
+            if (mh->kind != MESH_KIND_FREE) {
+                if ((err = mesh_os_pwrite_all(fd, A.base + off, len, off)) != 0)
+                    goto fail;
+                copied += len;
+            }
+            p += mh->npages;
+        }
+    }
+    if (err)
+        goto fail;
+    MESH_STAT_ADD(fork_copy_bytes, copied);
+    A.fork_fd = fd;
+    return;
+fail:
+    fork_errno = err;
+    mesh_os_close(fd);
+}
+
+void mesh_arena_fork_parent(void)
+{
+    if (A.fork_fd >= 0)
+        mesh_os_close(A.fork_fd);
+    A.fork_fd = -1;
+}
+
+/* In the child: switch the whole arena to the private copy before the
+ * program runs again, so neither process sees the other's later writes. */
+void mesh_arena_fork_child(void)
+{
+    void *p;
+    int err = fork_errno;
+    if (A.fork_fd < 0 || (err = mesh_os_map_shared(A.base, A.bytes, A.fork_fd, 0, true, &p)) != 0) {
+        char buf[200];
+        mesh_buf_t b = {buf, 0, sizeof buf};
+        mesh_buf_str(&b, "fork: could not give the child its own copy of the heap (errno ");
+        mesh_buf_u64(&b, (uint64_t)err);
+        mesh_buf_str(&b, "); stopping the child rather than sharing the parent's heap");
+        mesh_warn(buf);
+        mesh_os_abort();
+    }
+    if (A.fd >= 0)
+        mesh_os_close(A.fd);
+    A.fd = A.fork_fd;
+    A.fork_fd = -1;
+    mesh_os_fd_identity(A.fd, &A.fd_dev, &A.fd_ino);
+}
+
+/* ---- invariants ---- */
+
+/* Walks every span: they tile [0, frontier); each span's ends map to it;
+ * free spans are in the right bin; dirty and active page counts add up. */
+void mesh_arena_check_locked(void)
+{
+    uint64_t dirty = 0, active = 0;
+    for (uint32_t p = 0; p < A.frontier;) {
+        uint32_t id = table_get(p);
+        mesh_miniheap_t *mh = rec(id);
+        if (!(id && mh->span_page == p && mh->npages > 0 && table_get(p + mh->npages - 1) == id))
+            mesh_assert_fail("span tiling", __FILE__, __LINE__);
+        if (mh->kind == MESH_KIND_FREE) {
+            if (mh->state == MESH_MH_FREE_DIRTY)
+                dirty += mh->npages;
+            else if (mh->state != MESH_MH_FREE_CLEAN)
+                mesh_assert_fail("free span state", __FILE__, __LINE__);
+        } else if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE) {
+            active += mh->npages;
+            if (mh->kind == MESH_KIND_SMALL)
+                for (uint32_t q = 0; q < mh->npages; q++)
+                    if (table_get(p + q) != id)
+                        mesh_assert_fail("small span page table", __FILE__, __LINE__);
+        } else {
+            mesh_assert_fail("span kind", __FILE__, __LINE__);
+        }
+        p += mh->npages;
+    }
+    if (dirty != A.dirty_pages || active != A.active_pages)
+        mesh_assert_fail("page accounting", __FILE__, __LINE__);
+    for (unsigned b = 1; b < NBINS; b++)
+        for (int d = 0; d < 2; d++)
+            for (uint32_t id = *bin_head(d == 0, b); id; id = rec(id)->next)
+                if (rec(id)->kind != MESH_KIND_FREE || bin_of(rec(id)->npages) != b)
+                    mesh_assert_fail("free bins", __FILE__, __LINE__);
+}

@@ -1,0 +1,524 @@
+/*
+ * The global heap: for each size class, a lock and the lists of detached
+ * spans (partial by occupancy, full, empty), the refill of thread heaps,
+ * remote frees, and large objects (a span each, straight from the arena).
+ *
+ * A span is either attached to one thread (state ATTACHED, owner set, on no
+ * list) or detached and on exactly one list of its class.  Detached spans
+ * are the ones meshing may take.  Lists, states and owners change only under
+ * the class lock; bitmaps change under it too, except that remote frees
+ * clear bits with an atomic AND and take the lock only when that may change
+ * the span's list (a full word lost a bit, or the span may now be empty).
+ *
+ * The remote free and detach race is settled with sequentially consistent
+ * operations: detach stores owner = 0 then reads the bitmap; a remote free
+ * clears its bit then reads owner.  At least one of them sees the other,
+ * so a span never stays on the wrong list.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
+
+static mesh_miniheap_t *rec(uint32_t id)
+{
+    return &mesh_arena.records[id];
+}
+
+void mesh_global_init(void)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        pthread_mutex_init(&mesh_class_heaps[c].lock, NULL);
+}
+
+/* ---- lists (class lock held) ---- */
+
+static bool is_partial(uint8_t state)
+{
+    return state >= MESH_MH_PARTIAL && state < MESH_MH_PARTIAL + MESH_PARTIAL_BINS;
+}
+
+static uint32_t *list_of(mesh_class_heap_t *ch, uint8_t state)
+{
+    if (is_partial(state))
+        return &ch->partial[state - MESH_MH_PARTIAL];
+    if (state == MESH_MH_FULL)
+        return &ch->full;
+    mesh_assert(state == MESH_MH_EMPTY);
+    return &ch->empty;
+}
+
+static void list_push(mesh_class_heap_t *ch, mesh_miniheap_t *mh, uint8_t state)
+{
+    uint32_t *head = list_of(ch, state), id = mesh_mh_id(mh);
+    mh->state = state;
+    mh->prev = 0;
+    mh->next = *head;
+    if (*head)
+        rec(*head)->prev = id;
+    *head = id;
+    if (state == MESH_MH_EMPTY)
+        ch->nempty++;
+}
+
+static void list_remove(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
+{
+    uint32_t *head = list_of(ch, mh->state);
+    if (mh->prev)
+        rec(mh->prev)->next = mh->next;
+    else
+        *head = mh->next;
+    if (mh->next)
+        rec(mh->next)->prev = mh->prev;
+    if (mh->state == MESH_MH_EMPTY)
+        ch->nempty--;
+    mh->next = mh->prev = 0;
+    mh->state = MESH_MH_NONE;
+}
+
+static mesh_miniheap_t *list_pop(mesh_class_heap_t *ch, uint8_t state)
+{
+    uint32_t id = *list_of(ch, state);
+    if (!id)
+        return NULL;
+    list_remove(ch, rec(id));
+    return rec(id);
+}
+
+/* Gives an empty span back to the arena, keeping a couple per class so that
+ * a class that empties and refills at a boundary does not churn spans. */
+static void release_empty_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
+{
+    if (ch->nempty < MESH_EMPTY_KEEP) {
+        list_push(ch, mh, MESH_MH_EMPTY);
+        return;
+    }
+    ch->nspans--;
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_free_span_locked(mh);
+    pthread_mutex_unlock(&mesh_arena.lock);
+}
+
+/* Files a detached span (owner 0, on no list) by what its bitmap says. */
+static void place_detached_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
+{
+    unsigned live = mesh_mh_live(mh), n = mesh_classes[mh->cls].nobjects;
+    if (live == 0)
+        release_empty_locked(ch, mh);
+    else if (live == n)
+        list_push(ch, mh, MESH_MH_FULL);
+    else
+        list_push(ch, mh, (uint8_t)(MESH_MH_PARTIAL + live * MESH_PARTIAL_BINS / n));
+}
+
+/* Fullest partial span first: allocation fills holes in busy spans and lets
+ * the emptiest ones drain, to be freed or meshed. */
+static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
+{
+    for (int b = MESH_PARTIAL_BINS - 1; b >= 0; b--) {
+        mesh_miniheap_t *mh = list_pop(ch, (uint8_t)(MESH_MH_PARTIAL + b));
+        if (mh)
+            return mh;
+    }
+    mesh_miniheap_t *mh = list_pop(ch, MESH_MH_EMPTY);
+    if (mh)
+        return mh;
+    bool clean;
+    pthread_mutex_lock(&mesh_arena.lock);
+    mh = mesh_arena_alloc_span_locked(mesh_classes[cls].npages, 1, MESH_KIND_SMALL, &clean);
+    if (mh) {
+        mesh_mh_init_small(mh, cls);
+        mesh_arena_set_pages(mh, true);
+    }
+    pthread_mutex_unlock(&mesh_arena.lock);
+    if (mh)
+        ch->nspans++;
+    return mh;
+}
+
+/* ---- thread heaps ---- */
+
+/* Detaches every span attached to th's vector for cls: slots still in the
+ * vector are given back to the bitmaps, and each span goes onto the list
+ * its occupancy calls for. */
+void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[cls];
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    if (MESH_DEBUG_ON)
+        mesh_sv_check(sv);
+    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (unsigned i = 0; i < sv->nattached; i++) {
+        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        mesh_assert(mh->state == MESH_MH_ATTACHED && atomic_load(&mh->owner) == th->id);
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            if (sv->reserved[i][w])
+                atomic_fetch_and(&mh->bits[w], ~sv->reserved[i][w]);
+        atomic_store(&mh->owner, 0);
+        mh->state = MESH_MH_NONE;
+        place_detached_locked(ch, mh);
+    }
+    sv->nattached = 0;
+    sv->top = 0;
+    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+}
+
+/* Claims every clear slot of mh for its new owner. */
+static void claim_free_slots(mesh_miniheap_t *mh, uint64_t free_bits[MESH_BITMAP_WORDS])
+{
+    uint64_t valid[MESH_BITMAP_WORDS];
+    mesh_mh_valid_mask(mesh_classes[mh->cls].nobjects, valid);
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
+        free_bits[w] = ~atomic_load(&mh->bits[w]) & valid[w];
+        if (free_bits[w]) {
+            uint64_t old = atomic_fetch_or(&mh->bits[w], free_bits[w]);
+            (void)old;
+            mesh_assert((old & free_bits[w]) == 0);
+        }
+    }
+}
+
+/* The vector for cls is empty: hand its spans back and attach spans with
+ * free slots, enough to fill the vector for a while (MESH_SV_TARGET_SLOTS)
+ * without hoarding memory (MESH_SV_MAX_BYTES). */
+void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[cls];
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    size_t bytes = 0;
+
+    pthread_mutex_lock(&ch->lock);
+    mesh_global_detach_all_locked(th, cls);
+    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    while (sv->nattached < MESH_SV_MAX_ATTACH && (sv->nattached + 1u) * sc->nobjects <= MESH_SV_CAP) {
+        mesh_miniheap_t *mh = take_span_locked(ch, cls);
+        if (!mh)
+            break;
+        uint64_t free_bits[MESH_BITMAP_WORDS];
+        atomic_store(&mh->owner, th->id);
+        mh->state = MESH_MH_ATTACHED;
+        claim_free_slots(mh, free_bits);
+        mesh_sv_add_span(sv, mh, free_bits);
+        bytes += sc->npages * MESH_PAGE_SIZE;
+        if (sv->top >= MESH_SV_TARGET_SLOTS || bytes >= MESH_SV_MAX_BYTES)
+            break;
+    }
+    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ch->lock);
+    if (mesh_opt.randomize)
+        mesh_sv_shuffle(sv, &th->rng);
+    MESH_STAT_ADD(refill_count, 1);
+}
+
+/* One object for a thread without a heap (it is exiting, or no heap could
+ * be made): taken straight from a detached span under the class lock. */
+void *mesh_global_alloc_one(unsigned cls)
+{
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    void *p = NULL;
+    pthread_mutex_lock(&ch->lock);
+    mesh_miniheap_t *mh = take_span_locked(ch, cls);
+    if (mh) {
+        uint64_t valid[MESH_BITMAP_WORDS];
+        mesh_mh_valid_mask(sc->nobjects, valid);
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS && !p; w++) {
+            uint64_t avail = ~atomic_load(&mh->bits[w]) & valid[w];
+            if (!avail)
+                continue;
+            unsigned b = (unsigned)__builtin_ctzll(avail);
+            atomic_fetch_or(&mh->bits[w], 1ULL << b);
+            p = mesh_mh_start(mh) + (size_t)(w * 64 + b) * sc->object_size;
+        }
+        mesh_assert(p);
+        place_detached_locked(ch, mh);
+    }
+    pthread_mutex_unlock(&ch->lock);
+    return p;
+}
+
+/* A free from a thread that has not attached the object's span. */
+void mesh_global_free_remote(mesh_miniheap_t *mh, void *p)
+{
+    uint32_t gen = atomic_load_explicit(&mh->gen, memory_order_acquire);
+    unsigned cls = mh->cls;
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
+    if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE)
+        mesh_report_invalid_free(p);
+    uint32_t slot = mesh_slot_of((uint32_t)off, sc->recip);
+    if (slot * sc->object_size != off || slot >= sc->nobjects)
+        mesh_report_invalid_free(p);
+
+    unsigned w = slot >> 6;
+    uint64_t mask = 1ULL << (slot & 63);
+    /* Attached elsewhere: the slot must not be a free one in the owner's
+     * vector (freed there already), or clearing its bit would hand it out
+     * twice. */
+    uint32_t owner = atomic_load(&mh->owner);
+    if (owner) {
+        mesh_thread_heap_t *oth = mesh_thread_heap_by_id(owner);
+        if (oth && mesh_sv_holds(&oth->sv[cls], mesh_mh_id(mh), mh->attach_idx, slot))
+            mesh_report_double_free(p);
+    }
+    uint64_t old = atomic_fetch_and(&mh->bits[w], ~mask);
+    if (!(old & mask))
+        mesh_report_double_free(p);
+    if (atomic_load(&mh->owner))
+        return; /* the owner finds the slot at its next refill */
+
+    uint64_t valid[MESH_BITMAP_WORDS];
+    mesh_mh_valid_mask(sc->nobjects, valid);
+    bool was_full = old == valid[w];
+    bool now_empty = (old & ~mask) == 0;
+    for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
+        if (v != w && atomic_load(&mh->bits[v]))
+            now_empty = false;
+    if (!was_full && !now_empty)
+        return;
+
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    pthread_mutex_lock(&ch->lock);
+    /* Recheck: the span may have been attached, refiled or freed since. */
+    if (atomic_load(&mh->gen) == gen && mh->kind == MESH_KIND_SMALL && atomic_load(&mh->owner) == 0 &&
+        (mh->state == MESH_MH_FULL || is_partial(mh->state))) {
+        unsigned live = mesh_mh_live(mh);
+        if (live == 0) {
+            list_remove(ch, mh);
+            release_empty_locked(ch, mh);
+        } else if (mh->state == MESH_MH_FULL && live < sc->nobjects) {
+            list_remove(ch, mh);
+            place_detached_locked(ch, mh);
+        }
+    }
+    pthread_mutex_unlock(&ch->lock);
+}
+
+/* ---- large objects ---- */
+
+void *mesh_global_alloc_large(size_t size, size_t align, bool zero)
+{
+    size_t npages = (size + MESH_PAGE_SIZE - 1) >> MESH_PAGE_SHIFT;
+    size_t align_pages = align > MESH_PAGE_SIZE ? align >> MESH_PAGE_SHIFT : 1;
+    mesh_miniheap_t *mh = NULL;
+    bool clean = true;
+    if (npages <= mesh_arena.npages && align_pages <= mesh_arena.npages) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        mh = mesh_arena_alloc_span_locked((uint32_t)npages, (uint32_t)align_pages, MESH_KIND_LARGE, &clean);
+        if (mh) {
+            mesh_arena_set_pages(mh, false);
+            if (zero && !clean && size >= 256 * 1024) {
+                mesh_arena_zero_span_locked(mh);
+                clean = true;
+            }
+        }
+        pthread_mutex_unlock(&mesh_arena.lock);
+    }
+    if (!mh)
+        return mesh_huge_alloc(size, align); /* fresh anonymous memory is zero */
+    MESH_STAT_ADD(large_alloc_count, 1);
+    void *p = mesh_mh_start(mh);
+    if (zero && !clean)
+        memset(p, 0, size);
+    return p;
+}
+
+void mesh_global_free_large(mesh_miniheap_t *mh, void *p)
+{
+    pthread_mutex_lock(&mesh_arena.lock);
+    if (mh->kind != MESH_KIND_LARGE || mesh_mh_start(mh) != p) {
+        bool freed = mh->kind == MESH_KIND_FREE && mesh_mh_start(mh) == p;
+        pthread_mutex_unlock(&mesh_arena.lock);
+        if (freed)
+            mesh_report_double_free(p);
+        mesh_report_invalid_free(p);
+    }
+    mesh_arena_free_span_locked(mh);
+    pthread_mutex_unlock(&mesh_arena.lock);
+}
+
+/* Resizes a large object in place when it can: shrinking gives the tail
+ * back, growing takes the free pages after it.  Otherwise NULL, and the
+ * caller moves it. */
+void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size)
+{
+    size_t npages = (size + MESH_PAGE_SIZE - 1) >> MESH_PAGE_SHIFT;
+    bool ok = false;
+    if (npages > mesh_arena.npages)
+        return NULL;
+    pthread_mutex_lock(&mesh_arena.lock);
+    if (mh->kind == MESH_KIND_LARGE && mesh_mh_start(mh) == p) {
+        if (npages <= mh->npages) {
+            /* If no record is left for the tail, the object keeps it. */
+            mesh_arena_shrink_span_locked(mh, (uint32_t)npages);
+            ok = true;
+        } else
+            ok = mesh_arena_grow_span_locked(mh, (uint32_t)npages);
+    }
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return ok ? p : NULL;
+}
+
+/* ---- introspection ---- */
+
+/* Bytes in live objects: set bits of every small span, less the free slots
+ * reserved in thread vectors, plus large and huge objects. */
+uint64_t mesh_global_allocated_bytes(void)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint32_t n = mesh_arena.nrecords;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    for (uint32_t id = 1; id < n; id++) {
+        mesh_miniheap_t *mh = rec(id);
+        uint8_t kind = __atomic_load_n(&mh->kind, __ATOMIC_RELAXED);
+        if (kind == MESH_KIND_SMALL)
+            bytes += (uint64_t)mesh_mh_live(mh) * mesh_classes[mh->cls].object_size;
+        else if (kind == MESH_KIND_LARGE)
+            bytes += (uint64_t)mh->npages << MESH_PAGE_SHIFT;
+    }
+    uint64_t reserved = mesh_thread_heaps_reserved_bytes();
+    bytes = bytes > reserved ? bytes - reserved : 0;
+    return bytes + mesh_huge_bytes();
+}
+
+/* Returns every class's kept empty spans to the arena. */
+void mesh_global_release_empty(void)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        pthread_mutex_lock(&ch->lock);
+        mesh_miniheap_t *mh;
+        while ((mh = list_pop(ch, MESH_MH_EMPTY)) != NULL) {
+            ch->nspans--;
+            pthread_mutex_lock(&mesh_arena.lock);
+            mesh_arena_free_span_locked(mh);
+            pthread_mutex_unlock(&mesh_arena.lock);
+        }
+        pthread_mutex_unlock(&ch->lock);
+    }
+}
+
+static void put_col(mesh_buf_t *b, uint64_t v, unsigned width)
+{
+    char tmp[24];
+    mesh_buf_t t = {tmp, 0, sizeof tmp};
+    mesh_buf_u64(&t, v);
+    for (size_t i = t.len; i < width; i++)
+        mesh_buf_str(b, " ");
+    mesh_buf_str(b, tmp);
+}
+
+/* MALLOCSTATS=2: one line per size class in use. */
+void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
+{
+    uint64_t spans[MESH_NUM_CLASSES] = {0}, live[MESH_NUM_CLASSES] = {0};
+    uint64_t attached[MESH_NUM_CLASSES] = {0}, full[MESH_NUM_CLASSES] = {0};
+    uint64_t partial[MESH_NUM_CLASSES] = {0}, empty[MESH_NUM_CLASSES] = {0};
+    uint64_t large = 0, large_pages = 0;
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint32_t n = mesh_arena.nrecords;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    for (uint32_t id = 1; id < n; id++) {
+        mesh_miniheap_t *mh = rec(id);
+        if (mh->kind == MESH_KIND_LARGE) {
+            large++;
+            large_pages += mh->npages;
+        }
+        if (mh->kind != MESH_KIND_SMALL)
+            continue;
+        unsigned c = mh->cls;
+        spans[c]++;
+        live[c] += mesh_mh_live(mh);
+        attached[c] += mh->state == MESH_MH_ATTACHED;
+        full[c] += mh->state == MESH_MH_FULL;
+        partial[c] += is_partial(mh->state);
+        empty[c] += mh->state == MESH_MH_EMPTY;
+    }
+    mesh_buf_str(b, "-- size classes --\n"
+                    " class  pages objs   spans  live objs occupancy%  attached    full partial   empty\n");
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        if (!spans[c])
+            continue;
+        const mesh_size_class_t *sc = &mesh_classes[c];
+        put_col(b, sc->object_size, 6);
+        put_col(b, sc->npages, 7);
+        put_col(b, sc->nobjects, 5);
+        put_col(b, spans[c], 8);
+        put_col(b, live[c], 11);
+        put_col(b, live[c] * 100 / (spans[c] * sc->nobjects), 11);
+        put_col(b, attached[c], 10);
+        put_col(b, full[c], 8);
+        put_col(b, partial[c], 8);
+        put_col(b, empty[c], 8);
+        mesh_buf_str(b, "\n");
+        flush(b);
+    }
+    mesh_buf_str(b, "large objects: ");
+    mesh_buf_u64(b, large);
+    mesh_buf_str(b, " in ");
+    mesh_buf_fixed1(b, large_pages * MESH_PAGE_SIZE, 1024 * 1024);
+    mesh_buf_str(b, " MB; arena resident: ");
+    mesh_buf_fixed1(b, mesh_arena_resident_bytes(), 1024 * 1024);
+    mesh_buf_str(b, " MB\n");
+}
+
+/* ---- fork ---- */
+
+void mesh_global_fork_prepare(void)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        pthread_mutex_lock(&mesh_class_heaps[c].lock);
+}
+
+void mesh_global_fork_parent(void)
+{
+    for (unsigned c = MESH_NUM_CLASSES; c-- > 0;)
+        pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+}
+
+void mesh_global_fork_child(void)
+{
+    mesh_global_init();
+}
+
+/* ---- invariants ---- */
+
+/* Every list holds spans of its class in the state the list stands for,
+ * detached; counts add up; no bit is set beyond a span's objects. */
+void mesh_global_check(void)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        uint64_t valid[MESH_BITMAP_WORDS];
+        mesh_mh_valid_mask(mesh_classes[c].nobjects, valid);
+        pthread_mutex_lock(&ch->lock);
+        uint8_t states[] = {MESH_MH_FULL, MESH_MH_EMPTY, MESH_MH_PARTIAL, MESH_MH_PARTIAL + 1,
+                            MESH_MH_PARTIAL + 2, MESH_MH_PARTIAL + 3};
+        uint32_t nempty = 0;
+        for (unsigned s = 0; s < sizeof states; s++) {
+            for (uint32_t id = *list_of(ch, states[s]); id; id = rec(id)->next) {
+                mesh_miniheap_t *mh = rec(id);
+                if (mh->kind != MESH_KIND_SMALL || mh->cls != c || mh->state != states[s] ||
+                    atomic_load(&mh->owner) != 0)
+                    mesh_assert_fail("class list membership", __FILE__, __LINE__);
+                for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+                    if (atomic_load(&mh->bits[w]) & ~valid[w])
+                        mesh_assert_fail("bits beyond the span's objects", __FILE__, __LINE__);
+                nempty += states[s] == MESH_MH_EMPTY;
+            }
+        }
+        if (nempty != ch->nempty)
+            mesh_assert_fail("empty list count", __FILE__, __LINE__);
+        pthread_mutex_unlock(&ch->lock);
+    }
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_check_locked();
+    pthread_mutex_unlock(&mesh_arena.lock);
+}

@@ -1,0 +1,450 @@
+/*
+ * Shared types and tunables of libmesh.  Everything here is hidden from the
+ * program (the library is built with -fvisibility=hidden); only the entry
+ * points in libmesh.c and mesh.h are exported.
+ *
+ * Vocabulary (DESIGN.md §2.1): a page is 4 KiB; a span is a run of pages in
+ * the arena; a miniheap is the metadata of one span; a thread heap holds one
+ * shuffle vector per size class; the global heap keeps per-class lists.
+ *
+ * Lock order, written once for the whole library:
+ *     class lock (mesh_class_heap_t.lock, in class order)
+ *       -> arena lock (mesh_arena.lock: page allocator and record pool)
+ *         -> heaps lock (thread heap registry)   -> huge lock
+ * Fast paths take no lock at all.
+ */
+#ifndef MESH_INTERNAL_H
+#define MESH_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MESH_EXPORT __attribute__((visibility("default")))
+#define MESH_NOINLINE __attribute__((noinline))
+#define MESH_INLINE static inline __attribute__((always_inline))
+#define MESH_COLD __attribute__((cold, noinline))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* ---- tunables ---------------------------------------------------------- */
+
+#define MESH_PAGE_SHIFT 12
+#define MESH_PAGE_SIZE (1UL << MESH_PAGE_SHIFT)
+#define MESH_MIN_ALIGN 16
+#define MESH_NUM_CLASSES 24          /* 16 .. 1024 (jemalloc spacing), 2 .. 16 KiB */
+#define MESH_MAX_SMALL 16384         /* larger requests get a span of their own */
+#define MESH_MAX_MESHABLE 4095       /* classes below a page can be meshed */
+#define MESH_MIN_OBJECTS 8           /* objects per span, at least ... */
+#define MESH_MAX_OBJECTS 256         /* ... and at most: one 256-bit bitmap */
+#define MESH_BITMAP_WORDS (MESH_MAX_OBJECTS / 64)
+
+/* Shuffle vector: capacity in slots, spans attached at once, and how much a
+ * refill attaches (enough slots to amortise the class lock, but not so many
+ * bytes that a thread hoards memory other threads could use). */
+#define MESH_SV_CAP 256
+#define MESH_SV_MAX_ATTACH 16
+#define MESH_SV_TARGET_SLOTS 64
+#define MESH_SV_MAX_BYTES (128 * 1024)
+
+#define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
+#define MESH_EMPTY_KEEP 2            /* empty spans a class keeps before returning them */
+
+#define MESH_DEFAULT_ARENA_GB 1024   /* virtual reservation; nothing is committed */
+#define MESH_MIN_ARENA_BYTES (256UL << 20)
+#define MESH_MAX_RECORDS (1U << 26)  /* miniheap records: 4 GiB of reserved metadata */
+#define MESH_MAX_THREAD_HEAPS (1U << 16)
+
+/* ---- debug checks ------------------------------------------------------ */
+
+void mesh_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn, cold));
+#ifdef MESH_DEBUG
+#define mesh_assert(c) (likely(c) ? (void)0 : mesh_assert_fail(#c, __FILE__, __LINE__))
+#define MESH_DEBUG_ON 1
+#else
+#define mesh_assert(c) ((void)0)
+#define MESH_DEBUG_ON 0
+#endif
+
+/* ---- os.c: every system call lives there -------------------------------- */
+
+int mesh_os_memfd(const char *name, int *fd_out);
+int mesh_os_truncate(int fd, uint64_t bytes);
+int mesh_os_map_reserve(size_t bytes, void **out);            /* private, NORESERVE */
+int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out);
+int mesh_os_map_anon(size_t bytes, size_t align, void **out);  /* private, read-write */
+int mesh_os_unmap(void *addr, size_t bytes);
+int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, void **out);
+int mesh_os_punch(int fd, uint64_t off, uint64_t bytes);
+int mesh_os_remove(void *addr, size_t bytes);                  /* MADV_REMOVE */
+int mesh_os_dontneed(void *addr, size_t bytes);
+int mesh_os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
+int mesh_os_file_blocks(int fd, uint64_t *bytes);
+int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole);
+int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off);
+int mesh_os_dup_high(int fd, int *out);
+void mesh_os_close(int fd);
+uint64_t mesh_os_random64(void);
+uint64_t mesh_os_now_ns(void);
+uint64_t mesh_os_physical_bytes(void);
+int mesh_os_overcommit_mode(void);
+void mesh_os_write_stderr(const char *buf, size_t len);
+void mesh_os_abort(void) __attribute__((noreturn));
+
+/* Formatting without malloc: appends to a caller's fixed buffer. */
+typedef struct mesh_buf {
+    char *p;
+    size_t len, cap;
+} mesh_buf_t;
+void mesh_buf_str(mesh_buf_t *b, const char *s);
+void mesh_buf_u64(mesh_buf_t *b, uint64_t v);
+void mesh_buf_hex(mesh_buf_t *b, uint64_t v);
+void mesh_buf_fixed1(mesh_buf_t *b, uint64_t num, uint64_t den);  /* num/den, one decimal */
+void mesh_warn(const char *msg);                     /* "mesh: msg\n" on stderr */
+void mesh_fatal_ptr(const char *what, const void *p) __attribute__((noreturn, cold));
+
+/* ---- options.c ----------------------------------------------------------- */
+
+/* name, environment variable, default, minimum, maximum, what it does */
+#define MESH_OPTIONS(X)                                                                      \
+    X(randomize, "MESH_RANDOMIZE", 1, 0, 1, "randomize slot order in spans (0 = in order)")   \
+    X(meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")            \
+    X(period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")    \
+    X(max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")    \
+    X(mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")  \
+    X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
+    X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")
+
+typedef struct mesh_options {
+#define MESH_OPT_FIELD(name, env, def, lo, hi, doc) uint64_t name;
+    MESH_OPTIONS(MESH_OPT_FIELD)
+#undef MESH_OPT_FIELD
+} mesh_options_t;
+
+extern mesh_options_t mesh_opt;
+void mesh_options_init(void);
+
+/* ---- stats.c --------------------------------------------------------------- */
+
+/* Counters, declared once.  All are updated on slow paths only. */
+#define MESH_STATS(X)                                                          \
+    X(mesh_count, "meshes performed")                                           \
+    X(meshed_pages_total, "pages released by meshing, cumulative")              \
+    X(meshed_pages, "pages currently meshed away")                              \
+    X(meshed_pages_hwm, "high-water mark of meshed_pages")                      \
+    X(mh_alloc_count, "miniheaps created")                                      \
+    X(mh_free_count, "miniheaps freed")                                         \
+    X(mh_live, "miniheaps alive")                                               \
+    X(mh_hwm, "high-water mark of mh_live")                                     \
+    X(large_alloc_count, "large objects allocated")                             \
+    X(huge_alloc_count, "objects mapped outside the arena")                     \
+    X(refill_count, "shuffle vector refills")                                   \
+    X(punch_count, "punch-hole calls")                                          \
+    X(punched_bytes, "bytes punched out of the arena file")                     \
+    X(fork_copy_bytes, "bytes copied for fork children")
+
+typedef struct mesh_stats {
+#define MESH_STAT_FIELD(name, doc) _Atomic uint64_t name;
+    MESH_STATS(MESH_STAT_FIELD)
+#undef MESH_STAT_FIELD
+} mesh_stats_t;
+
+extern mesh_stats_t mesh_stats;
+#define MESH_STAT_ADD(name, n) atomic_fetch_add_explicit(&mesh_stats.name, (n), memory_order_relaxed)
+void mesh_stat_max(_Atomic uint64_t *hwm, uint64_t value);
+void mesh_stats_print(int level);
+
+/* ---- size_class.c ------------------------------------------------------- */
+
+typedef struct mesh_size_class {
+    uint32_t object_size;
+    uint32_t nobjects;   /* objects per span */
+    uint32_t npages;     /* pages per span */
+    uint32_t recip;      /* ceil(2^32 / object_size): slot = offset * recip >> 32 */
+} mesh_size_class_t;
+
+extern mesh_size_class_t mesh_classes[MESH_NUM_CLASSES];
+extern uint8_t mesh_class_of_small[MESH_MAX_SMALL / 16 + 1]; /* index (size + 15) >> 4 */
+void mesh_size_classes_init(void);
+int mesh_size_class_aligned(size_t size, size_t align);       /* -1 when no class fits */
+
+/* Costs one table load for sizes up to 16 KiB. */
+MESH_INLINE unsigned mesh_size_class(size_t size)
+{
+    return mesh_class_of_small[(size + 15) >> 4];
+}
+
+/* Exact for every offset inside a span; checked exhaustively by the tests. */
+MESH_INLINE uint32_t mesh_slot_of(uint32_t offset, uint32_t recip)
+{
+    return (uint32_t)(((uint64_t)offset * recip) >> 32);
+}
+
+/* ---- miniheap.c: span metadata ------------------------------------------ */
+
+enum mesh_span_kind {
+    MESH_KIND_UNUSED = 0,   /* record on the pool's free list */
+    MESH_KIND_SMALL,        /* span of small objects, bitmap in use */
+    MESH_KIND_LARGE,        /* one large object */
+    MESH_KIND_FREE,         /* free pages in the page allocator */
+};
+
+enum mesh_mh_state {
+    MESH_MH_NONE = 0,
+    MESH_MH_ATTACHED,       /* owned by a thread heap; not on any list */
+    MESH_MH_FULL,           /* on the class's full list */
+    MESH_MH_EMPTY,          /* on the class's empty list */
+    MESH_MH_FREE_CLEAN,     /* FREE span known to read as zeros */
+    MESH_MH_FREE_DIRTY,     /* FREE span whose pages are still in the file */
+    MESH_MH_PARTIAL,        /* on partial[state - MESH_MH_PARTIAL] */
+};
+
+/*
+ * One record per span, 64 bytes, outside the span it describes.
+ *
+ * Invariants (checked in debug builds):
+ *   small span, detached:  popcount(bits) == live objects
+ *   small span, attached:  popcount(bits) == live objects + slots in the
+ *                          owner's shuffle vector; reserved bits ⊆ bits
+ *   bits beyond nobjects are always 0
+ *   arena table[span_page] == table[span_page + npages - 1] == this id, and
+ *   for small spans every page of the span maps to this id
+ */
+typedef struct mesh_miniheap {
+    _Atomic uint64_t bits[MESH_BITMAP_WORDS]; /* 1 = allocated or reserved */
+    _Atomic uint32_t owner;      /* thread heap id while attached, else 0 */
+    uint32_t span_page;          /* first page, as an index into the arena */
+    uint32_t npages;
+    uint32_t next, prev;         /* list links: record ids, 0 ends the list */
+    uint32_t mesh_next;          /* next virtual span sharing these pages */
+    _Atomic uint32_t gen;        /* bumped each time the record is recycled */
+    uint8_t kind, cls, state;
+    uint8_t attach_idx;          /* index in the owner's shuffle vector */
+} __attribute__((aligned(64))) mesh_miniheap_t;
+
+_Static_assert(sizeof(mesh_miniheap_t) == 64, "a miniheap record is one cache line");
+
+void mesh_mh_init_small(mesh_miniheap_t *mh, unsigned cls);
+unsigned mesh_mh_live(const mesh_miniheap_t *mh);
+void mesh_mh_valid_mask(unsigned nobjects, uint64_t mask[MESH_BITMAP_WORDS]);
+bool mesh_mh_is_full_word(unsigned nobjects, unsigned w, uint64_t word);
+
+/* ---- arena.c: the reserved range, its file, the page table, the pages ---- */
+
+typedef struct mesh_arena {
+    char *base;                  /* start of the reserved, file-backed range */
+    size_t bytes;                /* its length */
+    _Atomic uint32_t *table;     /* page -> miniheap id, read without locks */
+    mesh_miniheap_t *records;    /* record id -> record; id 0 is never used */
+    int fd;                      /* the memfd behind the arena, or -1 if lost */
+    uint64_t fd_dev, fd_ino;     /* identity of our memfd, to survive closefrom() */
+    uint32_t npages;             /* arena pages */
+    pthread_mutex_t lock;
+    /* below: protected by lock */
+    uint32_t frontier;           /* pages [0, frontier) have been handed out */
+    uint32_t nrecords;           /* records [1, nrecords) exist */
+    uint32_t free_record;        /* free list of records, through next */
+    uint64_t dirty_pages;        /* pages in FREE_DIRTY spans */
+    uint64_t active_pages;       /* pages in SMALL and LARGE spans */
+    uint32_t bins_dirty[129];    /* free spans by page count; the last bin holds >= 128 */
+    uint32_t bins_clean[129];
+    uint64_t nonempty[2][3];     /* bitmaps of non-empty bins (dirty, clean) */
+    int fork_fd;                 /* the child's copy, made in the fork prepare step */
+} mesh_arena_t;
+
+extern mesh_arena_t mesh_arena;
+
+int mesh_arena_init(void);
+/* Allocate npages (aligned to align_pages), returning a new record of the given
+ * kind, or NULL (ENOMEM).  *clean tells whether the pages read as zeros. */
+mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pages, uint8_t kind, bool *clean);
+void mesh_arena_free_span_locked(mesh_miniheap_t *mh);
+bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages);
+bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages);
+void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page);
+uint64_t mesh_arena_scavenge_locked(void);
+void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
+uint64_t mesh_arena_resident_bytes(void);
+void mesh_arena_fork_prepare(void);
+void mesh_arena_fork_parent(void);
+void mesh_arena_fork_child(void);
+void mesh_arena_check_locked(void);
+
+MESH_INLINE uint32_t mesh_mh_id(const mesh_miniheap_t *mh)
+{
+    return (uint32_t)(mh - mesh_arena.records);
+}
+
+MESH_INLINE char *mesh_mh_start(const mesh_miniheap_t *mh)
+{
+    return mesh_arena.base + ((size_t)mh->span_page << MESH_PAGE_SHIFT);
+}
+
+/* The lock-free page -> miniheap index: a bounds check and two loads. */
+MESH_INLINE mesh_miniheap_t *mesh_arena_lookup(const void *p)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_arena.base;
+    if (unlikely(off >= mesh_arena.bytes))
+        return NULL;
+    uint32_t id = atomic_load_explicit(&mesh_arena.table[off >> MESH_PAGE_SHIFT], memory_order_acquire);
+    return id ? &mesh_arena.records[id] : NULL;
+}
+
+/* ---- huge.c: allocations the arena cannot hold ---------------------------- */
+
+void *mesh_huge_alloc(size_t size, size_t align);
+bool mesh_huge_owns(const void *p, size_t *size);
+bool mesh_huge_free(void *p);
+void *mesh_huge_realloc(void *p, size_t size);
+uint64_t mesh_huge_bytes(void);
+void mesh_huge_fork_prepare(void);
+void mesh_huge_fork_parent(void);
+void mesh_huge_fork_child(void);
+
+/* ---- shuffle.c: the per-class vector of free slots ------------------------ */
+
+typedef struct mesh_shuffle_vector {
+    uint16_t top;                /* entries[0, top) are free slots, popped from the end */
+    uint8_t nattached;
+    uint8_t cls;
+    /* Odd while the owner changes which spans are attached: lets another
+     * thread read mh_id[] and reserved[] consistently (a seqlock). */
+    uint32_t attach_gen;
+    uint32_t object_size;
+    uint32_t span_bytes;
+    uint32_t recip;
+    char *base[MESH_SV_MAX_ATTACH];           /* start of each attached span */
+    uint32_t mh_id[MESH_SV_MAX_ATTACH];
+    /* reserved[i]: slots of attached span i now in entries[].
+     * Invariant: sum of popcount(reserved[i]) == top. */
+    uint64_t reserved[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS];
+    uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
+} mesh_shuffle_vector_t;
+
+typedef struct mesh_rng {
+    uint64_t s;
+} mesh_rng_t;
+
+/* splitmix64: small state, good enough to scatter slots. */
+MESH_INLINE uint64_t mesh_rng_next(mesh_rng_t *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* A uniform value in [0, n) without a division. */
+MESH_INLINE uint32_t mesh_rng_below(mesh_rng_t *r, uint32_t n)
+{
+    return (uint32_t)(((mesh_rng_next(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+/* malloc's fast path: one load, one store, a multiply.  Precondition: top > 0. */
+MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
+{
+    uint16_t e = sv->entries[--sv->top];
+    unsigned i = e >> 8, s = e & 255;
+    sv->reserved[i][s >> 6] &= ~(1ULL << (s & 63));
+    return sv->base[i] + (size_t)s * sv->object_size;
+}
+
+/* free's fast path for a span this thread has attached: a bounds check, a
+ * division by multiplication, two double-free checks (the slot must not be
+ * in the vector already, and its bitmap bit, on the cache line free has just
+ * read, must still be set), a push and (with randomization) one swap.
+ * Returns false, changing nothing, for anything unusual: an address outside
+ * the span, not at a slot start, or a slot that is already free; the slow
+ * path then says what is wrong. */
+MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, const void *p, mesh_rng_t *rng,
+                              bool randomize)
+{
+    unsigned i = mh->attach_idx;
+    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->base[i];
+    if (unlikely(off >= sv->span_bytes))
+        return false;
+    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
+    if (unlikely(s * sv->object_size != off))
+        return false;
+    uint64_t *w = &sv->reserved[i][s >> 6], m = 1ULL << (s & 63);
+    if (unlikely((*w & m) || !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & m)))
+        return false;
+    *w |= m;
+    uint32_t t = sv->top++;
+    sv->entries[t] = (uint16_t)(i << 8 | s);
+    if (randomize) {
+        uint32_t j = mesh_rng_below(rng, t + 1);
+        uint16_t x = sv->entries[j];
+        sv->entries[j] = sv->entries[t];
+        sv->entries[t] = x;
+    }
+    return true;
+}
+
+bool mesh_sv_holds(const mesh_shuffle_vector_t *sv, uint32_t mh_id, unsigned attach_idx, unsigned slot);
+void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
+void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);
+void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng);
+void mesh_sv_check(const mesh_shuffle_vector_t *sv);
+
+/* ---- thread_heap.c -------------------------------------------------------- */
+
+typedef struct mesh_thread_heap {
+    mesh_shuffle_vector_t sv[MESH_NUM_CLASSES];
+    mesh_rng_t rng;
+    uint32_t id;                 /* 1-based; miniheap owner fields hold it */
+    uint32_t next_free;          /* registry free list */
+    bool live;
+} mesh_thread_heap_t;
+
+extern __thread mesh_thread_heap_t *mesh_tls_heap __attribute__((tls_model("initial-exec")));
+
+int mesh_thread_heaps_init(void);
+mesh_thread_heap_t *mesh_thread_heap_get_slow(void);
+void mesh_thread_heap_release(mesh_thread_heap_t *th);
+mesh_thread_heap_t *mesh_thread_heap_by_id(uint32_t id);
+uint64_t mesh_thread_heaps_reserved_bytes(void);
+void mesh_thread_heaps_fork_prepare(void);
+void mesh_thread_heaps_fork_parent(void);
+void mesh_thread_heaps_fork_child(void);
+
+/* ---- global_heap.c --------------------------------------------------------- */
+
+typedef struct mesh_class_heap {
+    pthread_mutex_t lock;
+    uint32_t partial[MESH_PARTIAL_BINS]; /* bin b holds spans about b/4 .. (b+1)/4 full */
+    uint32_t full;
+    uint32_t empty;
+    uint32_t nempty;
+    uint64_t nspans;                     /* spans of this class, in any state */
+} __attribute__((aligned(64))) mesh_class_heap_t;
+
+extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
+
+void mesh_global_init(void);
+void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls);
+void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls);
+void *mesh_global_alloc_one(unsigned cls);
+void mesh_global_free_remote(mesh_miniheap_t *mh, void *p);
+void *mesh_global_alloc_large(size_t size, size_t align, bool zero);
+void mesh_global_free_large(mesh_miniheap_t *mh, void *p);
+void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);
+uint64_t mesh_global_allocated_bytes(void);
+void mesh_global_release_empty(void);
+void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *));
+void mesh_global_fork_prepare(void);
+void mesh_global_fork_parent(void);
+void mesh_global_fork_child(void);
+void mesh_global_check(void);
+
+/* ---- libmesh.c ---------------------------------------------------------------- */
+
+extern _Atomic int mesh_init_state;  /* 0 none, 1 running, 2 done */
+void mesh_init_slow(void);
+void mesh_report_invalid_free(const void *p) __attribute__((noreturn, cold));
+void mesh_report_double_free(const void *p) __attribute__((noreturn, cold));
+
+#endif

@@ -1,0 +1,488 @@
+/*
+ * The exported entry points: the malloc family with POSIX and glibc
+ * semantics, the glibc extras programs call, and mesh_mallctl.  The fast
+ * paths of malloc and free are here, inline; everything else is one call
+ * away in a noinline slow path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../include/mesh.h"
+#include "internal.h"
+
+_Atomic int mesh_init_state;
+static size_t alloc_limit = PTRDIFF_MAX;    /* larger single requests fail with ENOMEM */
+static __thread bool tls_initializing __attribute__((tls_model("initial-exec")));
+
+/* ---- start-up, exit, fork ---- */
+
+static void fork_prepare(void)
+{
+    mesh_global_fork_prepare();
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_thread_heaps_fork_prepare();
+    mesh_huge_fork_prepare();
+    mesh_arena_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+    mesh_arena_fork_parent();
+    mesh_huge_fork_parent();
+    mesh_thread_heaps_fork_parent();
+    pthread_mutex_unlock(&mesh_arena.lock);
+    mesh_global_fork_parent();
+}
+
+static void fork_child(void)
+{
+    mesh_global_fork_child();
+    pthread_mutex_init(&mesh_arena.lock, NULL);
+    mesh_huge_fork_child();
+    mesh_arena_fork_child();
+    mesh_thread_heaps_fork_child();
+}
+
+void mesh_init_slow(void)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&mesh_init_state, &expected, 1)) {
+        if (tls_initializing)
+            mesh_assert_fail("malloc called while libmesh starts up", __FILE__, __LINE__);
+        while (atomic_load(&mesh_init_state) != 2)
+            ;
+        return;
+    }
+    tls_initializing = true;
+    mesh_options_init();
+    mesh_size_classes_init();
+    mesh_global_init();
+    int err = mesh_arena_init();
+    if (!err)
+        err = mesh_thread_heaps_init();
+    if (err) {
+        char buf[128];
+        mesh_buf_t b = {buf, 0, sizeof buf};
+        mesh_buf_str(&b, "cannot set up the heap (errno ");
+        mesh_buf_u64(&b, (uint64_t)err);
+        mesh_buf_str(&b, ")");
+        mesh_warn(buf);
+        mesh_os_abort();
+    }
+    /* Behave like glibc under the kernel's heuristic overcommit: a single
+     * request larger than RAM plus swap fails. */
+    uint64_t phys = mesh_os_physical_bytes();
+    if (mesh_os_overcommit_mode() != 1 && phys && phys < PTRDIFF_MAX)
+        alloc_limit = (size_t)phys;
+    tls_initializing = false;
+    atomic_store(&mesh_init_state, 2);
+    /* After the state is set: pthread_atfork may itself call malloc. */
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+__attribute__((constructor)) static void mesh_start(void)
+{
+    if (atomic_load(&mesh_init_state) != 2)
+        mesh_init_slow();
+}
+
+__attribute__((destructor)) static void mesh_exit(void)
+{
+    if (mesh_opt.mallocstats && atomic_load(&mesh_init_state) == 2)
+        mesh_stats_print((int)mesh_opt.mallocstats);
+}
+
+/* ---- reports ---- */
+
+void mesh_report_invalid_free(const void *p)
+{
+    mesh_fatal_ptr("free of invalid pointer", p);
+}
+
+void mesh_report_double_free(const void *p)
+{
+    mesh_fatal_ptr("double free of", p);
+}
+
+/* ---- allocation ---- */
+
+static void *alloc_large(size_t size, size_t align, bool zero)
+{
+    if (size > alloc_limit || align > alloc_limit) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mesh_global_alloc_large(size, align, zero);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+static MESH_NOINLINE void *alloc_slow(size_t size, bool zero)
+{
+    if (atomic_load_explicit(&mesh_init_state, memory_order_acquire) != 2)
+        mesh_init_slow();
+    if (size > MESH_MAX_SMALL)
+        return alloc_large(size, MESH_PAGE_SIZE, zero);
+    unsigned cls = mesh_size_class(size);
+    mesh_thread_heap_t *th = mesh_thread_heap_get_slow();
+    void *p;
+    if (!th) {
+        p = mesh_global_alloc_one(cls);
+    } else {
+        mesh_shuffle_vector_t *sv = &th->sv[cls];
+        if (!sv->top)
+            mesh_global_refill(th, cls);
+        p = sv->top ? mesh_sv_pop(sv) : NULL;
+    }
+    if (MESH_DEBUG_ON) {
+        static _Atomic unsigned calls;
+        if ((atomic_fetch_add(&calls, 1) & 1023) == 0)
+            mesh_global_check();
+    }
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (zero)
+        memset(p, 0, size);
+    return p;
+}
+
+MESH_EXPORT void *malloc(size_t size)
+{
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    if (likely(th != NULL && size <= MESH_MAX_SMALL)) {
+        mesh_shuffle_vector_t *sv = &th->sv[mesh_size_class(size)];
+        if (likely(sv->top))
+            return mesh_sv_pop(sv);
+    }
+    return alloc_slow(size, false);
+}
+
+MESH_EXPORT void *calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(n, size, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    if (likely(th != NULL && total <= MESH_MAX_SMALL)) {
+        mesh_shuffle_vector_t *sv = &th->sv[mesh_size_class(total)];
+        if (likely(sv->top))
+            return memset(mesh_sv_pop(sv), 0, total);
+    }
+    return alloc_slow(total, true);
+}
+
+/* Alignment: small classes whose size is a multiple of the alignment hold
+ * aligned objects (spans start on a page); anything else gets its own
+ * aligned span. */
+static void *alloc_aligned(size_t align, size_t size)
+{
+    if (align <= MESH_MIN_ALIGN)
+        return malloc(size);
+    if (atomic_load_explicit(&mesh_init_state, memory_order_acquire) != 2)
+        mesh_init_slow();
+    int cls = mesh_size_class_aligned(size, align);
+    if (cls >= 0)
+        return malloc(mesh_classes[cls].object_size);
+    return alloc_large(size < MESH_PAGE_SIZE ? MESH_PAGE_SIZE : size, align, false);
+}
+
+static bool is_pow2(size_t x)
+{
+    return x && (x & (x - 1)) == 0;
+}
+
+MESH_EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (!is_pow2(align) || align % sizeof(void *) != 0)
+        return EINVAL;
+    int saved = errno;
+    void *p = alloc_aligned(align, size);
+    errno = saved;
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+MESH_EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+    if (!is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_aligned(align, size);
+}
+
+/* glibc's memalign rounds an alignment that is not a power of two up. */
+MESH_EXPORT void *memalign(size_t align, size_t size)
+{
+    if (align > (SIZE_MAX >> 1) + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!is_pow2(align))
+        align = align <= 1 ? 1 : (size_t)1 << (64 - __builtin_clzl(align - 1));
+    return alloc_aligned(align, size);
+}
+
+MESH_EXPORT void *valloc(size_t size)
+{
+    return alloc_aligned(MESH_PAGE_SIZE, size);
+}
+
+MESH_EXPORT void *pvalloc(size_t size)
+{
+    size_t rounded = (size + MESH_PAGE_SIZE - 1) & ~(MESH_PAGE_SIZE - 1);
+    if (rounded < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return alloc_aligned(MESH_PAGE_SIZE, rounded ? rounded : MESH_PAGE_SIZE);
+}
+
+/* ---- free ---- */
+
+static MESH_NOINLINE void free_slow(void *p, mesh_miniheap_t *mh)
+{
+    if (!p)
+        return;
+    if (!mh) {
+        if (atomic_load(&mesh_init_state) == 2 && mesh_huge_free(p))
+            return;
+        mesh_report_invalid_free(p);
+    }
+    switch (mh->kind) {
+    case MESH_KIND_SMALL: {
+        mesh_thread_heap_t *th = mesh_tls_heap;
+        if (th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id) {
+            /* The fast path refused it: say why. */
+            const mesh_size_class_t *sc = &mesh_classes[mh->cls];
+            uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
+            uint32_t s = mesh_slot_of((uint32_t)off, sc->recip);
+            if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE || s * sc->object_size != off)
+                mesh_report_invalid_free(p);
+            mesh_report_double_free(p);
+        }
+        mesh_global_free_remote(mh, p);
+        return;
+    }
+    case MESH_KIND_LARGE:
+        mesh_global_free_large(mh, p);
+        return;
+    case MESH_KIND_FREE:
+        /* An address in pages nobody holds: freed already, most likely. */
+        mesh_report_double_free(p);
+    default:
+        mesh_report_invalid_free(p);
+    }
+}
+
+MESH_EXPORT void free(void *p)
+{
+    mesh_miniheap_t *mh = mesh_arena_lookup(p);
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    if (likely(mh && th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id)) {
+        if (likely(mesh_sv_push(&th->sv[mh->cls], mh, p, &th->rng, mesh_opt.randomize)))
+            return;
+    }
+    free_slow(p, mh);
+}
+
+/* ---- sizes and realloc ---- */
+
+/* The usable size of a live block, or 0 when p is not one of ours. */
+static size_t usable_size(const void *p, mesh_miniheap_t *mh)
+{
+    if (!mh) {
+        size_t size;
+        return atomic_load(&mesh_init_state) == 2 && mesh_huge_owns(p, &size) ? size : 0;
+    }
+    if (mh->kind == MESH_KIND_SMALL) {
+        const mesh_size_class_t *sc = &mesh_classes[mh->cls];
+        uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
+        if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE ||
+            mesh_slot_of((uint32_t)off, sc->recip) * sc->object_size != off)
+            return 0;
+        return sc->object_size;
+    }
+    if (mh->kind == MESH_KIND_LARGE && mesh_mh_start(mh) == p)
+        return (size_t)mh->npages << MESH_PAGE_SHIFT;
+    return 0;
+}
+
+MESH_EXPORT size_t malloc_usable_size(void *p)
+{
+    return p ? usable_size(p, mesh_arena_lookup(p)) : 0;
+}
+
+MESH_EXPORT void *realloc(void *p, size_t size)
+{
+    if (!p)
+        return malloc(size);
+    if (size == 0) {
+        free(p);
+        return NULL;
+    }
+    mesh_miniheap_t *mh = mesh_arena_lookup(p);
+    size_t old = usable_size(p, mh);
+    if (!old) {
+        if (mh && mh->kind == MESH_KIND_FREE)
+            mesh_report_double_free(p);
+        mesh_report_invalid_free(p);
+    }
+    if (mh && mh->kind == MESH_KIND_SMALL) {
+        /* Same class: nothing to do. */
+        if (size <= old && mesh_size_class(size) == mh->cls)
+            return p;
+    } else if (size > MESH_MAX_SMALL) {
+        void *q = mh ? mesh_global_realloc_large(mh, p, size)
+                     : (size <= alloc_limit ? mesh_huge_realloc(p, size) : NULL);
+        if (q)
+            return q;
+    }
+    void *q = malloc(size);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < size ? old : size);
+    free(p);
+    return q;
+}
+
+MESH_EXPORT void *reallocarray(void *p, size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, total);
+}
+
+/* ---- glibc extras ---- */
+
+/* Gives every freed page back to the OS now.  Returns 1 if memory was
+ * released, as glibc does. */
+MESH_EXPORT int malloc_trim(size_t pad)
+{
+    (void)pad;
+    if (atomic_load(&mesh_init_state) != 2)
+        return 0;
+    mesh_global_release_empty();
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint64_t bytes = mesh_arena_scavenge_locked();
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return bytes > 0;
+}
+
+/* Only M_TRIM_THRESHOLD has a meaning here (how many freed bytes may wait
+ * before they are punched); every other parameter is refused with 0. */
+MESH_EXPORT int mallopt(int param, int value)
+{
+    if (param == M_TRIM_THRESHOLD && value >= 0) {
+        mesh_opt.max_dirty_mb = (uint64_t)value >> 20;
+        return 1;
+    }
+    return 0;
+}
+
+MESH_EXPORT struct mallinfo2 mallinfo2(void)
+{
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof mi);
+    if (atomic_load(&mesh_init_state) != 2)
+        return mi;
+    uint64_t allocated = mesh_global_allocated_bytes();
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint64_t mapped = (uint64_t)mesh_arena.frontier << MESH_PAGE_SHIFT;
+    uint64_t dirty = mesh_arena.dirty_pages << MESH_PAGE_SHIFT;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    uint64_t huge = mesh_huge_bytes();
+    mi.arena = mapped;                 /* address space handed out in the arena */
+    mi.hblkhd = huge;                  /* objects mapped outside it */
+    mi.hblks = atomic_load(&mesh_stats.huge_alloc_count);
+    mi.uordblks = allocated;           /* bytes in live objects */
+    mi.fordblks = mapped + huge > allocated ? mapped + huge - allocated : 0;
+    mi.keepcost = dirty;               /* freed bytes not yet given back */
+    return mi;
+}
+
+MESH_EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo mi;
+    memset(&mi, 0, sizeof mi);
+#define CLAMP(v) ((v) > INT32_MAX ? INT32_MAX : (int)(v))
+    mi.arena = CLAMP(m2.arena);
+    mi.hblks = CLAMP(m2.hblks);
+    mi.hblkhd = CLAMP(m2.hblkhd);
+    mi.uordblks = CLAMP(m2.uordblks);
+    mi.fordblks = CLAMP(m2.fordblks);
+    mi.keepcost = CLAMP(m2.keepcost);
+#undef CLAMP
+    return mi;
+}
+
+MESH_EXPORT void malloc_stats(void)
+{
+    if (atomic_load(&mesh_init_state) == 2)
+        mesh_stats_print(2);
+}
+
+/* ---- mesh_mallctl ---- */
+
+static int read_u64(void *oldp, size_t *oldlenp, void *newp, uint64_t value)
+{
+    if (newp)
+        return EPERM;
+    if (oldp && oldlenp) {
+        if (*oldlenp != sizeof(uint64_t))
+            return EINVAL;
+        memcpy(oldp, &value, sizeof value);
+    }
+    return 0;
+}
+
+MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+{
+    (void)newlen;
+    if (!name)
+        return EINVAL;
+    if (atomic_load(&mesh_init_state) != 2)
+        mesh_init_slow();
+    if (strcmp(name, "stats.allocated") == 0)
+        return read_u64(oldp, oldlenp, newp, mesh_global_allocated_bytes());
+    if (strcmp(name, "stats.active") == 0) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        uint64_t v = mesh_arena.active_pages << MESH_PAGE_SHIFT;
+        pthread_mutex_unlock(&mesh_arena.lock);
+        return read_u64(oldp, oldlenp, newp, v + mesh_huge_bytes());
+    }
+    if (strcmp(name, "stats.resident") == 0)
+        return read_u64(oldp, oldlenp, newp, mesh_arena_resident_bytes() + mesh_huge_bytes());
+    if (strcmp(name, "stats.mapped") == 0) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        uint64_t v = (uint64_t)mesh_arena.frontier << MESH_PAGE_SHIFT;
+        pthread_mutex_unlock(&mesh_arena.lock);
+        return read_u64(oldp, oldlenp, newp, v + mesh_huge_bytes());
+    }
+    if (strcmp(name, "stats.meshed_bytes") == 0)
+        return read_u64(oldp, oldlenp, newp, atomic_load(&mesh_stats.meshed_pages) << MESH_PAGE_SHIFT);
+    if (strcmp(name, "stats.mesh_count") == 0)
+        return read_u64(oldp, oldlenp, newp, atomic_load(&mesh_stats.mesh_count));
+    if (strcmp(name, "mesh.scavenge") == 0) {
+        mesh_global_release_empty();
+        pthread_mutex_lock(&mesh_arena.lock);
+        uint64_t bytes = mesh_arena_scavenge_locked();
+        pthread_mutex_unlock(&mesh_arena.lock);
+        return read_u64(oldp, oldlenp, NULL, bytes);
+    }
+    return ENOENT;
+}

@@ -1,0 +1,358 @@
+/*
+ * Every system call libmesh makes lives here, behind small functions that
+ * return 0 or an errno value and never touch the caller's errno: they run
+ * inside free() and realloc(), where a changed errno would surprise the
+ * program.  Nothing here may call malloc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 1U
+#endif
+
+#define SAVE_ERRNO int saved_errno_ = errno
+#define RETURN_ERR(ok) do { int e_ = (ok) ? 0 : errno; errno = saved_errno_; return e_; } while (0)
+
+int mesh_os_memfd(const char *name, int *fd_out)
+{
+    SAVE_ERRNO;
+    int fd = (int)syscall(SYS_memfd_create, name, MFD_CLOEXEC);
+    *fd_out = fd;
+    RETURN_ERR(fd >= 0);
+}
+
+int mesh_os_truncate(int fd, uint64_t bytes)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(ftruncate(fd, (off_t)bytes) == 0);
+}
+
+/* Address space only: NORESERVE so that nothing is charged until touched. */
+int mesh_os_map_reserve(size_t bytes, void **out)
+{
+    SAVE_ERRNO;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Maps [off, off + bytes) of fd shared; with fixed, exactly at addr. */
+int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out)
+{
+    SAVE_ERRNO;
+    int flags = MAP_SHARED | MAP_NORESERVE | (fixed ? MAP_FIXED : 0);
+    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
+    *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Private read-write memory with the given alignment (a power of two >= a
+ * page), trimming the over-reservation so that nothing is wasted. */
+int mesh_os_map_anon(size_t bytes, size_t align, void **out)
+{
+    SAVE_ERRNO;
+    size_t extra = align > MESH_PAGE_SIZE ? align : 0;
+    if (bytes + extra < bytes) {
+        errno = saved_errno_;
+        return ENOMEM;
+    }
+    char *p = mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        *out = NULL;
+        RETURN_ERR(false);
+    }
+    if (extra) {
+        char *aligned = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+        if (aligned > p)
+            munmap(p, (size_t)(aligned - p));
+        size_t tail = (size_t)(p + bytes + extra - (aligned + bytes));
+        if (tail)
+            munmap(aligned + bytes, tail);
+        p = aligned;
+    }
+    *out = p;
+    errno = saved_errno_;
+    return 0;
+}
+
+int mesh_os_unmap(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(munmap(addr, bytes) == 0);
+}
+
+int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, void **out)
+{
+    SAVE_ERRNO;
+    void *p = mremap(old, old_bytes, new_bytes, may_move ? MREMAP_MAYMOVE : 0);
+    *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Gives the file's pages back to the OS; the range then reads as zeros.
+ * Precondition: fd is the arena's memfd (see mesh_os_fd_identity). */
+int mesh_os_punch(int fd, uint64_t off, uint64_t bytes)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)bytes) == 0);
+}
+
+/* The same punch through a shared mapping, for when the fd is gone. */
+int mesh_os_remove(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(madvise(addr, bytes, MADV_REMOVE) == 0);
+}
+
+int mesh_os_dontneed(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(madvise(addr, bytes, MADV_DONTNEED) == 0);
+}
+
+int mesh_os_fd_identity(int fd, uint64_t *dev, uint64_t *ino)
+{
+    SAVE_ERRNO;
+    struct stat st;
+    int ok = fstat(fd, &st) == 0;
+    if (ok) {
+        *dev = (uint64_t)st.st_dev;
+        *ino = (uint64_t)st.st_ino;
+    }
+    RETURN_ERR(ok);
+}
+
+int mesh_os_file_blocks(int fd, uint64_t *bytes)
+{
+    SAVE_ERRNO;
+    struct stat st;
+    int ok = fstat(fd, &st) == 0;
+    *bytes = ok ? (uint64_t)st.st_blocks * 512 : 0;
+    RETURN_ERR(ok);
+}
+
+/* The next range of data at or after `from`: [*data, *hole).  ENXIO when
+ * there is no more data. */
+int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole)
+{
+    SAVE_ERRNO;
+    off_t d = lseek(fd, (off_t)from, SEEK_DATA);
+    if (d < 0)
+        RETURN_ERR(false);
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0)
+        RETURN_ERR(false);
+    *data = (uint64_t)d;
+    *hole = (uint64_t)h;
+    errno = saved_errno_;
+    return 0;
+}
+
+int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off)
+{
+    SAVE_ERRNO;
+    const char *p = buf;
+    while (bytes) {
+        ssize_t n = pwrite(fd, p, bytes, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            errno = saved_errno_;
+            return e;
+        }
+        p += n;
+        off += (uint64_t)n;
+        bytes -= (size_t)n;
+    }
+    errno = saved_errno_;
+    return 0;
+}
+
+/* Moves fd above the numbers programs commonly dup2() onto. */
+int mesh_os_dup_high(int fd, int *out)
+{
+    SAVE_ERRNO;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 100);
+    if (nfd >= 0) {
+        close(fd);
+        *out = nfd;
+    } else {
+        *out = fd;
+    }
+    RETURN_ERR(nfd >= 0);
+}
+
+void mesh_os_close(int fd)
+{
+    SAVE_ERRNO;
+    close(fd);
+    errno = saved_errno_;
+}
+
+uint64_t mesh_os_random64(void)
+{
+    SAVE_ERRNO;
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)&v ^ (uint64_t)getpid() << 32;
+    }
+    errno = saved_errno_;
+    return v;
+}
+
+uint64_t mesh_os_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* RAM plus swap: the kernel's heuristic overcommit refuses any single
+ * request larger than this, and so do we, to behave like glibc. */
+uint64_t mesh_os_physical_bytes(void)
+{
+    SAVE_ERRNO;
+    struct sysinfo si;
+    uint64_t total = 0;
+    if (sysinfo(&si) == 0)
+        total = ((uint64_t)si.totalram + (uint64_t)si.totalswap) * si.mem_unit;
+    errno = saved_errno_;
+    return total;
+}
+
+/* /proc/sys/vm/overcommit_memory, or -1 if it cannot be read. */
+int mesh_os_overcommit_mode(void)
+{
+    SAVE_ERRNO;
+    int mode = -1;
+    int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char c;
+        if (read(fd, &c, 1) == 1 && c >= '0' && c <= '2')
+            mode = c - '0';
+        close(fd);
+    }
+    errno = saved_errno_;
+    return mode;
+}
+
+void mesh_os_write_stderr(const char *buf, size_t len)
+{
+    SAVE_ERRNO;
+    while (len) {
+        ssize_t n = write(2, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        buf += n;
+        len -= (size_t)n;
+    }
+    errno = saved_errno_;
+}
+
+/* Abort as glibc does on heap corruption: SIGABRT, after the program's own
+ * handler if it has one. */
+void mesh_os_abort(void)
+{
+    abort();
+}
+
+/* ---- formatting into fixed buffers ---- */
+
+void mesh_buf_str(mesh_buf_t *b, const char *s)
+{
+    while (*s && b->len + 1 < b->cap)
+        b->p[b->len++] = *s++;
+    b->p[b->len] = 0;
+}
+
+void mesh_buf_u64(mesh_buf_t *b, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n && b->len + 1 < b->cap)
+        b->p[b->len++] = tmp[--n];
+    b->p[b->len] = 0;
+}
+
+void mesh_buf_hex(mesh_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    mesh_buf_str(b, "0x");
+    while (n && b->len + 1 < b->cap)
+        b->p[b->len++] = tmp[--n];
+    b->p[b->len] = 0;
+}
+
+void mesh_buf_fixed1(mesh_buf_t *b, uint64_t num, uint64_t den)
+{
+    uint64_t tenths = den ? (num * 10 + den / 2) / den : 0;
+    mesh_buf_u64(b, tenths / 10);
+    mesh_buf_str(b, ".");
+    mesh_buf_u64(b, tenths % 10);
+}
+
+void mesh_warn(const char *msg)
+{
+    char buf[512];
+    mesh_buf_t b = {buf, 0, sizeof buf};
+    mesh_buf_str(&b, "mesh: ");
+    mesh_buf_str(&b, msg);
+    mesh_buf_str(&b, "\n");
+    mesh_os_write_stderr(buf, b.len);
+}
+
+void mesh_fatal_ptr(const char *what, const void *p)
+{
+    char buf[256];
+    mesh_buf_t b = {buf, 0, sizeof buf};
+    mesh_buf_str(&b, "mesh: ");
+    mesh_buf_str(&b, what);
+    mesh_buf_str(&b, " ");
+    mesh_buf_hex(&b, (uint64_t)(uintptr_t)p);
+    mesh_buf_str(&b, "\n");
+    mesh_os_write_stderr(buf, b.len);
+    mesh_os_abort();
+}
+
+void mesh_assert_fail(const char *expr, const char *file, int line)
+{
+    char buf[512];
+    mesh_buf_t b = {buf, 0, sizeof buf};
+    mesh_buf_str(&b, "mesh: assertion failed: ");
+    mesh_buf_str(&b, expr);
+    mesh_buf_str(&b, " at ");
+    mesh_buf_str(&b, file);
+    mesh_buf_str(&b, ":");
+    mesh_buf_u64(&b, (uint64_t)line);
+    mesh_buf_str(&b, "\n");
+    mesh_os_write_stderr(buf, b.len);
+    mesh_os_abort();
+}

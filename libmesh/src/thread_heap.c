@@ -1,0 +1,152 @@
+/*
+ * Thread heaps: one per thread, created on the thread's first malloc and
+ * reached through an initial-exec TLS pointer (one instruction), released
+ * at thread exit so that its spans go back to the global heap, where they
+ * can be reused and meshed.
+ *
+ * Heaps are registered by id (miniheap owner fields hold the id, 0 meaning
+ * detached) so that fork can release the heaps of threads that do not exist
+ * in the child.  A heap's memory is never unmapped: released heaps are
+ * reused by later threads.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "internal.h"
+
+__thread mesh_thread_heap_t *mesh_tls_heap __attribute__((tls_model("initial-exec")));
+
+/* Set once this thread's heap was released at exit: allocations made by
+ * later destructors go straight to the global heap instead of creating a
+ * heap that nothing would release. */
+static __thread bool tls_exiting __attribute__((tls_model("initial-exec")));
+
+static pthread_key_t heap_key;
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static mesh_thread_heap_t **heaps; /* id -> heap; ids [1, nheaps) exist */
+static uint32_t nheaps = 1;
+static uint32_t free_heaps;        /* released heaps, linked through next_free */
+
+static void thread_exit(void *arg)
+{
+    mesh_thread_heap_t *th = arg;
+    tls_exiting = true;
+    mesh_tls_heap = NULL;
+    if (th)
+        mesh_thread_heap_release(th);
+}
+
+int mesh_thread_heaps_init(void)
+{
+    void *p;
+    int err = mesh_os_map_reserve(MESH_MAX_THREAD_HEAPS * sizeof(*heaps), &p);
+    if (err)
+        return err;
+    heaps = p;
+    return pthread_key_create(&heap_key, thread_exit);
+}
+
+static void heap_init(mesh_thread_heap_t *th, uint32_t id)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        mesh_sv_init(&th->sv[c], c);
+    th->id = id;
+    th->next_free = 0;
+    /* With MESH_SEED, runs are repeatable thread by thread. */
+    th->rng.s = mesh_opt.seed ? mesh_opt.seed * 0x9e3779b97f4a7c15ULL + id : mesh_os_random64();
+    th->live = true;
+}
+
+/* Returns this thread's heap, creating it; NULL when the thread is exiting
+ * or no heap can be had, in which case the caller allocates from the
+ * global heap directly. */
+mesh_thread_heap_t *mesh_thread_heap_get_slow(void)
+{
+    if (mesh_tls_heap)
+        return mesh_tls_heap;
+    if (tls_exiting)
+        return NULL;
+    mesh_thread_heap_t *th = NULL;
+    pthread_mutex_lock(&heaps_lock);
+    uint32_t id = free_heaps;
+    if (id) {
+        th = heaps[id];
+        free_heaps = th->next_free;
+    } else if (nheaps < MESH_MAX_THREAD_HEAPS) {
+        void *p;
+        if (mesh_os_map_anon(sizeof(mesh_thread_heap_t), MESH_PAGE_SIZE, &p) == 0) {
+            id = nheaps++;
+            th = p;
+            heaps[id] = th;
+        }
+    }
+    if (th)
+        heap_init(th, id);
+    pthread_mutex_unlock(&heaps_lock);
+    if (!th)
+        return NULL;
+    pthread_setspecific(heap_key, th);
+    mesh_tls_heap = th;
+    return th;
+}
+
+void mesh_thread_heap_release(mesh_thread_heap_t *th)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        if (!th->sv[c].nattached)
+            continue;
+        pthread_mutex_lock(&mesh_class_heaps[c].lock);
+        mesh_global_detach_all_locked(th, c);
+        pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+    }
+    pthread_mutex_lock(&heaps_lock);
+    th->live = false;
+    th->next_free = free_heaps;
+    free_heaps = th->id;
+    pthread_mutex_unlock(&heaps_lock);
+}
+
+mesh_thread_heap_t *mesh_thread_heap_by_id(uint32_t id)
+{
+    return id && id < nheaps ? heaps[id] : NULL;
+}
+
+/* Bytes of free slots sitting in threads' shuffle vectors: their bits are
+ * set in the span bitmaps, but no object lives there.  Approximate while
+ * threads run, exact when they are quiet. */
+uint64_t mesh_thread_heaps_reserved_bytes(void)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&heaps_lock);
+    for (uint32_t id = 1; id < nheaps; id++) {
+        mesh_thread_heap_t *th = heaps[id];
+        if (!th->live)
+            continue;
+        for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+            bytes += (uint64_t)__atomic_load_n(&th->sv[c].top, __ATOMIC_RELAXED) * th->sv[c].object_size;
+    }
+    pthread_mutex_unlock(&heaps_lock);
+    return bytes;
+}
+
+void mesh_thread_heaps_fork_prepare(void)
+{
+    pthread_mutex_lock(&heaps_lock);
+}
+
+void mesh_thread_heaps_fork_parent(void)
+{
+    pthread_mutex_unlock(&heaps_lock);
+}
+
+/* Only the forking thread exists in the child: the other heaps' spans go
+ * back to the global heap, their reserved slots freed. */
+void mesh_thread_heaps_fork_child(void)
+{
+    pthread_mutex_init(&heaps_lock, NULL);
+    for (uint32_t id = 1; id < nheaps; id++) {
+        mesh_thread_heap_t *th = heaps[id];
+        if (th->live && th != mesh_tls_heap)
+            mesh_thread_heap_release(th);
+    }
+}

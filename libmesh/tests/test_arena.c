@@ -1,0 +1,172 @@
+/* The arena's page allocator: spans, splitting, coalescing, alignment,
+ * dirty accounting and punching, in-place grow and shrink. */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "internal.h"
+#include "test.h"
+
+static mesh_miniheap_t *alloc_span(uint32_t npages, uint32_t align, bool *clean)
+{
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_miniheap_t *mh = mesh_arena_alloc_span_locked(npages, align, MESH_KIND_LARGE, clean);
+    if (mh)
+        mesh_arena_set_pages(mh, false);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return mh;
+}
+
+static void free_span(mesh_miniheap_t *mh)
+{
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_free_span_locked(mh);
+    pthread_mutex_unlock(&mesh_arena.lock);
+}
+
+static void check_invariants(void)
+{
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_check_locked(); /* aborts with a message if broken */
+    pthread_mutex_unlock(&mesh_arena.lock);
+}
+
+static uint64_t file_bytes(void)
+{
+    uint64_t b = 0;
+    mesh_os_file_blocks(mesh_arena.fd, &b);
+    return b;
+}
+
+static void test_reserve(void)
+{
+    CHECK(mesh_arena.base != NULL);
+    CHECK(mesh_arena.bytes >= (256UL << 20));
+    CHECK(mesh_arena.fd >= 100); /* moved above the numbers programs dup2() onto */
+    CHECK((uintptr_t)mesh_arena.base % MESH_PAGE_SIZE == 0);
+}
+
+static void test_alloc_free_coalesce(void)
+{
+    bool clean;
+    mesh_miniheap_t *a = alloc_span(3, 1, &clean);
+    mesh_miniheap_t *b = alloc_span(5, 1, &clean);
+    mesh_miniheap_t *c = alloc_span(7, 1, &clean);
+    CHECK(a && b && c);
+    uint32_t pa = a->span_page, pb = b->span_page, pc = c->span_page;
+    CHECK(mesh_arena_lookup(mesh_mh_start(b)) == b);
+    memset(mesh_mh_start(a), 1, 3 * MESH_PAGE_SIZE);
+    memset(mesh_mh_start(b), 2, 5 * MESH_PAGE_SIZE);
+    check_invariants();
+    uint64_t dirty0 = mesh_arena.dirty_pages;
+    free_span(a);
+    free_span(c);
+    free_span(b); /* b merges with both neighbours */
+    check_invariants();
+    mesh_miniheap_t *m = mesh_arena_lookup(mesh_arena.base + ((size_t)pa << MESH_PAGE_SHIFT));
+    if (pb == pa + 3 && pc == pb + 5) {
+        CHECK(m->kind == MESH_KIND_FREE);
+        CHECK(m->span_page <= pa && m->span_page + m->npages >= pc + 7);
+    }
+    CHECK(mesh_arena.dirty_pages >= dirty0 + 15 || mesh_opt.max_dirty_mb == 0);
+    /* The freed pages are reused first: a 15-page span fits exactly. */
+    mesh_miniheap_t *d = alloc_span(15, 1, &clean);
+    CHECK(d && d->span_page <= pa + 15);
+    free_span(d);
+    check_invariants();
+}
+
+static void test_alignment(void)
+{
+    bool clean;
+    for (uint32_t align = 1; align <= 512; align *= 2) {
+        mesh_miniheap_t *odd = alloc_span(1, 1, &clean); /* knock the frontier off alignment */
+        mesh_miniheap_t *mh = alloc_span(3, align, &clean);
+        CHECK(mh && (uintptr_t)mesh_mh_start(mh) % (align * MESH_PAGE_SIZE) == 0);
+        free_span(odd);
+        free_span(mh);
+    }
+    check_invariants();
+}
+
+static void test_scavenge_punches(void)
+{
+    bool clean;
+    mesh_miniheap_t *mh = alloc_span(256, 1, &clean); /* 1 MiB */
+    memset(mesh_mh_start(mh), 7, 256 * MESH_PAGE_SIZE);
+    uint64_t before = file_bytes();
+    free_span(mh);
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint64_t released = mesh_arena_scavenge_locked();
+    uint64_t dirty = mesh_arena.dirty_pages;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    uint64_t after = file_bytes();
+    CHECK(released >= 256 * MESH_PAGE_SIZE);
+    CHECK_EQ(dirty, 0);
+    CHECK(before - after >= 256 * MESH_PAGE_SIZE);
+    /* Punched pages come back clean and read as zeros. */
+    mesh_miniheap_t *again = alloc_span(256, 1, &clean);
+    CHECK(clean);
+    const char *p = mesh_mh_start(again);
+    int nonzero = 0;
+    for (size_t i = 0; i < 256 * MESH_PAGE_SIZE; i += 512)
+        nonzero += p[i] != 0;
+    CHECK_EQ(nonzero, 0);
+    free_span(again);
+    check_invariants();
+}
+
+static void test_dirty_threshold(void)
+{
+    /* More than MESH_MAX_DIRTY_MB freed at once is punched right away. */
+    bool clean;
+    uint32_t pages = (uint32_t)(mesh_opt.max_dirty_mb * 256 + 512);
+    mesh_miniheap_t *mh = alloc_span(pages, 1, &clean);
+    memset(mesh_mh_start(mh), 3, (size_t)pages * MESH_PAGE_SIZE);
+    free_span(mh);
+    CHECK(mesh_arena.dirty_pages <= mesh_opt.max_dirty_mb * 256);
+    check_invariants();
+}
+
+static void test_grow_shrink(void)
+{
+    bool clean;
+    mesh_miniheap_t *a = alloc_span(4, 1, &clean);
+    mesh_miniheap_t *b = alloc_span(8, 1, &clean);
+    mesh_miniheap_t *c = alloc_span(2, 1, &clean);
+    uint32_t pa = a->span_page;
+    free_span(b);
+    pthread_mutex_lock(&mesh_arena.lock);
+    bool grew = mesh_arena_grow_span_locked(a, 10);
+    bool too_far = mesh_arena_grow_span_locked(a, 100);
+    bool shrunk = mesh_arena_shrink_span_locked(a, 2);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    CHECK(grew);
+    CHECK(!too_far);
+    CHECK(shrunk);
+    CHECK_EQ(a->span_page, pa);
+    CHECK_EQ(a->npages, 2);
+    check_invariants();
+    free_span(a);
+    free_span(c);
+    check_invariants();
+}
+
+static void test_exhaustion(void)
+{
+    bool clean;
+    CHECK(alloc_span(mesh_arena.npages + 1, 1, &clean) == NULL);
+    check_invariants();
+}
+
+int main(void)
+{
+    free(malloc(1)); /* start the allocator */
+    TEST_RUN(test_reserve);
+    TEST_RUN(test_alloc_free_coalesce);
+    TEST_RUN(test_alignment);
+    TEST_RUN(test_scavenge_punches);
+    TEST_RUN(test_dirty_threshold);
+    TEST_RUN(test_grow_shrink);
+    TEST_RUN(test_exhaustion);
+    TEST_DONE();
+}

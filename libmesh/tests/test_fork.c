@@ -1,0 +1,179 @@
+/*
+ * fork, posix_spawn, vfork: a fork child gets its own copy of the arena
+ * (the arena is a MAP_SHARED file, which fork alone would share), so writes
+ * after fork are private in both directions; forks from a busy
+ * multithreaded parent do not deadlock; untouched reservations are not
+ * copied; posix_spawn and vfork+exec work.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "test.h"
+
+extern char **environ;
+
+#define NOBJ 2000
+
+static unsigned char *objs[NOBJ];
+static size_t sizes[NOBJ];
+
+static void fill(unsigned char v)
+{
+    for (int i = 0; i < NOBJ; i++)
+        memset(objs[i], v, sizes[i]);
+}
+
+static int all_are(unsigned char v)
+{
+    for (int i = 0; i < NOBJ; i++)
+        for (size_t k = 0; k < sizes[i]; k += 7)
+            if (objs[i][k] != v)
+                return 0;
+    return 1;
+}
+
+static int wait_ok(pid_t pid)
+{
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        return 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(stderr, "  child status %#x\n", status);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_isolation(void)
+{
+    for (int i = 0; i < NOBJ; i++) {
+        sizes[i] = i % 10 == 0 ? 20000 + (size_t)i * 100 : 16 + (size_t)(i * 37) % 2000;
+        objs[i] = malloc(sizes[i]);
+    }
+    fill('A');
+    int to_child[2], to_parent[2];
+    CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        alarm(30);
+        int ok = all_are('A');
+        fill('B');
+        if (write(to_parent[1], "x", 1) != 1 || read(to_child[0], &c, 1) != 1)
+            _exit(3);
+        ok = ok && all_are('B'); /* the parent's 'C' must not show here */
+        for (int i = 0; i < 100000; i++)
+            free(malloc((size_t)i % 3000));
+        for (int i = 0; i < NOBJ; i++)
+            free(objs[i]);
+        _exit(ok ? 0 : 1);
+    }
+    char c;
+    CHECK(read(to_parent[0], &c, 1) == 1);
+    CHECK(all_are('A')); /* the child's 'B' must not show here */
+    fill('C');
+    CHECK(write(to_child[1], "x", 1) == 1);
+    CHECK(wait_ok(pid));
+    CHECK(all_are('C'));
+    for (int i = 0; i < NOBJ; i++)
+        free(objs[i]);
+    mesh_global_check();
+}
+
+static _Atomic int stop;
+
+static void *churn(void *arg)
+{
+    void *keep[256] = {0};
+    unsigned x = (unsigned)(uintptr_t)arg;
+    while (!atomic_load(&stop)) {
+        x = x * 1103515245 + 12345;
+        unsigned k = (x >> 8) % 256;
+        free(keep[k]);
+        keep[k] = malloc(16 + (x >> 16) % 5000);
+        memset(keep[k], 1, 16);
+    }
+    for (int k = 0; k < 256; k++)
+        free(keep[k]);
+    return NULL;
+}
+
+static void test_fork_while_threads_allocate(void)
+{
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, churn, (void *)(i + 1));
+    int ok = 1;
+    for (int n = 0; n < 30; n++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(20);
+            void *p[1000];
+            for (int i = 0; i < 1000; i++)
+                p[i] = malloc((size_t)i * 13 % 4000 + 1);
+            for (int i = 0; i < 1000; i++)
+                free(p[i]);
+            /* a grandchild, too */
+            pid_t g = fork();
+            if (g == 0) {
+                free(malloc(100));
+                _exit(0);
+            }
+            _exit(wait_ok(g) ? 0 : 1);
+        }
+        ok &= wait_ok(pid);
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    CHECK(ok);
+    mesh_global_check();
+}
+
+static void test_untouched_not_copied(void)
+{
+    char *big = malloc((size_t)2 << 30); /* reserved, not touched */
+    CHECK(big != NULL);
+    big[0] = 1;
+    uint64_t before = atomic_load(&mesh_stats.fork_copy_bytes);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(big[0] == 1 && big[(size_t)1 << 30] == 0 ? 0 : 1);
+    CHECK(wait_ok(pid));
+    uint64_t copied = atomic_load(&mesh_stats.fork_copy_bytes) - before;
+    CHECK(copied < (64u << 20));
+    free(big);
+}
+
+static void test_spawn_and_vfork(void)
+{
+    pid_t pid;
+    char *argv[] = {"/bin/sh", "-c", "exit 0", NULL};
+    CHECK(posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0);
+    CHECK(wait_ok(pid));
+    CHECK(system("true") == 0);
+    pid = vfork();
+    if (pid == 0) {
+        execve("/bin/true", (char *[]){"true", NULL}, environ);
+        _exit(127);
+    }
+    CHECK(wait_ok(pid));
+    /* The heap is intact after all of it. */
+    void *p = malloc(100);
+    memset(p, 0, 100);
+    free(p);
+    mesh_global_check();
+}
+
+int main(void)
+{
+    free(malloc(1));
+    TEST_RUN(test_isolation);
+    TEST_RUN(test_fork_while_threads_allocate);
+    TEST_RUN(test_untouched_not_copied);
+    TEST_RUN(test_spawn_and_vfork);
+    TEST_DONE();
+}

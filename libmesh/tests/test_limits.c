@@ -1,0 +1,180 @@
+/*
+ * Limits and options: the arena is a reservation, not a ceiling (a 3 GiB
+ * block; 100 live 1 GiB blocks; with a deliberately small arena, large
+ * blocks move to mappings of their own); options are read from the
+ * environment, and bad values are warned about and ignored.  Option cases
+ * run in a child started with the environment they need.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "test.h"
+
+extern char **environ;
+
+static long rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return res * 4096 / (1 << 20);
+}
+
+static void test_3gib_block(void)
+{
+    size_t n = (size_t)3 << 30;
+    char *p = malloc(n);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    p[0] = 1;
+    p[n / 2] = 2;
+    p[n - 1] = 3;
+    CHECK(p[0] == 1 && p[n / 2] == 2 && p[n - 1] == 3);
+    CHECK(malloc_usable_size(p) >= n);
+    free(p);
+}
+
+static void test_100_reserved_gib(void)
+{
+    static char *blocks[100];
+    long before = rss_mb();
+    int ok = 1;
+    for (int i = 0; i < 100; i++) {
+        blocks[i] = malloc((size_t)1 << 30);
+        ok &= blocks[i] != NULL;
+    }
+    CHECK(ok);
+    CHECK(rss_mb() - before < 64); /* reserved, not touched */
+    for (int i = 0; i < 100; i++)
+        if (blocks[i])
+            blocks[i][i * 4096] = (char)i;
+    for (int i = 0; i < 100; i++)
+        free(blocks[i]);
+    mesh_global_check();
+}
+
+/* Runs this program again as "child MODE" with extra environment. */
+static int run_child(const char *mode, const char *env1, char *err_out, size_t err_len)
+{
+    char *argv[] = {"/proc/self/exe", "child", (char *)mode, NULL};
+    char *envp[] = {(char *)env1, NULL};
+    int err[2];
+    if (pipe(err) != 0)
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    pid_t pid;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[len > 0 ? len : 0] = 0;
+    argv[0] = self;
+    int rc = posix_spawn(&pid, self, &fa, NULL, argv, env1 ? envp : environ);
+    close(err[1]);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return -1;
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < err_len && (k = read(err[0], err_out + n, err_len - 1 - n)) > 0)
+        n += (size_t)k;
+    err_out[n] = 0;
+    close(err[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int child_small_arena(void)
+{
+    /* 1 GiB of arena: the third block does not fit and is mapped apart. */
+    size_t n = (size_t)700 << 20;
+    char *a = malloc(n), *b = malloc(n), *c = malloc(n);
+    if (!a || !b || !c)
+        return 1;
+    c[0] = 1;
+    c[n - 1] = 2;
+    if (malloc_usable_size(c) < n || mesh_arena.bytes > ((size_t)1 << 30))
+        return 2;
+    char *d = realloc(c, 2 * n);
+    if (!d || d[0] != 1 || d[n - 1] != 2)
+        return 3;
+    d[2 * n - 1] = 3;
+    char *e = malloc((size_t)5 << 30);
+    if (!e)
+        return 4;
+    e[0] = 1;
+    free(a);
+    free(b);
+    free(d);
+    free(e);
+    return atomic_load(&mesh_stats.huge_alloc_count) >= 2 ? 0 : 5;
+}
+
+static int child_sequential(int want_sequential)
+{
+    /* A fresh span per class, so allocation order within it is visible. */
+    enum { N = 64 };
+    char *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(1000);
+    int sequential = 1;
+    for (int i = 1; i < N; i++)
+        if (mesh_arena_lookup(p[i]) == mesh_arena_lookup(p[i - 1]) && p[i] != p[i - 1] + 1024)
+            sequential = 0;
+    return sequential == want_sequential ? 0 : 1;
+}
+
+static void test_small_arena(void)
+{
+    char err[4096];
+    int rc = run_child("small-arena", "MESH_ARENA_GB=1", err, sizeof err);
+    CHECK_EQ(rc, 0);
+}
+
+static void test_randomize_option(void)
+{
+    char err[4096];
+    CHECK_EQ(run_child("sequential", "MESH_RANDOMIZE=0", err, sizeof err), 0);
+    CHECK_EQ(run_child("shuffled", NULL, err, sizeof err), 0);
+}
+
+static void test_bad_option_warns(void)
+{
+    char err[4096];
+    CHECK_EQ(run_child("shuffled", "MESH_RANDOMIZE=7", err, sizeof err), 0);
+    CHECK(strstr(err, "mesh: ignoring MESH_RANDOMIZE=7") != NULL);
+    CHECK_EQ(run_child("shuffled", "MESH_MAX_DIRTY_MB=lots", err, sizeof err), 0);
+    CHECK(strstr(err, "mesh: ignoring MESH_MAX_DIRTY_MB=lots") != NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "child") == 0) {
+        if (strcmp(argv[2], "small-arena") == 0)
+            return child_small_arena();
+        if (strcmp(argv[2], "sequential") == 0)
+            return child_sequential(1);
+        if (strcmp(argv[2], "shuffled") == 0)
+            return child_sequential(0);
+        return 99;
+    }
+    free(malloc(1));
+    TEST_RUN(test_3gib_block);
+    TEST_RUN(test_100_reserved_gib);
+    TEST_RUN(test_small_arena);
+    TEST_RUN(test_randomize_option);
+    TEST_RUN(test_bad_option_warns);
+    TEST_DONE();
+}

@@ -1,0 +1,128 @@
+/* The shuffle vector: order without shuffling, permutation with it, the
+ * reserved-bit bookkeeping that catches double frees, and the random
+ * scatter that meshing relies on. */
+#include <string.h>
+
+#include "internal.h"
+#include "test.h"
+
+static char *span;
+static mesh_miniheap_t *span_mh;
+
+/* A real span of class cls from the arena, with free_bits claimed. */
+static void setup(mesh_shuffle_vector_t *sv, unsigned cls, uint64_t free_bits[MESH_BITMAP_WORDS])
+{
+    bool clean;
+    if (span_mh) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_free_span_locked(span_mh);
+        pthread_mutex_unlock(&mesh_arena.lock);
+    }
+    pthread_mutex_lock(&mesh_arena.lock);
+    span_mh = mesh_arena_alloc_span_locked(mesh_classes[cls].npages, 1, MESH_KIND_SMALL, &clean);
+    mesh_mh_init_small(span_mh, cls);
+    mesh_arena_set_pages(span_mh, true);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    span = mesh_mh_start(span_mh);
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        atomic_store(&span_mh->bits[w], free_bits[w]);
+    memset(sv, 0, sizeof *sv);
+    mesh_sv_init(sv, cls);
+    mesh_sv_add_span(sv, span_mh, free_bits);
+}
+
+static void test_in_order(void)
+{
+    mesh_shuffle_vector_t sv;
+    uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0}; /* 64 objects of 64 bytes */
+    setup(&sv, 3, all);
+    CHECK_EQ(sv.top, 64);
+    for (unsigned i = 0; i < 64; i++)
+        CHECK(mesh_sv_pop(&sv) == span + i * 64);
+    CHECK_EQ(sv.top, 0);
+    CHECK_EQ(sv.reserved[0][0], 0);
+}
+
+static void test_shuffled_permutation(void)
+{
+    mesh_shuffle_vector_t sv;
+    mesh_rng_t rng = {12345};
+    uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, ~0ULL, ~0ULL, ~0ULL}; /* 256 x 16 bytes */
+    setup(&sv, 0, all);
+    mesh_sv_shuffle(&sv, &rng);
+    mesh_sv_check(&sv);
+    char seen[256] = {0};
+    int in_order = 0;
+    for (unsigned i = 0; i < 256; i++) {
+        char *p = mesh_sv_pop(&sv);
+        unsigned slot = (unsigned)(p - span) / 16;
+        CHECK(slot < 256 && !seen[slot]);
+        seen[slot] = 1;
+        in_order += slot == i;
+    }
+    CHECK(in_order < 16); /* a shuffle, not the identity */
+}
+
+static void test_push_checks(void)
+{
+    mesh_shuffle_vector_t sv;
+    mesh_rng_t rng = {1};
+    uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0};
+    setup(&sv, 3, all);
+    char *a = mesh_sv_pop(&sv);
+    char *b = mesh_sv_pop(&sv);
+    CHECK(mesh_sv_push(&sv, span_mh, a, &rng, true));
+    CHECK(!mesh_sv_push(&sv, span_mh, a, &rng, true));       /* double free */
+    CHECK(!mesh_sv_push(&sv, span_mh, b + 8, &rng, true));   /* not a slot start */
+    CHECK(!mesh_sv_push(&sv, span_mh, span + 4096, &rng, true)); /* outside the span */
+    CHECK(!mesh_sv_push(&sv, span_mh, span - 64, &rng, true));
+    CHECK(mesh_sv_push(&sv, span_mh, b, &rng, false));
+    CHECK_EQ(sv.top, 64);
+    mesh_sv_check(&sv);
+}
+
+/* Randomization is what makes meshing work on regular programs: two spans
+ * filled and then thinned in allocation order should rarely share slots
+ * when slot order is random, and always when it is not. */
+static void test_scatter(void)
+{
+    mesh_rng_t rng = {99};
+    int overlaps_random = 0, overlaps_ordered = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        uint64_t occupancy[2][MESH_BITMAP_WORDS];
+        for (int ordered = 0; ordered < 2; ordered++) {
+            for (int s = 0; s < 2; s++) {
+                mesh_shuffle_vector_t sv;
+                uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0};
+                setup(&sv, 3, all);
+                if (!ordered)
+                    mesh_sv_shuffle(&sv, &rng);
+                memset(occupancy[s], 0, sizeof occupancy[s]);
+                /* keep the first 4 objects allocated of 64 */
+                for (int k = 0; k < 4; k++) {
+                    char *p = mesh_sv_pop(&sv);
+                    unsigned slot = (unsigned)(p - span) / 64;
+                    occupancy[s][0] |= 1ULL << slot;
+                }
+            }
+            if (occupancy[0][0] & occupancy[1][0]) {
+                if (ordered)
+                    overlaps_ordered++;
+                else
+                    overlaps_random++;
+            }
+        }
+    }
+    CHECK_EQ(overlaps_ordered, 200);
+    CHECK(overlaps_random < 100); /* P(overlap) = 1 - C(60,4)/C(64,4) ~ 0.23 */
+}
+
+int main(void)
+{
+    free(malloc(1)); /* start the allocator: spans come from its arena */
+    TEST_RUN(test_in_order);
+    TEST_RUN(test_shuffled_permutation);
+    TEST_RUN(test_push_checks);
+    TEST_RUN(test_scatter);
+    TEST_DONE();
+}

@@ -1,0 +1,121 @@
+/* Thread heaps: created on first use, released at exit with their spans
+ * detached, their ids reused; allocations made while a thread exits (from
+ * later destructors) still work. */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "internal.h"
+#include "test.h"
+
+static uint32_t seen_id;
+static void *leftover[64];
+
+static void *worker(void *arg)
+{
+    void *p[100];
+    for (int i = 0; i < 100; i++)
+        p[i] = malloc(16 + (size_t)i * 8);
+    for (int i = 0; i < 100; i += 2)
+        free(p[i]);
+    for (int i = 1, k = 0; i < 100; i += 2, k++)
+        if (k < 64)
+            leftover[k] = p[i]; /* freed later by the main thread */
+        else
+            free(p[i]);
+    seen_id = mesh_tls_heap ? mesh_tls_heap->id : 0;
+    return NULL;
+}
+
+static unsigned attached_to(uint32_t id)
+{
+    unsigned n = 0;
+    for (uint32_t r = 1; r < mesh_arena.nrecords; r++) {
+        mesh_miniheap_t *mh = &mesh_arena.records[r];
+        if (mh->kind == MESH_KIND_SMALL && atomic_load(&mh->owner) == id)
+            n++;
+    }
+    return n;
+}
+
+static void test_release_at_exit(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, NULL);
+    CHECK(seen_id != 0);
+    CHECK_EQ(attached_to(seen_id), 0);
+    for (int k = 0; k < 64; k++)
+        free(leftover[k]);
+    mesh_global_check();
+}
+
+static void test_id_reuse(void)
+{
+    uint32_t first = seen_id;
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, NULL);
+    CHECK_EQ(seen_id, first);
+    for (int k = 0; k < 64; k++)
+        free(leftover[k]);
+}
+
+static pthread_key_t late_key;
+static void *late_ptr;
+
+static void late_destructor(void *arg)
+{
+    /* Runs after libmesh's own destructor may have released the heap. */
+    free(arg);
+    late_ptr = malloc(40);
+    memset(late_ptr, 9, 40);
+}
+
+static void *late_worker(void *arg)
+{
+    pthread_setspecific(late_key, malloc(24));
+    return NULL;
+}
+
+static void test_malloc_in_destructor(void)
+{
+    pthread_key_create(&late_key, late_destructor);
+    for (int i = 0; i < 20; i++) {
+        pthread_t t;
+        pthread_create(&t, NULL, late_worker, NULL);
+        pthread_join(t, NULL);
+        CHECK(late_ptr != NULL);
+        free(late_ptr);
+        late_ptr = NULL;
+    }
+    mesh_global_check();
+}
+
+static void *many(void *arg)
+{
+    for (int i = 0; i < 1000; i++)
+        free(malloc((size_t)i % 2000));
+    return NULL;
+}
+
+static void test_many_threads(void)
+{
+    for (int round = 0; round < 10; round++) {
+        pthread_t t[32];
+        for (int i = 0; i < 32; i++)
+            pthread_create(&t[i], NULL, many, NULL);
+        for (int i = 0; i < 32; i++)
+            pthread_join(t[i], NULL);
+    }
+    mesh_global_check();
+}
+
+int main(void)
+{
+    free(malloc(1));
+    TEST_RUN(test_release_at_exit);
+    TEST_RUN(test_id_reuse);
+    TEST_RUN(test_malloc_in_destructor);
+    TEST_RUN(test_many_threads);
+    TEST_DONE();
+}
