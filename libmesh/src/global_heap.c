@@ -153,11 +153,11 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
     __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     for (unsigned i = 0; i < sv->nattached; i++) {
-        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        mesh_miniheap_t *mh = rec(sv->span[i].mh_id);
         mesh_assert(mh->state == MESH_MH_ATTACHED && atomic_load(&mh->owner) == th->id);
         for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            if (sv->reserved[i][w])
-                atomic_fetch_and(&mh->bits[w], ~sv->reserved[i][w]);
+            if (sv->span[i].reserved[w])
+                atomic_fetch_and(&mh->bits[w], ~sv->span[i].reserved[w]);
         atomic_store(&mh->owner, 0);
         mh->state = MESH_MH_NONE;
         place_detached_locked(ch, mh);
@@ -167,53 +167,140 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
     __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
 }
 
-/* Claims every clear slot of mh for its new owner. */
-static void claim_free_slots(mesh_miniheap_t *mh, uint64_t free_bits[MESH_BITMAP_WORDS])
+/* Claims up to room clear slots of mh for its owner, returning them in
+ * free_bits: other threads only ever clear bits, so the OR cannot take a
+ * slot someone else holds. */
+static unsigned claim_free_slots(mesh_miniheap_t *mh, unsigned room, uint64_t free_bits[MESH_BITMAP_WORDS])
 {
-    uint64_t valid[MESH_BITMAP_WORDS];
-    mesh_mh_valid_mask(mesh_classes[mh->cls].nobjects, valid);
+    const uint64_t *valid = mesh_classes[mh->cls].valid;
+    unsigned n = 0;
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
-        free_bits[w] = ~atomic_load(&mh->bits[w]) & valid[w];
-        if (free_bits[w]) {
-            uint64_t old = atomic_fetch_or(&mh->bits[w], free_bits[w]);
+        uint64_t f = ~atomic_load_explicit(&mh->bits[w], memory_order_relaxed) & valid[w];
+        unsigned c = mesh_popcount64(f);
+        while (c > room - n) { /* keep the lowest slots that fit */
+            f &= ~(1ULL << (63 - __builtin_clzll(f)));
+            c--;
+        }
+        free_bits[w] = f;
+        n += c;
+        if (f) {
+            uint64_t old = atomic_fetch_or(&mh->bits[w], f);
             (void)old;
-            mesh_assert((old & free_bits[w]) == 0);
+            mesh_assert((old & f) == 0);
+        }
+    }
+    return n;
+}
+
+static void push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS])
+{
+    for (int w = MESH_BITMAP_WORDS - 1; w >= 0; w--) {
+        uint64_t b = bits[w];
+        while (b) {
+            unsigned k = 63 - (unsigned)__builtin_clzll(b);
+            b &= ~(1ULL << k);
+            sv->entries[sv->top++] = (uint16_t)(i << 8 | ((unsigned)w * 64 + k));
         }
     }
 }
 
-/* The vector for cls is empty: hand its spans back and attach spans with
- * free slots, enough to fill the vector for a while (MESH_SV_TARGET_SLOTS)
+/* Takes back, without the lock, the slots freed into attached spans by
+ * other threads (or by this one while its vector was full). */
+static void harvest(mesh_shuffle_vector_t *sv)
+{
+    for (unsigned i = 0; i < sv->nattached && sv->top < MESH_SV_CAP; i++) {
+        uint64_t free_bits[MESH_BITMAP_WORDS];
+        claim_free_slots(rec(sv->span[i].mh_id), MESH_SV_CAP - sv->top, free_bits);
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            sv->span[i].reserved[w] |= free_bits[w];
+        push_slots(sv, i, free_bits);
+    }
+}
+
+/* Detaches the attached spans that have no free slot in the vector (full
+ * ones serve no allocation; frees into them are cheap on a detached span
+ * too) and renumbers the rest.  Only when the vector is out of room for
+ * more spans: otherwise this thread's frees into them stay fast. */
+static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[cls];
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    unsigned keep = 0;
+    for (unsigned i = 0; i < sv->nattached; i++) {
+        mesh_miniheap_t *mh = rec(sv->span[i].mh_id);
+        uint64_t any = 0;
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            any |= sv->span[i].reserved[w];
+        if (!any) {
+            atomic_store(&mh->owner, 0);
+            mh->state = MESH_MH_NONE;
+            place_detached_locked(ch, mh);
+            continue;
+        }
+        if (keep != i) {
+            sv->span[keep] = sv->span[i];
+            mh->attach_idx = (uint8_t)keep;
+        }
+        keep++;
+    }
+    sv->nattached = (uint8_t)keep;
+    sv->top = 0;
+    for (unsigned i = 0; i < keep; i++)
+        push_slots(sv, i, sv->span[i].reserved);
+}
+
+/* The vector for cls is empty.  First take back what was freed into its
+ * spans by other threads; if that is little, attach spans with free slots
+ * from the global heap (detaching full ones if the vector has no room for
+ * more), enough to fill the vector for a while (MESH_SV_TARGET_SLOTS)
  * without hoarding memory (MESH_SV_MAX_BYTES). */
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     const mesh_size_class_t *sc = &mesh_classes[cls];
-    size_t bytes = 0;
+    const size_t span_bytes = sc->npages * MESH_PAGE_SIZE;
 
-    pthread_mutex_lock(&ch->lock);
-    mesh_global_detach_all_locked(th, cls);
-    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    while (sv->nattached < MESH_SV_MAX_ATTACH && (sv->nattached + 1u) * sc->nobjects <= MESH_SV_CAP) {
-        mesh_miniheap_t *mh = take_span_locked(ch, cls);
-        if (!mh)
-            break;
-        uint64_t free_bits[MESH_BITMAP_WORDS];
-        atomic_store(&mh->owner, th->id);
-        mh->state = MESH_MH_ATTACHED;
-        claim_free_slots(mh, free_bits);
-        mesh_sv_add_span(sv, mh, free_bits);
-        bytes += sc->npages * MESH_PAGE_SIZE;
-        if (sv->top >= MESH_SV_TARGET_SLOTS || bytes >= MESH_SV_MAX_BYTES)
-            break;
+    mesh_assert(sv->top == 0);
+    harvest(sv);
+    if (sv->top < MESH_SV_HARVEST_MIN) {
+        pthread_mutex_lock(&ch->lock);
+        __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (sv->nattached == MESH_SV_MAX_ATTACH || (sv->nattached + 1) * span_bytes > MESH_SV_MAX_BYTES)
+            detach_full_locked(th, cls);
+        while (sv->top < MESH_SV_TARGET_SLOTS && sv->nattached < MESH_SV_MAX_ATTACH &&
+               (sv->nattached == 0 || (sv->nattached + 1) * span_bytes <= MESH_SV_MAX_BYTES)) {
+            mesh_miniheap_t *mh = take_span_locked(ch, cls);
+            if (!mh)
+                break;
+            uint64_t free_bits[MESH_BITMAP_WORDS];
+            atomic_store(&mh->owner, th->id);
+            mh->state = MESH_MH_ATTACHED;
+            claim_free_slots(mh, MESH_SV_CAP - sv->top, free_bits);
+            mesh_sv_add_span(sv, mh, free_bits);
+        }
+        __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&ch->lock);
+        MESH_STAT_ADD(refill_count, 1);
     }
-    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&ch->lock);
     if (mesh_opt.randomize)
         mesh_sv_shuffle(sv, &th->rng);
-    MESH_STAT_ADD(refill_count, 1);
+    if (MESH_DEBUG_ON)
+        mesh_sv_check(sv);
+}
+
+/* A free by the owner into one of its spans while its vector is full: the
+ * slot goes back to the bitmap, to be harvested at the next refill. */
+void mesh_global_free_overflow(mesh_miniheap_t *mh, void *p)
+{
+    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
+    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
+    uint32_t slot = mesh_slot_of((uint32_t)off, sc->recip);
+    uint64_t mask = 1ULL << (slot & 63);
+    uint64_t old = atomic_fetch_and(&mh->bits[slot >> 6], ~mask);
+    if (!(old & mask))
+        mesh_report_double_free(p);
 }
 
 /* One object for a thread without a heap (it is exiting, or no heap could
@@ -226,10 +313,8 @@ void *mesh_global_alloc_one(unsigned cls)
     pthread_mutex_lock(&ch->lock);
     mesh_miniheap_t *mh = take_span_locked(ch, cls);
     if (mh) {
-        uint64_t valid[MESH_BITMAP_WORDS];
-        mesh_mh_valid_mask(sc->nobjects, valid);
         for (unsigned w = 0; w < MESH_BITMAP_WORDS && !p; w++) {
-            uint64_t avail = ~atomic_load(&mh->bits[w]) & valid[w];
+            uint64_t avail = ~atomic_load(&mh->bits[w]) & sc->valid[w];
             if (!avail)
                 continue;
             unsigned b = (unsigned)__builtin_ctzll(avail);
@@ -273,9 +358,7 @@ void mesh_global_free_remote(mesh_miniheap_t *mh, void *p)
     if (atomic_load(&mh->owner))
         return; /* the owner finds the slot at its next refill */
 
-    uint64_t valid[MESH_BITMAP_WORDS];
-    mesh_mh_valid_mask(sc->nobjects, valid);
-    bool was_full = old == valid[w];
+    bool was_full = old == sc->valid[w];
     bool now_empty = (old & ~mask) == 0;
     for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
         if (v != w && atomic_load(&mh->bits[v]))

@@ -43,12 +43,17 @@
 #define MESH_BITMAP_WORDS (MESH_MAX_OBJECTS / 64)
 
 /* Shuffle vector: capacity in slots, spans attached at once, and how much a
- * refill attaches (enough slots to amortise the class lock, but not so many
- * bytes that a thread hoards memory other threads could use). */
+ * refill gathers (enough slots to amortise the class lock, but not so many
+ * bytes that a thread hoards memory other threads could use).  A thread
+ * keeps its spans attached between refills, so that its own frees into them
+ * stay on the fast path; every MESH_PERIOD_MS it detaches them all, so that
+ * they can be shared, freed and meshed. */
 #define MESH_SV_CAP 256
-#define MESH_SV_MAX_ATTACH 16
+#define MESH_SV_MAX_ATTACH 64
 #define MESH_SV_TARGET_SLOTS 64
-#define MESH_SV_MAX_BYTES (128 * 1024)
+#define MESH_SV_HARVEST_MIN 16       /* slots freed remotely worth a refill without the lock */
+#define MESH_SV_MAX_BYTES (256 * 1024)
+#define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
 #define MESH_EMPTY_KEEP 2            /* empty spans a class keeps before returning them */
@@ -164,6 +169,7 @@ typedef struct mesh_size_class {
     uint32_t nobjects;   /* objects per span */
     uint32_t npages;     /* pages per span */
     uint32_t recip;      /* ceil(2^32 / object_size): slot = offset * recip >> 32 */
+    uint64_t valid[4];   /* bitmap words with one bit per slot of a span */
 } mesh_size_class_t;
 
 extern mesh_size_class_t mesh_classes[MESH_NUM_CLASSES];
@@ -175,6 +181,16 @@ int mesh_size_class_aligned(size_t size, size_t align);       /* -1 when no clas
 MESH_INLINE unsigned mesh_size_class(size_t size)
 {
     return mesh_class_of_small[(size + 15) >> 4];
+}
+
+/* Portable popcount: inline, where the builtin would be a library call on
+ * the baseline x86-64 this is built for. */
+MESH_INLINE unsigned mesh_popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
 }
 
 /* Exact for every offset inside a span; checked exhaustively by the tests. */
@@ -306,6 +322,16 @@ void mesh_huge_fork_child(void);
 
 /* ---- shuffle.c: the per-class vector of free slots ------------------------ */
 
+/* What a vector knows of one attached span; what pop and push touch is
+ * on one cache line. */
+typedef struct mesh_sv_span {
+    char *base;                               /* the span's first byte */
+    /* Slots of this span now in entries[].
+     * Invariant: the popcounts over all attached spans add up to top. */
+    uint64_t reserved[MESH_BITMAP_WORDS];
+    uint32_t mh_id;
+} mesh_sv_span_t;
+
 typedef struct mesh_shuffle_vector {
     uint16_t top;                /* entries[0, top) are free slots, popped from the end */
     uint8_t nattached;
@@ -316,12 +342,8 @@ typedef struct mesh_shuffle_vector {
     uint32_t object_size;
     uint32_t span_bytes;
     uint32_t recip;
-    char *base[MESH_SV_MAX_ATTACH];           /* start of each attached span */
-    uint32_t mh_id[MESH_SV_MAX_ATTACH];
-    /* reserved[i]: slots of attached span i now in entries[].
-     * Invariant: sum of popcount(reserved[i]) == top. */
-    uint64_t reserved[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS];
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
+    mesh_sv_span_t span[MESH_SV_MAX_ATTACH];
 } mesh_shuffle_vector_t;
 
 typedef struct mesh_rng {
@@ -348,8 +370,8 @@ MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
 {
     uint16_t e = sv->entries[--sv->top];
     unsigned i = e >> 8, s = e & 255;
-    sv->reserved[i][s >> 6] &= ~(1ULL << (s & 63));
-    return sv->base[i] + (size_t)s * sv->object_size;
+    sv->span[i].reserved[s >> 6] &= ~(1ULL << (s & 63));
+    return sv->span[i].base + (size_t)s * sv->object_size;
 }
 
 /* free's fast path for a span this thread has attached: a bounds check, a
@@ -357,20 +379,21 @@ MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
  * in the vector already, and its bitmap bit, on the cache line free has just
  * read, must still be set), a push and (with randomization) one swap.
  * Returns false, changing nothing, for anything unusual: an address outside
- * the span, not at a slot start, or a slot that is already free; the slow
- * path then says what is wrong. */
+ * the span, not at a slot start, a slot that is already free, or a full
+ * vector; the slow path then sorts it out. */
 MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, const void *p, mesh_rng_t *rng,
                               bool randomize)
 {
     unsigned i = mh->attach_idx;
-    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->base[i];
+    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->span[i].base;
     if (unlikely(off >= sv->span_bytes))
         return false;
     uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
     if (unlikely(s * sv->object_size != off))
         return false;
-    uint64_t *w = &sv->reserved[i][s >> 6], m = 1ULL << (s & 63);
-    if (unlikely((*w & m) || !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & m)))
+    uint64_t *w = &sv->span[i].reserved[s >> 6], m = 1ULL << (s & 63);
+    if (unlikely((*w & m) || !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & m) ||
+                 sv->top >= MESH_SV_CAP))
         return false;
     *w |= m;
     uint32_t t = sv->top++;
@@ -397,6 +420,8 @@ typedef struct mesh_thread_heap {
     mesh_rng_t rng;
     uint32_t id;                 /* 1-based; miniheap owner fields hold it */
     uint32_t next_free;          /* registry free list */
+    uint32_t tick;               /* counts frees down to the next look at the clock */
+    uint64_t last_flush_ns;      /* when the heap last detached all its spans */
     bool live;
 } mesh_thread_heap_t;
 
@@ -405,6 +430,8 @@ extern __thread mesh_thread_heap_t *mesh_tls_heap __attribute__((tls_model("init
 int mesh_thread_heaps_init(void);
 mesh_thread_heap_t *mesh_thread_heap_get_slow(void);
 void mesh_thread_heap_release(mesh_thread_heap_t *th);
+void mesh_thread_heap_flush(mesh_thread_heap_t *th);
+void mesh_thread_heap_tick(mesh_thread_heap_t *th);
 mesh_thread_heap_t *mesh_thread_heap_by_id(uint32_t id);
 uint64_t mesh_thread_heaps_reserved_bytes(void);
 void mesh_thread_heaps_fork_prepare(void);
@@ -429,6 +456,7 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls);
 void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls);
 void *mesh_global_alloc_one(unsigned cls);
 void mesh_global_free_remote(mesh_miniheap_t *mh, void *p);
+void mesh_global_free_overflow(mesh_miniheap_t *mh, void *p);
 void *mesh_global_alloc_large(size_t size, size_t align, bool zero);
 void mesh_global_free_large(mesh_miniheap_t *mh, void *p);
 void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);

@@ -134,8 +134,10 @@ static MESH_NOINLINE void *alloc_slow(size_t size, bool zero)
         p = mesh_global_alloc_one(cls);
     } else {
         mesh_shuffle_vector_t *sv = &th->sv[cls];
-        if (!sv->top)
+        if (!sv->top) {
+            mesh_thread_heap_tick(th);
             mesh_global_refill(th, cls);
+        }
         p = sv->top ? mesh_sv_pop(sv) : NULL;
     }
     if (MESH_DEBUG_ON) {
@@ -263,13 +265,17 @@ static MESH_NOINLINE void free_slow(void *p, mesh_miniheap_t *mh)
     case MESH_KIND_SMALL: {
         mesh_thread_heap_t *th = mesh_tls_heap;
         if (th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id) {
-            /* The fast path refused it: say why. */
+            /* The fast path refused it: a full vector, or a bad pointer. */
             const mesh_size_class_t *sc = &mesh_classes[mh->cls];
+            mesh_shuffle_vector_t *sv = &th->sv[mh->cls];
             uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
             uint32_t s = mesh_slot_of((uint32_t)off, sc->recip);
             if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE || s * sc->object_size != off)
                 mesh_report_invalid_free(p);
-            mesh_report_double_free(p);
+            if (sv->span[mh->attach_idx].reserved[s >> 6] & (1ULL << (s & 63)))
+                mesh_report_double_free(p);
+            mesh_global_free_overflow(mh, p);
+            return;
         }
         mesh_global_free_remote(mh, p);
         return;
@@ -290,8 +296,11 @@ MESH_EXPORT void free(void *p)
     mesh_miniheap_t *mh = mesh_arena_lookup(p);
     mesh_thread_heap_t *th = mesh_tls_heap;
     if (likely(mh && th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id)) {
-        if (likely(mesh_sv_push(&th->sv[mh->cls], mh, p, &th->rng, mesh_opt.randomize)))
+        if (likely(mesh_sv_push(&th->sv[mh->cls], mh, p, &th->rng, mesh_opt.randomize))) {
+            if (unlikely(--th->tick == 0))
+                mesh_thread_heap_tick(th);
             return;
+        }
     }
     free_slow(p, mh);
 }

@@ -42,6 +42,6 @@ unsigned mesh_mh_live(const mesh_miniheap_t *mh)
 {
     unsigned n = 0;
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-        n += (unsigned)__builtin_popcountll(atomic_load_explicit(&mh->bits[w], memory_order_acquire));
+        n += mesh_popcount64(atomic_load_explicit(&mh->bits[w], memory_order_acquire));
     return n;
 }

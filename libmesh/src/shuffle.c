@@ -24,12 +24,12 @@ void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint
 {
     unsigned i = sv->nattached++;
     mesh_assert(i < MESH_SV_MAX_ATTACH);
-    sv->base[i] = mesh_mh_start(mh);
-    sv->mh_id[i] = mesh_mh_id(mh);
+    sv->span[i].base = mesh_mh_start(mh);
+    sv->span[i].mh_id = mesh_mh_id(mh);
     mh->attach_idx = (uint8_t)i;
     for (int w = MESH_BITMAP_WORDS - 1; w >= 0; w--) {
         uint64_t bits = free_bits[w];
-        sv->reserved[i][w] = bits;
+        sv->span[i].reserved[w] = bits;
         while (bits) {
             unsigned b = 63 - (unsigned)__builtin_clzll(bits);
             bits &= ~(1ULL << b);
@@ -49,8 +49,8 @@ bool mesh_sv_holds(const mesh_shuffle_vector_t *sv, uint32_t mh_id, unsigned att
     uint32_t g1 = __atomic_load_n(&sv->attach_gen, __ATOMIC_ACQUIRE);
     if ((g1 & 1) || attach_idx >= MESH_SV_MAX_ATTACH)
         return false;
-    bool held = __atomic_load_n(&sv->mh_id[attach_idx], __ATOMIC_RELAXED) == mh_id &&
-                (__atomic_load_n(&sv->reserved[attach_idx][slot >> 6], __ATOMIC_RELAXED) >> (slot & 63) & 1);
+    bool held = __atomic_load_n(&sv->span[attach_idx].mh_id, __ATOMIC_RELAXED) == mh_id &&
+                (__atomic_load_n(&sv->span[attach_idx].reserved[slot >> 6], __ATOMIC_RELAXED) >> (slot & 63) & 1);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     return held && __atomic_load_n(&sv->attach_gen, __ATOMIC_RELAXED) == g1;
 }
@@ -77,10 +77,10 @@ void mesh_sv_check(const mesh_shuffle_vector_t *sv)
         seen[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < sv->nattached; i++) {
-        const mesh_miniheap_t *mh = &mesh_arena.records[sv->mh_id[i]];
+        const mesh_miniheap_t *mh = &mesh_arena.records[sv->span[i].mh_id];
         for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
             uint64_t bits = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
-            if (seen[i][w] != sv->reserved[i][w] || (sv->reserved[i][w] & ~bits))
+            if (seen[i][w] != sv->span[i].reserved[w] || (sv->span[i].reserved[w] & ~bits))
                 mesh_assert_fail("shuffle vector reserved bits", __FILE__, __LINE__);
         }
     }

@@ -48,6 +48,7 @@ void mesh_size_classes_init(void)
         mesh_classes[c].npages = best;
         mesh_classes[c].nobjects = objects_in(best, size);
         mesh_classes[c].recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
+        mesh_mh_valid_mask(mesh_classes[c].nobjects, mesh_classes[c].valid);
     }
     unsigned c = 0;
     for (size_t i = 0; i <= MESH_MAX_SMALL / 16; i++) {

@@ -54,6 +54,8 @@ static void heap_init(mesh_thread_heap_t *th, uint32_t id)
     th->next_free = 0;
     /* With MESH_SEED, runs are repeatable thread by thread. */
     th->rng.s = mesh_opt.seed ? mesh_opt.seed * 0x9e3779b97f4a7c15ULL + id : mesh_os_random64();
+    th->tick = MESH_TICK_FREES;
+    th->last_flush_ns = mesh_os_now_ns();
     th->live = true;
 }
 
@@ -90,7 +92,10 @@ mesh_thread_heap_t *mesh_thread_heap_get_slow(void)
     return th;
 }
 
-void mesh_thread_heap_release(mesh_thread_heap_t *th)
+/* Detaches every span of th, so that other threads can use the free slots
+ * and empty spans go back to the arena (and, with meshing, so that they can
+ * be meshed).  Only th's own thread calls this, or fork in the child. */
+void mesh_thread_heap_flush(mesh_thread_heap_t *th)
 {
     for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
         if (!th->sv[c].nattached)
@@ -99,6 +104,22 @@ void mesh_thread_heap_release(mesh_thread_heap_t *th)
         mesh_global_detach_all_locked(th, c);
         pthread_mutex_unlock(&mesh_class_heaps[c].lock);
     }
+    th->last_flush_ns = mesh_os_now_ns();
+}
+
+/* Called every MESH_TICK_FREES fast frees and at each refill: once a period
+ * has passed, flush the heap. */
+void mesh_thread_heap_tick(mesh_thread_heap_t *th)
+{
+    th->tick = MESH_TICK_FREES;
+    uint64_t now = mesh_os_now_ns();
+    if (now - th->last_flush_ns >= mesh_opt.period_ms * 1000000ULL)
+        mesh_thread_heap_flush(th);
+}
+
+void mesh_thread_heap_release(mesh_thread_heap_t *th)
+{
+    mesh_thread_heap_flush(th);
     pthread_mutex_lock(&heaps_lock);
     th->live = false;
     th->next_free = free_heaps;

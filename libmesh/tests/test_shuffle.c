@@ -40,7 +40,7 @@ static void test_in_order(void)
     for (unsigned i = 0; i < 64; i++)
         CHECK(mesh_sv_pop(&sv) == span + i * 64);
     CHECK_EQ(sv.top, 0);
-    CHECK_EQ(sv.reserved[0][0], 0);
+    CHECK_EQ(sv.span[0].reserved[0], 0);
 }
 
 static void test_shuffled_permutation(void)

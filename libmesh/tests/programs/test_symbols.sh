@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# libmesh.so exports the malloc family and the mesh_ API, nothing else.
+. "$(dirname "$0")/lib.sh"
+allowed='^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|malloc_usable_size|malloc_trim|mallopt|mallinfo|mallinfo2|malloc_stats|mesh_[a-z_]+)$'
+nm -D --defined-only "$LIBMESH" | awk '{print $3}' | sed 's/@.*//' | sort -u >"$scratch/syms"
+cat "$scratch/syms"
+bad=$(grep -Ev "$allowed" "$scratch/syms" || true)
+[ -z "$bad" ] || fail "unexpected exported symbols: $bad"
+for s in malloc free calloc realloc posix_memalign aligned_alloc malloc_usable_size mesh_mallctl; do
+    grep -qx "$s" "$scratch/syms" || fail "$s is not exported"
+done
+echo ok
