@@ -28,6 +28,10 @@ extern "C" {
  *   stats.mapped        uint64  bytes of address space handed out
  *   stats.meshed_bytes  uint64  bytes currently saved by meshing
  *   stats.mesh_count    uint64  meshes performed
+ *   mesh.compact        uint64  (read) mesh now, pass after pass until one
+ *                               finds nothing; returns the spans meshed
+ *   mesh.check_period   uint64  (read) run a pass if MESH_PERIOD_MS has gone
+ *                               by since the last; returns the passes run
  *   mesh.scavenge       uint64  (read) give freed pages back to the OS now,
  *                               returning the bytes released
  */

@@ -37,6 +37,9 @@ mesh_arena_t mesh_arena = {
 };
 
 static uint32_t max_records;
+
+static bool fd_is_ours(void);
+static void punch(uint32_t page, uint32_t npages, bool use_fd);
 static int fork_errno;
 
 #define A mesh_arena
@@ -357,9 +360,49 @@ void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page)
         table_set(mh->span_page + p, id);
 }
 
+/* Maps npages of the arena at vpage onto the file's pages at file_page:
+ * identity when they are equal, an alias when they are not. */
+static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
+{
+    void *p;
+    if (!fd_is_ours())
+        return EBADF;
+    return mesh_os_map_shared(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, A.fd,
+                              (uint64_t)file_page << MESH_PAGE_SHIFT, true, &p);
+}
+
+/* A chain's last object is gone: each alias gets its own pages back (an
+ * identity mapping of its own, punched, file range) and becomes free,
+ * clean pages. */
+static void release_aliases_locked(mesh_miniheap_t *head)
+{
+    uint32_t id = head->mesh_next;
+    head->mesh_next = 0;
+    while (id) {
+        mesh_miniheap_t *a = rec(id);
+        id = a->mesh_next;
+        a->mesh_next = 0;
+        A.active_pages -= a->npages;
+        atomic_fetch_sub_explicit(&mesh_stats.meshed_pages, a->npages, memory_order_relaxed);
+        if (map_at_locked(a->span_page, a->npages, a->span_page) != 0) {
+            /* Without the arena file the alias cannot map its own pages
+             * again: its address range is given up rather than reused. */
+            a->kind = MESH_KIND_RETIRED;
+            MESH_STAT_ADD(retired_pages, a->npages);
+            continue;
+        }
+        mesh_maps_add(-2);
+        MESH_STAT_ADD(unmesh_count, 1);
+        atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
+        insert_free(a, a->span_page, a->npages, MESH_MH_FREE_CLEAN);
+    }
+}
+
 void mesh_arena_free_span_locked(mesh_miniheap_t *mh)
 {
     mesh_assert(mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE);
+    if (mh->mesh_next)
+        release_aliases_locked(mh);
     A.active_pages -= mh->npages;
     MESH_STAT_ADD(mh_free_count, 1);
     atomic_fetch_sub_explicit(&mesh_stats.mh_live, 1, memory_order_relaxed);
@@ -461,6 +504,34 @@ uint64_t mesh_arena_scavenge_locked(void)
     }
     mesh_assert(A.dirty_pages == 0);
     return pages << MESH_PAGE_SHIFT;
+}
+
+int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page)
+{
+    pthread_mutex_lock(&A.lock);
+    int err = map_at_locked(vpage, npages, file_page);
+    pthread_mutex_unlock(&A.lock);
+    return err;
+}
+
+int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
+{
+    return mesh_os_protect(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, writable);
+}
+
+void mesh_arena_punch_pages(uint32_t page, uint32_t npages)
+{
+    pthread_mutex_lock(&A.lock);
+    punch(page, npages, fd_is_ours());
+    pthread_mutex_unlock(&A.lock);
+}
+
+bool mesh_arena_fd_ok(void)
+{
+    pthread_mutex_lock(&A.lock);
+    bool ok = fd_is_ours();
+    pthread_mutex_unlock(&A.lock);
+    return ok;
 }
 
 /* Makes a span read as zeros by punching it: for a large calloc that reuses
@@ -565,6 +636,20 @@ void mesh_arena_fork_child(void)
     A.fd = A.fork_fd;
     A.fork_fd = -1;
     mesh_os_fd_identity(A.fd, &A.fd_dev, &A.fd_ino);
+    /* The new mapping is all identity: make every alias an alias again. */
+    for (uint32_t id = 1; id < A.nrecords; id++) {
+        mesh_miniheap_t *a = rec(id);
+        if (a->kind == MESH_KIND_ALIAS &&
+            (err = map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page)) != 0) {
+            char buf[160];
+            mesh_buf_t b = {buf, 0, sizeof buf};
+            mesh_buf_str(&b, "fork: could not map a meshed span in the child (errno ");
+            mesh_buf_u64(&b, (uint64_t)err);
+            mesh_buf_str(&b, "); stopping the child");
+            mesh_warn(buf);
+            mesh_os_abort();
+        }
+    }
 }
 
 /* ---- invariants ---- */
@@ -584,9 +669,10 @@ void mesh_arena_check_locked(void)
                 dirty += mh->npages;
             else if (mh->state != MESH_MH_FREE_CLEAN)
                 mesh_assert_fail("free span state", __FILE__, __LINE__);
-        } else if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE) {
-            active += mh->npages;
-            if (mh->kind == MESH_KIND_SMALL)
+        } else if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE || mh->kind == MESH_KIND_ALIAS ||
+                   mh->kind == MESH_KIND_RETIRED) {
+            active += mh->kind == MESH_KIND_RETIRED ? 0 : mh->npages;
+            if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_ALIAS)
                 for (uint32_t q = 0; q < mh->npages; q++)
                     if (table_get(p + q) != id)
                         mesh_assert_fail("small span page table", __FILE__, __LINE__);

@@ -62,6 +62,8 @@ static void list_push(mesh_class_heap_t *ch, mesh_miniheap_t *mh, uint8_t state)
     *head = id;
     if (state == MESH_MH_EMPTY)
         ch->nempty++;
+    else if (is_partial(state))
+        ch->npartial++;
 }
 
 static void list_remove(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
@@ -75,6 +77,8 @@ static void list_remove(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
         rec(mh->next)->prev = mh->prev;
     if (mh->state == MESH_MH_EMPTY)
         ch->nempty--;
+    else if (is_partial(mh->state))
+        ch->npartial--;
     mh->next = mh->prev = 0;
     mh->state = MESH_MH_NONE;
 }
@@ -89,10 +93,11 @@ static mesh_miniheap_t *list_pop(mesh_class_heap_t *ch, uint8_t state)
 }
 
 /* Gives an empty span back to the arena, keeping a couple per class so that
- * a class that empties and refills at a boundary does not churn spans. */
+ * a class that empties and refills at a boundary does not churn spans.  A
+ * span carrying meshed aliases always goes back: that restores them. */
 static void release_empty_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
 {
-    if (ch->nempty < MESH_EMPTY_KEEP) {
+    if (ch->nempty < MESH_EMPTY_KEEP && !mh->mesh_next) {
         list_push(ch, mh, MESH_MH_EMPTY);
         return;
     }
@@ -112,6 +117,21 @@ static void place_detached_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
         list_push(ch, mh, MESH_MH_FULL);
     else
         list_push(ch, mh, (uint8_t)(MESH_MH_PARTIAL + live * MESH_PARTIAL_BINS / n));
+}
+
+void mesh_global_list_remove_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
+{
+    list_remove(ch, mh);
+}
+
+void mesh_global_place_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
+{
+    place_detached_locked(ch, mh);
+}
+
+bool mesh_global_is_partial(uint8_t state)
+{
+    return is_partial(state);
 }
 
 /* Fullest partial span first: allocation fills holes in busy spans and lets
@@ -290,19 +310,6 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
         mesh_sv_check(sv);
 }
 
-/* A free by the owner into one of its spans while its vector is full: the
- * slot goes back to the bitmap, to be harvested at the next refill. */
-void mesh_global_free_overflow(mesh_miniheap_t *mh, void *p)
-{
-    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
-    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
-    uint32_t slot = mesh_slot_of((uint32_t)off, sc->recip);
-    uint64_t mask = 1ULL << (slot & 63);
-    uint64_t old = atomic_fetch_and(&mh->bits[slot >> 6], ~mask);
-    if (!(old & mask))
-        mesh_report_double_free(p);
-}
-
 /* One object for a thread without a heap (it is exiting, or no heap could
  * be made): taken straight from a detached span under the class lock. */
 void *mesh_global_alloc_one(unsigned cls)
@@ -328,59 +335,120 @@ void *mesh_global_alloc_one(unsigned cls)
     return p;
 }
 
-/* A free from a thread that has not attached the object's span. */
-void mesh_global_free_remote(mesh_miniheap_t *mh, void *p)
+/* The span (a SMALL record, the head of its chain) that holds p, whose
+ * lookup found mh (SMALL, or ALIAS for a virtual span meshed onto another),
+ * and p's slot in it; NULL when p is not the start of a slot. */
+mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_t *slot)
 {
-    uint32_t gen = atomic_load_explicit(&mh->gen, memory_order_acquire);
-    unsigned cls = mh->cls;
-    const mesh_size_class_t *sc = &mesh_classes[cls];
+    uint8_t kind = __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE);
+    if (kind != MESH_KIND_SMALL && kind != MESH_KIND_ALIAS)
+        return NULL;
+    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
     uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
     if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE)
-        mesh_report_invalid_free(p);
-    uint32_t slot = mesh_slot_of((uint32_t)off, sc->recip);
-    if (slot * sc->object_size != off || slot >= sc->nobjects)
-        mesh_report_invalid_free(p);
-
-    unsigned w = slot >> 6;
-    uint64_t mask = 1ULL << (slot & 63);
-    /* Attached elsewhere: the slot must not be a free one in the owner's
-     * vector (freed there already), or clearing its bit would hand it out
-     * twice. */
-    uint32_t owner = atomic_load(&mh->owner);
-    if (owner) {
-        mesh_thread_heap_t *oth = mesh_thread_heap_by_id(owner);
-        if (oth && mesh_sv_holds(&oth->sv[cls], mesh_mh_id(mh), mh->attach_idx, slot))
-            mesh_report_double_free(p);
+        return NULL;
+    uint32_t s = mesh_slot_of((uint32_t)off, sc->recip);
+    if (s * sc->object_size != off || s >= sc->nobjects)
+        return NULL;
+    *slot = s;
+    /* Every virtual span of a chain has the same layout: the slot is the
+     * same in the head.  A head meshed meanwhile is an alias in turn. */
+    for (int hops = 0; kind == MESH_KIND_ALIAS && hops < MESH_MAX_CHAIN; hops++) {
+        mh = mesh_alias_head(mh);
+        kind = __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE);
     }
-    uint64_t old = atomic_fetch_and(&mh->bits[w], ~mask);
-    if (!(old & mask))
-        mesh_report_double_free(p);
-    if (atomic_load(&mh->owner))
-        return; /* the owner finds the slot at its next refill */
+    return kind == MESH_KIND_SMALL ? mh : NULL;
+}
 
-    bool was_full = old == sc->valid[w];
-    bool now_empty = (old & ~mask) == 0;
-    for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
-        if (v != w && atomic_load(&mh->bits[v]))
-            now_empty = false;
-    if (!was_full && !now_empty)
-        return;
-
-    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-    pthread_mutex_lock(&ch->lock);
-    /* Recheck: the span may have been attached, refiled or freed since. */
-    if (atomic_load(&mh->gen) == gen && mh->kind == MESH_KIND_SMALL && atomic_load(&mh->owner) == 0 &&
-        (mh->state == MESH_MH_FULL || is_partial(mh->state))) {
-        unsigned live = mesh_mh_live(mh);
-        if (live == 0) {
-            list_remove(ch, mh);
-            release_empty_locked(ch, mh);
-        } else if (mh->state == MESH_MH_FULL && live < sc->nobjects) {
-            list_remove(ch, mh);
-            place_detached_locked(ch, mh);
+/* Every free of a small object that the fast path did not take: into a span
+ * this thread has attached but through an alias or with a full vector, or
+ * into a span this thread does not own (a remote free). */
+void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
+{
+    for (int tries = 0;; tries++) {
+        uint32_t slot;
+        mesh_miniheap_t *head = mesh_global_span_of(mh, p, &slot);
+        if (!head) {
+            if (mh->kind == MESH_KIND_FREE)
+                mesh_report_double_free(p);
+            mesh_report_invalid_free(p);
         }
+        unsigned cls = head->cls;
+        const mesh_size_class_t *sc = &mesh_classes[cls];
+        unsigned w = slot >> 6;
+        uint64_t mask = 1ULL << (slot & 63);
+        mesh_thread_heap_t *th = mesh_tls_heap;
+        uint32_t owner = atomic_load(&head->owner);
+
+        if (th && owner == th->id) {
+            /* Attached here (so not being meshed): back to the vector, or
+             * to the bitmap when the vector is full. */
+            mesh_shuffle_vector_t *sv = &th->sv[cls];
+            mesh_sv_span_t *sp = &sv->span[head->attach_idx];
+            if ((sp->reserved[w] & mask) || !(atomic_load(&head->bits[w]) & mask))
+                mesh_report_double_free(p);
+            if (sv->top < MESH_SV_CAP) {
+                sp->reserved[w] |= mask;
+                uint32_t t = sv->top++;
+                sv->entries[t] = (uint16_t)(head->attach_idx << 8 | slot);
+                if (mesh_opt.randomize) {
+                    uint32_t j = mesh_rng_below(&th->rng, t + 1);
+                    uint16_t x = sv->entries[j];
+                    sv->entries[j] = sv->entries[t];
+                    sv->entries[t] = x;
+                }
+            } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
+                mesh_report_double_free(p);
+            }
+            return;
+        }
+
+        uint32_t gen = atomic_load_explicit(&head->gen, memory_order_acquire);
+        /* Attached elsewhere: the slot must not be a free one in the
+         * owner's vector (freed there already), or clearing its bit would
+         * hand it out twice. */
+        if (owner) {
+            mesh_thread_heap_t *oth = mesh_thread_heap_by_id(owner);
+            if (oth && mesh_sv_holds(&oth->sv[cls], mesh_mh_id(head), head->attach_idx, slot))
+                mesh_report_double_free(p);
+        }
+        uint64_t old = atomic_fetch_and(&head->bits[w], ~mask);
+        if (!(old & mask)) {
+            /* Meshed into another span meanwhile: its bits moved there. */
+            if (__atomic_load_n(&head->kind, __ATOMIC_ACQUIRE) == MESH_KIND_ALIAS && tries < 2 * MESH_MAX_CHAIN) {
+                mh = mesh_arena_lookup(p);
+                continue;
+            }
+            mesh_report_double_free(p);
+        }
+        if (atomic_load(&head->owner))
+            return; /* the owner harvests the slot at its next refill */
+
+        bool was_full = old == sc->valid[w];
+        bool now_empty = (old & ~mask) == 0;
+        for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
+            if (v != w && atomic_load(&head->bits[v]))
+                now_empty = false;
+        if (!was_full && !now_empty)
+            return;
+
+        mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+        pthread_mutex_lock(&ch->lock);
+        /* Recheck: the span may have been attached, refiled, meshed or freed. */
+        if (atomic_load(&head->gen) == gen && head->kind == MESH_KIND_SMALL && atomic_load(&head->owner) == 0 &&
+            (head->state == MESH_MH_FULL || is_partial(head->state))) {
+            unsigned live = mesh_mh_live(head);
+            if (live == 0) {
+                list_remove(ch, head);
+                release_empty_locked(ch, head);
+            } else if (head->state == MESH_MH_FULL && live < sc->nobjects) {
+                list_remove(ch, head);
+                place_detached_locked(ch, head);
+            }
+        }
+        pthread_mutex_unlock(&ch->lock);
+        return;
     }
-    pthread_mutex_unlock(&ch->lock);
 }
 
 /* ---- large objects ---- */
@@ -504,6 +572,7 @@ void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
     uint64_t spans[MESH_NUM_CLASSES] = {0}, live[MESH_NUM_CLASSES] = {0};
     uint64_t attached[MESH_NUM_CLASSES] = {0}, full[MESH_NUM_CLASSES] = {0};
     uint64_t partial[MESH_NUM_CLASSES] = {0}, empty[MESH_NUM_CLASSES] = {0};
+    uint64_t aliases[MESH_NUM_CLASSES] = {0};
     uint64_t large = 0, large_pages = 0;
     pthread_mutex_lock(&mesh_arena.lock);
     uint32_t n = mesh_arena.nrecords;
@@ -514,6 +583,8 @@ void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
             large++;
             large_pages += mh->npages;
         }
+        if (mh->kind == MESH_KIND_ALIAS)
+            aliases[mh->cls]++;
         if (mh->kind != MESH_KIND_SMALL)
             continue;
         unsigned c = mh->cls;
@@ -525,9 +596,10 @@ void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
         empty[c] += mh->state == MESH_MH_EMPTY;
     }
     mesh_buf_str(b, "-- size classes --\n"
-                    " class  pages objs   spans  live objs occupancy%  attached    full partial   empty\n");
+                    " class  pages objs   spans  live objs occupancy%  attached    full partial   empty  "
+                    "meshed  meshes\n");
     for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
-        if (!spans[c])
+        if (!spans[c] && !aliases[c])
             continue;
         const mesh_size_class_t *sc = &mesh_classes[c];
         put_col(b, sc->object_size, 6);
@@ -535,11 +607,13 @@ void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
         put_col(b, sc->nobjects, 5);
         put_col(b, spans[c], 8);
         put_col(b, live[c], 11);
-        put_col(b, live[c] * 100 / (spans[c] * sc->nobjects), 11);
+        put_col(b, spans[c] ? live[c] * 100 / (spans[c] * sc->nobjects) : 0, 11);
         put_col(b, attached[c], 10);
         put_col(b, full[c], 8);
         put_col(b, partial[c], 8);
         put_col(b, empty[c], 8);
+        put_col(b, aliases[c], 8);
+        put_col(b, mesh_class_heaps[c].meshes, 8);
         mesh_buf_str(b, "\n");
         flush(b);
     }

@@ -56,6 +56,9 @@
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
+#define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
+#define MESH_PROBES 64               /* SplitMesher: right-half spans tried per left span */
+#define MESH_OCCUPANCY_CUTOFF 80     /* percent: fuller spans are not meshed */
 #define MESH_EMPTY_KEEP 2            /* empty spans a class keeps before returning them */
 
 #define MESH_DEFAULT_ARENA_GB 1024   /* virtual reservation; nothing is committed */
@@ -86,6 +89,13 @@ int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, 
 int mesh_os_punch(int fd, uint64_t off, uint64_t bytes);
 int mesh_os_remove(void *addr, size_t bytes);                  /* MADV_REMOVE */
 int mesh_os_dontneed(void *addr, size_t bytes);
+int mesh_os_protect(void *addr, size_t bytes, bool writable);
+int mesh_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
+void mesh_os_futex_wake_all(_Atomic uint32_t *word);
+int mesh_os_open_append(const char *path, int *fd_out);
+int mesh_os_write_all(int fd, const void *buf, size_t len);
+uint64_t mesh_os_max_map_count(void);
+uint64_t mesh_os_count_maps(void);
 int mesh_os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
 int mesh_os_file_blocks(int fd, uint64_t *bytes);
 int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole);
@@ -121,7 +131,9 @@ void mesh_fatal_ptr(const char *what, const void *p) __attribute__((noreturn, co
     X(max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")    \
     X(mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")  \
     X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
-    X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")
+    X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                      \
+    X(pass_ms, "MESH_PASS_MS", 5, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
+    X(max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)")
 
 typedef struct mesh_options {
 #define MESH_OPT_FIELD(name, env, def, lo, hi, doc) uint64_t name;
@@ -149,7 +161,18 @@ void mesh_options_init(void);
     X(refill_count, "shuffle vector refills")                                   \
     X(punch_count, "punch-hole calls")                                          \
     X(punched_bytes, "bytes punched out of the arena file")                     \
-    X(fork_copy_bytes, "bytes copied for fork children")
+    X(fork_copy_bytes, "bytes copied for fork children")                        \
+    X(mesh_passes, "mesh passes run")                                           \
+    X(mesh_pass_ns, "time spent in mesh passes, ns")                            \
+    X(mesh_pass_max_ns, "longest mesh pass, ns")                                \
+    X(mesh_pause_max_ns, "longest write-protect pause of one mesh, ns")         \
+    X(mesh_map_limited, "passes stopped by the mapping budget")                 \
+    X(mesh_time_limited, "passes stopped by their time budget")                 \
+    X(mesh_failed, "meshes abandoned because a system call failed")             \
+    X(unmesh_count, "meshed spans restored to their own pages")                 \
+    X(retired_pages, "virtual pages lost because the arena file was closed")    \
+    X(barrier_waits, "writes that waited for a mesh to finish")                 \
+    X(efault_retries, "system calls retried after EFAULT during a mesh")
 
 typedef struct mesh_stats {
 #define MESH_STAT_FIELD(name, doc) _Atomic uint64_t name;
@@ -206,6 +229,8 @@ enum mesh_span_kind {
     MESH_KIND_SMALL,        /* span of small objects, bitmap in use */
     MESH_KIND_LARGE,        /* one large object */
     MESH_KIND_FREE,         /* free pages in the page allocator */
+    MESH_KIND_ALIAS,        /* a virtual span meshed onto a SMALL span (its head) */
+    MESH_KIND_RETIRED,      /* an alias whose identity mapping could not be restored */
 };
 
 enum mesh_mh_state {
@@ -284,6 +309,10 @@ void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page);
 uint64_t mesh_arena_scavenge_locked(void);
 void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
+int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page);
+int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable);
+void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
+bool mesh_arena_fd_ok(void);
 void mesh_arena_fork_prepare(void);
 void mesh_arena_fork_parent(void);
 void mesh_arena_fork_child(void);
@@ -297,6 +326,12 @@ MESH_INLINE uint32_t mesh_mh_id(const mesh_miniheap_t *mh)
 MESH_INLINE char *mesh_mh_start(const mesh_miniheap_t *mh)
 {
     return mesh_arena.base + ((size_t)mh->span_page << MESH_PAGE_SHIFT);
+}
+
+/* An alias's head: the SMALL span whose pages it maps. */
+MESH_INLINE mesh_miniheap_t *mesh_alias_head(const mesh_miniheap_t *alias)
+{
+    return &mesh_arena.records[__atomic_load_n(&alias->prev, __ATOMIC_ACQUIRE)];
 }
 
 /* The lock-free page -> miniheap index: a bounds check and two loads. */
@@ -446,7 +481,9 @@ typedef struct mesh_class_heap {
     uint32_t full;
     uint32_t empty;
     uint32_t nempty;
+    uint32_t npartial;                   /* spans on the partial lists */
     uint64_t nspans;                     /* spans of this class, in any state */
+    uint64_t meshes;                     /* pairs meshed in this class */
 } __attribute__((aligned(64))) mesh_class_heap_t;
 
 extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
@@ -455,8 +492,8 @@ void mesh_global_init(void);
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls);
 void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls);
 void *mesh_global_alloc_one(unsigned cls);
-void mesh_global_free_remote(mesh_miniheap_t *mh, void *p);
-void mesh_global_free_overflow(mesh_miniheap_t *mh, void *p);
+void mesh_global_free_small(mesh_miniheap_t *mh, void *p);
+mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_t *slot);
 void *mesh_global_alloc_large(size_t size, size_t align, bool zero);
 void mesh_global_free_large(mesh_miniheap_t *mh, void *p);
 void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);
@@ -467,6 +504,32 @@ void mesh_global_fork_prepare(void);
 void mesh_global_fork_parent(void);
 void mesh_global_fork_child(void);
 void mesh_global_check(void);
+/* for mesh.c (class lock held) */
+void mesh_global_list_remove_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh);
+void mesh_global_place_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh);
+bool mesh_global_is_partial(uint8_t state);
+
+/* ---- mesh.c: meshing ---------------------------------------------------------- */
+
+/* Lock order: the mesh lock comes before every class lock. */
+void mesh_mesh_init(void);
+void mesh_maybe_mesh(void);
+uint64_t mesh_pass(bool forced);
+unsigned mesh_chain_length(const mesh_miniheap_t *head);
+void mesh_maps_add(int64_t n);
+uint64_t mesh_maps_in_use(void);
+void mesh_mesh_fork_prepare(void);
+void mesh_mesh_fork_parent(void);
+void mesh_mesh_fork_child(void);
+
+/* ---- barrier.c: the write barrier ------------------------------------------------ */
+
+void mesh_barrier_install(void);
+void mesh_barrier_begin(void);
+void mesh_barrier_end(void);
+void mesh_barrier_wait(void);
+bool mesh_barrier_active(void);
+void mesh_barrier_fork_child(void);
 
 /* ---- libmesh.c ---------------------------------------------------------------- */
 

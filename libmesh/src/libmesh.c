@@ -21,6 +21,7 @@ static __thread bool tls_initializing __attribute__((tls_model("initial-exec")))
 
 static void fork_prepare(void)
 {
+    mesh_mesh_fork_prepare();
     mesh_global_fork_prepare();
     pthread_mutex_lock(&mesh_arena.lock);
     mesh_thread_heaps_fork_prepare();
@@ -35,10 +36,13 @@ static void fork_parent(void)
     mesh_thread_heaps_fork_parent();
     pthread_mutex_unlock(&mesh_arena.lock);
     mesh_global_fork_parent();
+    mesh_mesh_fork_parent();
 }
 
 static void fork_child(void)
 {
+    mesh_mesh_fork_child();
+    mesh_barrier_fork_child();
     mesh_global_fork_child();
     pthread_mutex_init(&mesh_arena.lock, NULL);
     mesh_huge_fork_child();
@@ -60,6 +64,7 @@ void mesh_init_slow(void)
     mesh_options_init();
     mesh_size_classes_init();
     mesh_global_init();
+    mesh_mesh_init();
     int err = mesh_arena_init();
     if (!err)
         err = mesh_thread_heaps_init();
@@ -262,24 +267,10 @@ static MESH_NOINLINE void free_slow(void *p, mesh_miniheap_t *mh)
         mesh_report_invalid_free(p);
     }
     switch (mh->kind) {
-    case MESH_KIND_SMALL: {
-        mesh_thread_heap_t *th = mesh_tls_heap;
-        if (th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id) {
-            /* The fast path refused it: a full vector, or a bad pointer. */
-            const mesh_size_class_t *sc = &mesh_classes[mh->cls];
-            mesh_shuffle_vector_t *sv = &th->sv[mh->cls];
-            uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
-            uint32_t s = mesh_slot_of((uint32_t)off, sc->recip);
-            if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE || s * sc->object_size != off)
-                mesh_report_invalid_free(p);
-            if (sv->span[mh->attach_idx].reserved[s >> 6] & (1ULL << (s & 63)))
-                mesh_report_double_free(p);
-            mesh_global_free_overflow(mh, p);
-            return;
-        }
-        mesh_global_free_remote(mh, p);
+    case MESH_KIND_SMALL:
+    case MESH_KIND_ALIAS:
+        mesh_global_free_small(mh, p);
         return;
-    }
     case MESH_KIND_LARGE:
         mesh_global_free_large(mh, p);
         return;
@@ -314,13 +305,9 @@ static size_t usable_size(const void *p, mesh_miniheap_t *mh)
         size_t size;
         return atomic_load(&mesh_init_state) == 2 && mesh_huge_owns(p, &size) ? size : 0;
     }
-    if (mh->kind == MESH_KIND_SMALL) {
-        const mesh_size_class_t *sc = &mesh_classes[mh->cls];
-        uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
-        if (off >= (uintptr_t)sc->npages * MESH_PAGE_SIZE ||
-            mesh_slot_of((uint32_t)off, sc->recip) * sc->object_size != off)
-            return 0;
-        return sc->object_size;
+    if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_ALIAS) {
+        uint32_t slot;
+        return mesh_global_span_of(mh, p, &slot) ? mesh_classes[mh->cls].object_size : 0;
     }
     if (mh->kind == MESH_KIND_LARGE && mesh_mh_start(mh) == p)
         return (size_t)mh->npages << MESH_PAGE_SHIFT;
@@ -347,7 +334,7 @@ MESH_EXPORT void *realloc(void *p, size_t size)
             mesh_report_double_free(p);
         mesh_report_invalid_free(p);
     }
-    if (mh && mh->kind == MESH_KIND_SMALL) {
+    if (mh && (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_ALIAS)) {
         /* Same class: nothing to do. */
         if (size <= old && mesh_size_class(size) == mh->cls)
             return p;
@@ -469,10 +456,13 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "stats.allocated") == 0)
         return read_u64(oldp, oldlenp, newp, mesh_global_allocated_bytes());
     if (strcmp(name, "stats.active") == 0) {
+        /* Physical pages of spans in use: meshed-away virtual spans cost none. */
         pthread_mutex_lock(&mesh_arena.lock);
-        uint64_t v = mesh_arena.active_pages << MESH_PAGE_SHIFT;
+        uint64_t pages = mesh_arena.active_pages;
         pthread_mutex_unlock(&mesh_arena.lock);
-        return read_u64(oldp, oldlenp, newp, v + mesh_huge_bytes());
+        uint64_t meshed = atomic_load(&mesh_stats.meshed_pages);
+        pages = pages > meshed ? pages - meshed : 0;
+        return read_u64(oldp, oldlenp, newp, (pages << MESH_PAGE_SHIFT) + mesh_huge_bytes());
     }
     if (strcmp(name, "stats.resident") == 0)
         return read_u64(oldp, oldlenp, newp, mesh_arena_resident_bytes() + mesh_huge_bytes());
@@ -486,6 +476,21 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
         return read_u64(oldp, oldlenp, newp, atomic_load(&mesh_stats.meshed_pages) << MESH_PAGE_SHIFT);
     if (strcmp(name, "stats.mesh_count") == 0)
         return read_u64(oldp, oldlenp, newp, atomic_load(&mesh_stats.mesh_count));
+    if (strcmp(name, "mesh.compact") == 0) {
+        /* Passes until one finds nothing more to mesh; each is bounded. */
+        uint64_t pairs = 0, n;
+        int passes = 0;
+        do {
+            n = mesh_pass(true);
+            pairs += n;
+        } while (n && ++passes < 64);
+        return read_u64(oldp, oldlenp, NULL, pairs);
+    }
+    if (strcmp(name, "mesh.check_period") == 0) {
+        uint64_t before = atomic_load(&mesh_stats.mesh_passes);
+        mesh_maybe_mesh();
+        return read_u64(oldp, oldlenp, NULL, atomic_load(&mesh_stats.mesh_passes) - before);
+    }
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
         pthread_mutex_lock(&mesh_arena.lock);

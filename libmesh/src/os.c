@@ -6,8 +6,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,6 +21,10 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+/* libmesh interposes read() to retry it when a mesh makes it fail with
+ * EFAULT; its own reads go straight to libc. */
+extern ssize_t __read(int fd, void *buf, size_t n);
 
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 1U
@@ -122,6 +128,100 @@ int mesh_os_dontneed(void *addr, size_t bytes)
 {
     SAVE_ERRNO;
     RETURN_ERR(madvise(addr, bytes, MADV_DONTNEED) == 0);
+}
+
+int mesh_os_protect(void *addr, size_t bytes, bool writable)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(mprotect(addr, bytes, writable ? PROT_READ | PROT_WRITE : PROT_READ) == 0);
+}
+
+/* Async-signal-safe: used by the write barrier inside the SIGSEGV handler. */
+int mesh_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns)
+{
+    SAVE_ERRNO;
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000ULL), (long)(timeout_ns % 1000000000ULL)};
+    long r = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
+    RETURN_ERR(r == 0);
+}
+
+void mesh_os_futex_wake_all(_Atomic uint32_t *word)
+{
+    SAVE_ERRNO;
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+    errno = saved_errno_;
+}
+
+int mesh_os_open_append(const char *path, int *fd_out)
+{
+    SAVE_ERRNO;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    *fd_out = fd;
+    RETURN_ERR(fd >= 0);
+}
+
+int mesh_os_write_all(int fd, const void *buf, size_t len)
+{
+    SAVE_ERRNO;
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            errno = saved_errno_;
+            return e;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    errno = saved_errno_;
+    return 0;
+}
+
+static uint64_t read_u64_file(const char *path, uint64_t fallback)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fallback;
+    ssize_t n = __read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return fallback;
+    uint64_t v = 0;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+        v = v * 10 + (uint64_t)(buf[i] - '0');
+    return v ? v : fallback;
+}
+
+/* vm.max_map_count: every meshed span costs mappings, and the kernel
+ * refuses mmap beyond this many. */
+uint64_t mesh_os_max_map_count(void)
+{
+    SAVE_ERRNO;
+    uint64_t v = read_u64_file("/proc/sys/vm/max_map_count", 65530);
+    errno = saved_errno_;
+    return v;
+}
+
+/* Mappings the process has now: the lines of /proc/self/maps. */
+uint64_t mesh_os_count_maps(void)
+{
+    SAVE_ERRNO;
+    uint64_t lines = 0;
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = __read(fd, buf, sizeof buf)) > 0)
+            for (ssize_t i = 0; i < n; i++)
+                lines += buf[i] == '\n';
+        close(fd);
+    }
+    errno = saved_errno_;
+    return lines;
 }
 
 int mesh_os_fd_identity(int fd, uint64_t *dev, uint64_t *ino)
@@ -245,7 +345,7 @@ int mesh_os_overcommit_mode(void)
     int fd = open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
         char c;
-        if (read(fd, &c, 1) == 1 && c >= '0' && c <= '2')
+        if (__read(fd, &c, 1) == 1 && c >= '0' && c <= '2')
             mode = c - '0';
         close(fd);
     }

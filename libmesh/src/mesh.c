@@ -1,0 +1,464 @@
+/*
+ * Meshing (DESIGN §2.5; Mesh, PLDI 2019): two spans of a size class whose
+ * live objects sit at different offsets are merged onto one span's physical
+ * pages, and both virtual spans keep working.
+ *
+ * A pass, at most once per MESH_PERIOD_MS (from the free path, refills and
+ * idle points) or on demand (mesh.compact), looks at each meshable class:
+ * the detached spans below the occupancy cut-off are split at random into
+ * two halves, and each span of the left half probes up to MESH_PROBES spans
+ * of the right half for one whose bitmap does not overlap its own (the
+ * SplitMesher).  Each pair found is meshed at once:
+ *
+ *   1. every virtual span of src (src itself and what was meshed onto it)
+ *      is made read-only: the write barrier holds writers off;
+ *   2. src's live objects are copied to the same offsets in dst;
+ *   3. every one of those virtual spans is mapped onto dst's file pages,
+ *      read-write;
+ *   4. src becomes an alias in dst's chain, and its bitmap is merged into
+ *      dst's;
+ *   5. src's own pages are punched out of the file.
+ *
+ * A chain lives until its last object is freed: then every alias gets its
+ * identity mapping back and returns to the arena (arena.c).
+ *
+ * Each pass is bounded in time (MESH_PASS_MS) and every mesh in mappings
+ * (each remapped span costs the kernel up to two; vm.max_map_count is a hard
+ * limit): at the budget, meshing stops and allocation goes on.
+ *
+ * Lock order: the mesh lock, then class locks (one at a time), then the
+ * arena lock.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static pthread_mutex_t mesh_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t last_pass_ns;
+static _Atomic int64_t maps_in_use;     /* mappings meshing has added, estimated */
+static uint64_t map_budget;              /* mappings meshing may add */
+static mesh_rng_t rng;                   /* under the mesh lock */
+static uint64_t start_ns;
+static uint64_t fruitless_partial;       /* partial spans at the last pass that meshed nothing */
+static int events_fd = -1;
+static bool events_opened;
+
+/* Candidate scratch space, under the mesh lock: metadata comes from mmap. */
+static uint32_t *cand_id;
+static uint8_t *cand_chain, *cand_used;
+static size_t cand_cap;
+
+void mesh_mesh_init(void)
+{
+    start_ns = mesh_os_now_ns();
+    rng.s = mesh_opt.seed ? mesh_opt.seed ^ 0x6a09e667f3bcc909ULL : mesh_os_random64();
+}
+
+void mesh_maps_add(int64_t n)
+{
+    atomic_fetch_add_explicit(&maps_in_use, n, memory_order_relaxed);
+}
+
+uint64_t mesh_maps_in_use(void)
+{
+    int64_t v = atomic_load_explicit(&maps_in_use, memory_order_relaxed);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+unsigned mesh_chain_length(const mesh_miniheap_t *head)
+{
+    unsigned n = 1;
+    for (uint32_t id = head->mesh_next; id; id = mesh_arena.records[id].mesh_next)
+        n++;
+    return n;
+}
+
+/* Three quarters of the mappings the process has left when meshing
+ * starts, unless MESH_MAX_MAPS says otherwise. */
+static uint64_t budget(void)
+{
+    if (!map_budget) {
+        if (mesh_opt.max_maps) {
+            map_budget = mesh_opt.max_maps;
+        } else {
+            uint64_t max = mesh_os_max_map_count(), used = mesh_os_count_maps();
+            map_budget = max > used ? (max - used) * 3 / 4 : 1;
+        }
+    }
+    return map_budget;
+}
+
+static bool reserve_scratch(size_t n)
+{
+    if (n <= cand_cap)
+        return true;
+    size_t cap = cand_cap ? cand_cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    void *p;
+    if (mesh_os_map_anon(cap * (sizeof *cand_id + 2), MESH_PAGE_SIZE, &p) != 0)
+        return false;
+    if (cand_id)
+        mesh_os_unmap(cand_id, cand_cap * (sizeof *cand_id + 2));
+    cand_id = p;
+    cand_chain = (uint8_t *)(cand_id + cap);
+    cand_used = cand_chain + cap;
+    cand_cap = cap;
+    return true;
+}
+
+static mesh_miniheap_t *rec(uint32_t id)
+{
+    return &mesh_arena.records[id];
+}
+
+static bool disjoint(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
+{
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        if (atomic_load_explicit(&a->bits[w], memory_order_relaxed) &
+            atomic_load_explicit(&b->bits[w], memory_order_relaxed))
+            return false;
+    return true;
+}
+
+enum mesh_outcome { MESHED, FAILED, NO_MAPS };
+
+/* Meshes src onto dst (class lock held; both detached and taken off their
+ * lists).  Returns the write-protect pause in *pause_ns. */
+static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
+                                          uint64_t *pause_ns)
+{
+    const mesh_size_class_t *sc = &mesh_classes[dst->cls];
+    uint32_t spans[MESH_MAX_CHAIN], n = 0;
+    for (uint32_t id = mesh_mh_id(src); id && n < MESH_MAX_CHAIN; id = rec(id)->mesh_next)
+        spans[n++] = id;
+    /* src's span becomes a mapping of its own; protecting it splits one
+     * more for a moment. */
+    if (mesh_maps_in_use() + 4 > budget())
+        return NO_MAPS;
+
+    uint64_t t0 = mesh_os_now_ns();
+    mesh_barrier_begin();
+    uint32_t k;
+    for (k = 0; k < n; k++)
+        if (mesh_arena_protect(rec(spans[k])->span_page, sc->npages, false) != 0)
+            break;
+    if (k < n) {
+        while (k-- > 0)
+            mesh_arena_protect(rec(spans[k])->span_page, sc->npages, true);
+        mesh_barrier_end();
+        return FAILED;
+    }
+
+    /* Copy src's objects (a superset of the live ones: frees may race,
+     * allocations cannot) to the same offsets in dst's free slots. */
+    char *from = mesh_mh_start(src), *to = mesh_mh_start(dst);
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
+        uint64_t bits = atomic_load(&src->bits[w]);
+        while (bits) {
+            unsigned b = (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            size_t off = (size_t)(w * 64 + b) * sc->object_size;
+            memcpy(to + off, from + off, sc->object_size);
+        }
+    }
+
+    for (k = 0; k < n; k++)
+        if (mesh_arena_map_at(rec(spans[k])->span_page, sc->npages, dst->span_page) != 0)
+            break;
+    if (k < n) {
+        /* Put back what moved: src's pages are intact until punched. */
+        for (uint32_t j = 0; j < k; j++)
+            mesh_arena_map_at(rec(spans[j])->span_page, sc->npages, src->span_page);
+        for (uint32_t j = k; j < n; j++)
+            mesh_arena_protect(rec(spans[j])->span_page, sc->npages, true);
+        mesh_barrier_end();
+        return FAILED;
+    }
+
+    /* src and its aliases now belong to dst's chain.  The kind changes
+     * before the bits move, so that a free that finds src's bit gone knows
+     * to look again. */
+    uint32_t dst_id = mesh_mh_id(dst);
+    for (k = 1; k < n; k++)
+        __atomic_store_n(&rec(spans[k])->prev, dst_id, __ATOMIC_RELEASE);
+    atomic_fetch_add(&src->gen, 1);
+    src->state = MESH_MH_NONE;
+    __atomic_store_n(&src->prev, dst_id, __ATOMIC_RELEASE);
+    __atomic_store_n(&src->kind, MESH_KIND_ALIAS, __ATOMIC_RELEASE);
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
+        uint64_t moved = atomic_exchange(&src->bits[w], 0);
+        mesh_assert((moved & atomic_load(&dst->bits[w])) == 0);
+        atomic_fetch_or(&dst->bits[w], moved);
+    }
+    mesh_miniheap_t *last = dst;
+    while (last->mesh_next)
+        last = rec(last->mesh_next);
+    last->mesh_next = mesh_mh_id(src);
+    mesh_barrier_end();
+    *pause_ns = mesh_os_now_ns() - t0;
+
+    mesh_arena_punch_pages(src->span_page, sc->npages);
+    mesh_maps_add(2);
+    ch->nspans--;
+    ch->meshes++;
+    MESH_STAT_ADD(mesh_count, 1);
+    MESH_STAT_ADD(meshed_pages_total, sc->npages);
+    uint64_t meshed = MESH_STAT_ADD(meshed_pages, sc->npages) + sc->npages;
+    mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
+    mesh_stat_max(&mesh_stats.mesh_pause_max_ns, *pause_ns);
+    return MESHED;
+}
+
+/* The detached spans of a class below the occupancy cut-off whose chains
+ * can grow (class lock held). */
+static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
+{
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    size_t n = 0;
+    if (!reserve_scratch(ch->npartial))
+        return 0;
+    for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
+        for (uint32_t id = ch->partial[b]; id && n < cand_cap; id = rec(id)->next) {
+            mesh_miniheap_t *mh = rec(id);
+            if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
+                continue;
+            unsigned chain = mesh_chain_length(mh);
+            if (chain >= MESH_MAX_CHAIN)
+                continue;
+            cand_id[n] = id;
+            cand_chain[n] = (uint8_t)chain;
+            cand_used[n] = 0;
+            n++;
+        }
+    }
+    return n;
+}
+
+typedef struct pass_result {
+    uint64_t pairs[MESH_NUM_CLASSES];
+    uint64_t npairs;
+    uint64_t max_pause_ns;
+    bool out_of_time, out_of_maps;
+} pass_result_t;
+
+/* The SplitMesher over one class (class lock held). */
+static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
+{
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    size_t n = collect_locked(ch, cls);
+    if (n < 2)
+        return;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = mesh_rng_below(&rng, (uint32_t)i);
+        uint32_t t = cand_id[i - 1];
+        cand_id[i - 1] = cand_id[j];
+        cand_id[j] = t;
+        uint8_t c = cand_chain[i - 1];
+        cand_chain[i - 1] = cand_chain[j];
+        cand_chain[j] = c;
+    }
+    size_t half = n / 2, nright = n - half;
+    for (size_t i = 0; i < half; i++) {
+        mesh_miniheap_t *l = rec(cand_id[i]);
+        size_t probes = nright < MESH_PROBES ? nright : MESH_PROBES;
+        for (size_t k = 0; k < probes; k++) {
+            size_t j = half + (i + k) % nright;
+            if (cand_used[j] || cand_chain[i] + cand_chain[j] > MESH_MAX_CHAIN)
+                continue;
+            mesh_miniheap_t *r = rec(cand_id[j]);
+            if (!disjoint(l, r))
+                continue;
+            /* Keep the longer chain where it is: fewer spans to remap. */
+            mesh_miniheap_t *dst = l, *src = r;
+            if (cand_chain[j] > cand_chain[i] ||
+                (cand_chain[j] == cand_chain[i] && mesh_mh_live(r) > mesh_mh_live(l))) {
+                dst = r;
+                src = l;
+            }
+            mesh_global_list_remove_locked(ch, dst);
+            mesh_global_list_remove_locked(ch, src);
+            uint64_t pause = 0;
+            enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause);
+            if (o == MESHED) {
+                res->pairs[cls]++;
+                res->npairs++;
+                if (pause > res->max_pause_ns)
+                    res->max_pause_ns = pause;
+            } else {
+                mesh_global_place_locked(ch, src);
+                if (o == FAILED)
+                    MESH_STAT_ADD(mesh_failed, 1);
+            }
+            mesh_global_place_locked(ch, dst);
+            cand_used[j] = 1;
+            if (o == NO_MAPS) {
+                res->out_of_maps = true;
+                return;
+            }
+            if (mesh_os_now_ns() > deadline_ns) {
+                res->out_of_time = true;
+                return;
+            }
+            break;
+        }
+    }
+}
+
+static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced)
+{
+    if (!events_opened) {
+        const char *path = getenv("MESH_EVENTS");
+        events_opened = true;
+        if (path && *path && mesh_os_open_append(path, &events_fd) == 0)
+            mesh_os_dup_high(events_fd, &events_fd);
+    }
+    if (events_fd < 0)
+        return;
+    char buf[2048];
+    mesh_buf_t b = {buf, 0, sizeof buf};
+    mesh_buf_str(&b, "{\"t\": ");
+    uint64_t us = (t0 - start_ns) / 1000;
+    mesh_buf_u64(&b, us / 1000000);
+    mesh_buf_str(&b, ".");
+    char frac[7];
+    for (int i = 5; i >= 0; i--, us /= 10)
+        frac[i] = (char)('0' + us % 10);
+    frac[6] = 0;
+    mesh_buf_str(&b, frac);
+    mesh_buf_str(&b, ", \"duration_us\": ");
+    mesh_buf_u64(&b, (t1 - t0) / 1000);
+    mesh_buf_str(&b, ", \"pairs\": {");
+    bool first = true;
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        if (!res->pairs[c])
+            continue;
+        mesh_buf_str(&b, first ? "\"" : ", \"");
+        mesh_buf_u64(&b, mesh_classes[c].object_size);
+        mesh_buf_str(&b, "\": ");
+        mesh_buf_u64(&b, res->pairs[c]);
+        first = false;
+    }
+    mesh_buf_str(&b, "}, \"meshes\": ");
+    mesh_buf_u64(&b, res->npairs);
+    mesh_buf_str(&b, ", \"bytes_released\": ");
+    mesh_buf_u64(&b, released);
+    mesh_buf_str(&b, ", \"max_pause_us\": ");
+    mesh_buf_u64(&b, res->max_pause_ns / 1000);
+    mesh_buf_str(&b, ", \"mappings\": ");
+    mesh_buf_u64(&b, mesh_maps_in_use());
+    mesh_buf_str(&b, ", \"mapping_budget\": ");
+    mesh_buf_u64(&b, budget());
+    mesh_buf_str(&b, ", \"meshed_bytes\": ");
+    mesh_buf_u64(&b, atomic_load(&mesh_stats.meshed_pages) << MESH_PAGE_SHIFT);
+    mesh_buf_str(&b, ", \"stopped\": ");
+    mesh_buf_str(&b, res->out_of_maps ? "\"mappings\"" : res->out_of_time ? "\"time\"" : "null");
+    mesh_buf_str(&b, ", \"forced\": ");
+    mesh_buf_str(&b, forced ? "true" : "false");
+    mesh_buf_str(&b, "}\n");
+    mesh_os_write_all(events_fd, buf, b.len);
+}
+
+static uint64_t partial_spans(void)
+{
+    uint64_t n = 0;
+    for (unsigned c = 0; c < MESH_NUM_CLASSES && mesh_classes[c].object_size <= MESH_MAX_MESHABLE; c++)
+        n += __atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED);
+    return n;
+}
+
+/* One pass over every meshable class; returns the pairs meshed.  A forced
+ * pass waits for a running one instead of skipping, and runs even when the
+ * heap looks as it did after the last pass that found nothing. */
+uint64_t mesh_pass(bool forced)
+{
+    if (!mesh_opt.meshing)
+        return 0;
+    if (forced)
+        pthread_mutex_lock(&mesh_lock);
+    else if (pthread_mutex_trylock(&mesh_lock) != 0)
+        return 0;
+    uint64_t partial = partial_spans();
+    if (!forced && (partial < 2 || (fruitless_partial && partial <= fruitless_partial + fruitless_partial / 8))) {
+        pthread_mutex_unlock(&mesh_lock);
+        return 0;
+    }
+    if (!mesh_arena_fd_ok()) {
+        /* Without the arena file there is nothing to map pages onto. */
+        pthread_mutex_unlock(&mesh_lock);
+        return 0;
+    }
+    mesh_barrier_install();
+    /* This thread's own spans can be meshed once detached. */
+    if (mesh_tls_heap)
+        mesh_thread_heap_flush(mesh_tls_heap);
+
+    pass_result_t res;
+    memset(&res, 0, sizeof res);
+    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + mesh_opt.pass_ms * 1000000ULL;
+    uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
+    for (unsigned c = 0; c < MESH_NUM_CLASSES && mesh_classes[c].object_size <= MESH_MAX_MESHABLE; c++) {
+        if (!__atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED))
+            continue;
+        /* No handler of the program may run here while spans are
+         * read-only (it could write to one); faults stay deliverable. */
+        sigset_t all, old;
+        sigfillset(&all);
+        sigdelset(&all, SIGSEGV);
+        sigdelset(&all, SIGBUS);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        pthread_mutex_lock(&mesh_class_heaps[c].lock);
+        mesh_class_locked(c, deadline, &res);
+        pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (res.out_of_time || res.out_of_maps)
+            break;
+    }
+    uint64_t t1 = mesh_os_now_ns();
+    uint64_t meshed_after = atomic_load(&mesh_stats.meshed_pages);
+    uint64_t released = meshed_after > meshed_before ? (meshed_after - meshed_before) << MESH_PAGE_SHIFT : 0;
+    fruitless_partial = res.npairs ? 0 : partial_spans();
+    MESH_STAT_ADD(mesh_passes, 1);
+    MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
+    mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
+    if (res.out_of_time)
+        MESH_STAT_ADD(mesh_time_limited, 1);
+    if (res.out_of_maps)
+        MESH_STAT_ADD(mesh_map_limited, 1);
+    log_event(t0, t1, &res, released, forced);
+    atomic_store(&last_pass_ns, t1);
+    pthread_mutex_unlock(&mesh_lock);
+    return res.npairs;
+}
+
+/* Runs a pass if a period has gone by since the last one.  Cheap when it
+ * has not: one clock read. */
+void mesh_maybe_mesh(void)
+{
+    if (!mesh_opt.meshing)
+        return;
+    uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
+    if (now - last < mesh_opt.period_ms * 1000000ULL)
+        return;
+    if (!atomic_compare_exchange_strong(&last_pass_ns, &last, now))
+        return;
+    mesh_pass(false);
+}
+
+void mesh_mesh_fork_prepare(void)
+{
+    pthread_mutex_lock(&mesh_lock);
+}
+
+void mesh_mesh_fork_parent(void)
+{
+    pthread_mutex_unlock(&mesh_lock);
+}
+
+void mesh_mesh_fork_child(void)
+{
+    pthread_mutex_init(&mesh_lock, NULL);
+}
