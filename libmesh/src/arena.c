@@ -33,7 +33,7 @@
 mesh_arena_t mesh_arena = {
     .fd = -1,
     .fork_fd = -1,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP,
 };
 
 static uint32_t max_records;

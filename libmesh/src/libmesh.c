@@ -44,7 +44,7 @@ static void fork_child(void)
     mesh_mesh_fork_child();
     mesh_barrier_fork_child();
     mesh_global_fork_child();
-    pthread_mutex_init(&mesh_arena.lock, NULL);
+    mesh_arena.lock = (pthread_mutex_t)PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
     mesh_huge_fork_child();
     mesh_arena_fork_child();
     mesh_thread_heaps_fork_child();
