@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test check-tests bench plots install clean
+.PHONY: all libmesh workloads test bench bench-alloc plots install clean
 
 all: libmesh workloads
 
@@ -22,6 +22,19 @@ test: all
 	$(MAKE) -C libmesh tests
 	@if [ -f workloads/Makefile ]; then $(MAKE) -C workloads tests; fi
 	scripts/run-tests.sh
+
+# The default benchmark matrix (FULL=1: paper-sized scales), results and plots.
+bench: all
+	$(MAKE) -C libmesh bench
+	$(PYTHON) -m harness bench $(if $(filter 1,$(FULL)),--full)
+
+# The allocation micro-benchmark: churn and cross-thread churn, time ratios.
+bench-alloc: all
+	$(MAKE) -C libmesh bench
+	scripts/alloc-bench.sh
+
+plots:
+	$(PYTHON) -m harness plot
 
 install: libmesh
 	$(MAKE) -C libmesh install PREFIX=$(PREFIX)
