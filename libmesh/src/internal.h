@@ -59,6 +59,7 @@
 #define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
 #define MESH_PROBES 64               /* SplitMesher: right-half spans tried per left span */
 #define MESH_OCCUPANCY_CUTOFF 80     /* percent: fuller spans are not meshed */
+#define MESH_MAX_CANDIDATES 4096     /* spans of a class one pass considers */
 #define MESH_EMPTY_KEEP 2            /* empty spans a class keeps before returning them */
 
 #define MESH_DEFAULT_ARENA_GB 1024   /* virtual reservation; nothing is committed */

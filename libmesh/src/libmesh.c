@@ -483,7 +483,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
         do {
             n = mesh_pass(true);
             pairs += n;
-        } while (n && ++passes < 64);
+        } while (n && ++passes < 4096);
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0) {

@@ -214,15 +214,17 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
 }
 
 /* The detached spans of a class below the occupancy cut-off whose chains
- * can grow (class lock held). */
+ * can grow (class lock held), emptiest bins first, at most
+ * MESH_MAX_CANDIDATES of them: a pass has time for a few hundred meshes,
+ * and walking every span of a large heap would eat that time. */
 static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
 {
     const mesh_size_class_t *sc = &mesh_classes[cls];
-    size_t n = 0;
-    if (!reserve_scratch(ch->npartial))
+    size_t n = 0, max = ch->npartial < MESH_MAX_CANDIDATES ? ch->npartial : MESH_MAX_CANDIDATES;
+    if (!reserve_scratch(max))
         return 0;
     for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
-        for (uint32_t id = ch->partial[b]; id && n < cand_cap; id = rec(id)->next) {
+        for (uint32_t id = ch->partial[b]; id && n < max; id = rec(id)->next) {
             mesh_miniheap_t *mh = rec(id);
             if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
                 continue;
@@ -238,10 +240,16 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     return n;
 }
 
+/* Upper bounds, in microseconds, of the pause histogram's buckets; the last
+ * bucket takes the rest. */
+static const uint32_t pause_bounds_us[] = {10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
+#define PAUSE_BUCKETS (sizeof pause_bounds_us / sizeof pause_bounds_us[0] + 1)
+
 typedef struct pass_result {
     uint64_t pairs[MESH_NUM_CLASSES];
     uint64_t npairs;
     uint64_t max_pause_ns;
+    uint64_t pauses[PAUSE_BUCKETS];
     bool out_of_time, out_of_maps;
 } pass_result_t;
 
@@ -288,6 +296,10 @@ static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t 
                 res->npairs++;
                 if (pause > res->max_pause_ns)
                     res->max_pause_ns = pause;
+                unsigned bucket = 0;
+                while (bucket < PAUSE_BUCKETS - 1 && pause >= pause_bounds_us[bucket] * 1000ULL)
+                    bucket++;
+                res->pauses[bucket]++;
             } else {
                 mesh_global_place_locked(ch, src);
                 if (o == FAILED)
@@ -348,7 +360,20 @@ static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64
     mesh_buf_u64(&b, released);
     mesh_buf_str(&b, ", \"max_pause_us\": ");
     mesh_buf_u64(&b, res->max_pause_ns / 1000);
-    mesh_buf_str(&b, ", \"mappings\": ");
+    mesh_buf_str(&b, ", \"pause_us_hist\": {");
+    for (unsigned k = 0; k < PAUSE_BUCKETS; k++) {
+        mesh_buf_str(&b, k ? ", \"" : "\"");
+        if (k < PAUSE_BUCKETS - 1) {
+            mesh_buf_str(&b, "<");
+            mesh_buf_u64(&b, pause_bounds_us[k]);
+        } else {
+            mesh_buf_str(&b, ">=");
+            mesh_buf_u64(&b, pause_bounds_us[k - 1]);
+        }
+        mesh_buf_str(&b, "\": ");
+        mesh_buf_u64(&b, res->pauses[k]);
+    }
+    mesh_buf_str(&b, "}, \"mappings\": ");
     mesh_buf_u64(&b, mesh_maps_in_use());
     mesh_buf_str(&b, ", \"mapping_budget\": ");
     mesh_buf_u64(&b, budget());
@@ -429,23 +454,31 @@ uint64_t mesh_pass(bool forced)
     if (res.out_of_maps)
         MESH_STAT_ADD(mesh_map_limited, 1);
     log_event(t0, t1, &res, released, forced);
-    atomic_store(&last_pass_ns, t1);
+    if (!forced)
+        atomic_store(&last_pass_ns, t1);
     pthread_mutex_unlock(&mesh_lock);
     return res.npairs;
 }
 
-/* Runs a pass if a period has gone by since the last one.  Cheap when it
- * has not: one clock read. */
+/* Once a period: give back the pages freed and not reused since the last
+ * one (a crude decay: a free span stays backed for at most a period), then,
+ * with meshing on, run a pass.  Cheap when no period has gone by: one clock
+ * read.  The scavenging happens with MESH_MESHING=0 too, so that the
+ * no-meshing control differs from libmesh by meshing alone. */
 void mesh_maybe_mesh(void)
 {
-    if (!mesh_opt.meshing)
-        return;
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
     if (now - last < mesh_opt.period_ms * 1000000ULL)
         return;
     if (!atomic_compare_exchange_strong(&last_pass_ns, &last, now))
         return;
-    mesh_pass(false);
+    if (__atomic_load_n(&mesh_arena.dirty_pages, __ATOMIC_RELAXED)) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_scavenge_locked();
+        pthread_mutex_unlock(&mesh_arena.lock);
+    }
+    if (mesh_opt.meshing)
+        mesh_pass(false);
 }
 
 void mesh_mesh_fork_prepare(void)

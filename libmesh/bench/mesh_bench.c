@@ -1,0 +1,106 @@
+/*
+ * The meshing benchmark of issue 3: 100 MB of 256-byte objects, a random
+ * 75% freed, the survivors still written by a thread, while the main
+ * thread idles in epoll_wait as a server would (the allocator's idle
+ * point).  Run under the harness's `trace` to read the memory cgroup:
+ *   /usr/bin/python3 -m harness trace -- env LD_PRELOAD=libmesh/libmesh.so \
+ *       libmesh/bench/bin/mesh_bench
+ * Prints the live bytes and a checksum of the survivors, verified at the end.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dlfcn.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#define SIZE 256
+
+static unsigned char **keep;
+static size_t nkeep;
+static _Atomic int stop;
+static _Atomic long rounds;
+
+static void *writer(void *unused)
+{
+    (void)unused;
+    while (!atomic_load(&stop)) {
+        for (size_t i = 0; i < nkeep; i++) {
+            uint64_t *c = (uint64_t *)keep[i];
+            (*c)++;
+            keep[i][8 + *c % (SIZE - 8)] = (unsigned char)*c;
+        }
+        atomic_fetch_add(&rounds, 1);
+    }
+    return NULL;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    size_t total = argc > 1 ? strtoull(argv[1], NULL, 10) << 20 : 100u << 20;
+    double idle = argc > 2 ? atof(argv[2]) : 8.0;
+    size_t n = total / SIZE;
+    unsigned char **all = malloc(n * sizeof *all);
+    keep = malloc(n * sizeof *keep);
+    uint64_t x = 42;
+    for (size_t i = 0; i < n; i++) {
+        all[i] = malloc(SIZE);
+        memset(all[i], 0, SIZE);
+    }
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (x % 4 == 0)
+            keep[nkeep++] = all[i];
+        else
+            free(all[i]);
+    }
+    free(all);
+    keep = realloc(keep, nkeep * sizeof *keep);
+    printf("live %zu bytes: %zu objects of %d bytes and their index\n", nkeep * (SIZE + sizeof *keep), nkeep, SIZE);
+    fflush(stdout);
+    pthread_t t;
+    pthread_create(&t, NULL, writer, NULL);
+    /* Under libmesh, with "compact" as third argument: ask for compaction
+     * now instead of waiting for the periodic passes. */
+    typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+    mallctl_fn mallctl = (mallctl_fn)dlsym(RTLD_DEFAULT, "mesh_mallctl");
+    if (mallctl && argc > 3 && strcmp(argv[3], "compact") == 0) {
+        double c0 = now();
+        uint64_t pairs = 0;
+        size_t len = sizeof pairs;
+        mallctl("mesh.compact", &pairs, &len, NULL, 0);
+        printf("mesh.compact: %llu spans meshed in %.3f s\n", (unsigned long long)pairs, now() - c0);
+        fflush(stdout);
+    }
+    int ep = epoll_create1(0);
+    struct epoll_event ev;
+    double t0 = now();
+    while (now() - t0 < idle)
+        epoll_wait(ep, &ev, 1, 100);
+    atomic_store(&stop, 1);
+    pthread_join(t, NULL);
+    /* Every object still holds what the writer last wrote. */
+    long bad = 0;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < nkeep; i++) {
+        uint64_t c = *(uint64_t *)keep[i];
+        if (c != (uint64_t)atomic_load(&rounds) || keep[i][8 + c % (SIZE - 8)] != (unsigned char)c)
+            bad++;
+        sum += c;
+    }
+    printf("writer rounds %ld, checksum %llu, bad objects %ld\n", atomic_load(&rounds), (unsigned long long)sum, bad);
+    return bad != 0;
+}
