@@ -52,7 +52,7 @@
 #define MESH_SV_MAX_ATTACH 64
 #define MESH_SV_TARGET_SLOTS 64
 #define MESH_SV_HARVEST_MIN 16       /* slots freed remotely worth a refill without the lock */
-#define MESH_SV_MAX_BYTES (256 * 1024)
+#define MESH_SV_MAX_BYTES (1024 * 1024)
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
