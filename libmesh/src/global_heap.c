@@ -175,23 +175,26 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    uint64_t held[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS];
     if (MESH_DEBUG_ON)
         mesh_sv_check(sv);
-    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    memset(held, 0, sizeof(held[0]) * sv->nattached);
+    for (unsigned k = 0; k < sv->top; k++) {
+        unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
+        held[i][s >> 6] |= 1ULL << (s & 63);
+    }
     for (unsigned i = 0; i < sv->nattached; i++) {
-        mesh_miniheap_t *mh = rec(sv->span[i].mh_id);
+        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
         mesh_assert(mh->state == MESH_MH_ATTACHED && atomic_load(&mh->owner) == th->id);
         for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            if (sv->span[i].reserved[w])
-                atomic_fetch_and(&mh->bits[w], ~sv->span[i].reserved[w]);
+            if (held[i][w])
+                atomic_fetch_and(&mh->bits[w], ~held[i][w]);
         atomic_store(&mh->owner, 0);
         mh->state = MESH_MH_NONE;
         place_detached_locked(ch, mh);
     }
     sv->nattached = 0;
     sv->top = 0;
-    __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
 }
 
 /* Claims up to room clear slots of mh for its owner, returning them in
@@ -219,28 +222,14 @@ static unsigned claim_free_slots(mesh_miniheap_t *mh, unsigned room, uint64_t fr
     return n;
 }
 
-static void push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS])
-{
-    for (int w = MESH_BITMAP_WORDS - 1; w >= 0; w--) {
-        uint64_t b = bits[w];
-        while (b) {
-            unsigned k = 63 - (unsigned)__builtin_clzll(b);
-            b &= ~(1ULL << k);
-            sv->entries[sv->top++] = (uint16_t)(i << 8 | ((unsigned)w * 64 + k));
-        }
-    }
-}
-
 /* Takes back, without the lock, the slots freed into attached spans by
  * other threads (or by this one while its vector was full). */
 static void harvest(mesh_shuffle_vector_t *sv)
 {
     for (unsigned i = 0; i < sv->nattached && sv->top < MESH_SV_CAP; i++) {
         uint64_t free_bits[MESH_BITMAP_WORDS];
-        claim_free_slots(rec(sv->span[i].mh_id), MESH_SV_CAP - sv->top, free_bits);
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            sv->span[i].reserved[w] |= free_bits[w];
-        push_slots(sv, i, free_bits);
+        claim_free_slots(rec(sv->mh_id[i]), MESH_SV_CAP - sv->top, free_bits);
+        mesh_sv_push_slots(sv, i, free_bits);
     }
 }
 
@@ -252,28 +241,27 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    unsigned char renum[MESH_SV_MAX_ATTACH];
+    bool used[MESH_SV_MAX_ATTACH] = {false};
+    for (unsigned k = 0; k < sv->top; k++)
+        used[sv->entries[k] >> 8] = true;
     unsigned keep = 0;
     for (unsigned i = 0; i < sv->nattached; i++) {
-        mesh_miniheap_t *mh = rec(sv->span[i].mh_id);
-        uint64_t any = 0;
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            any |= sv->span[i].reserved[w];
-        if (!any) {
+        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        if (!used[i]) {
             atomic_store(&mh->owner, 0);
             mh->state = MESH_MH_NONE;
             place_detached_locked(ch, mh);
             continue;
         }
-        if (keep != i) {
-            sv->span[keep] = sv->span[i];
-            mh->attach_idx = (uint8_t)keep;
-        }
-        keep++;
+        sv->base[keep] = sv->base[i];
+        sv->mh_id[keep] = sv->mh_id[i];
+        mh->attach_idx = (uint8_t)keep;
+        renum[i] = (unsigned char)keep++;
     }
+    for (unsigned k = 0; k < sv->top; k++)
+        sv->entries[k] = (uint16_t)(renum[sv->entries[k] >> 8] << 8 | (sv->entries[k] & 255));
     sv->nattached = (uint8_t)keep;
-    sv->top = 0;
-    for (unsigned i = 0; i < keep; i++)
-        push_slots(sv, i, sv->span[i].reserved);
 }
 
 /* The vector for cls is empty.  First take back what was freed into its
@@ -292,8 +280,6 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
     harvest(sv);
     if (sv->top < MESH_SV_HARVEST_MIN) {
         pthread_mutex_lock(&ch->lock);
-        __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (sv->nattached == MESH_SV_MAX_ATTACH || (sv->nattached + 1) * span_bytes > MESH_SV_MAX_BYTES)
             detach_full_locked(th, cls);
         while (sv->top < MESH_SV_TARGET_SLOTS && sv->nattached < MESH_SV_MAX_ATTACH &&
@@ -307,7 +293,6 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
             claim_free_slots(mh, MESH_SV_CAP - sv->top, free_bits);
             mesh_sv_add_span(sv, mh, free_bits);
         }
-        __atomic_store_n(&sv->attach_gen, sv->attach_gen + 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&ch->lock);
         MESH_STAT_ADD(refill_count, 1);
     }
@@ -334,6 +319,7 @@ void *mesh_global_alloc_one(unsigned cls)
             unsigned b = (unsigned)__builtin_ctzll(avail);
             atomic_fetch_or(&mh->bits[w], 1ULL << b);
             p = mesh_mh_start(mh) + (size_t)(w * 64 + b) * sc->object_size;
+            *(uint64_t *)p = 0; /* no free key on a live object */
         }
         mesh_assert(p);
         place_detached_locked(ch, mh);
@@ -387,15 +373,19 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         mesh_thread_heap_t *th = mesh_tls_heap;
         uint32_t owner = atomic_load(&head->owner);
 
+        /* Keys are kept at the head's address of the slot, whichever
+         * virtual span the free came through. */
+        uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * sc->object_size);
+        bool keyed = *key == mesh_key_of(key);
+
         if (th && owner == th->id) {
             /* Attached here (so not being meshed): back to the vector, or
              * to the bitmap when the vector is full. */
             mesh_shuffle_vector_t *sv = &th->sv[cls];
-            mesh_sv_span_t *sp = &sv->span[head->attach_idx];
-            if ((sp->reserved[w] & mask) || !(atomic_load(&head->bits[w]) & mask))
+            if ((keyed && mesh_sv_find(sv, head->attach_idx, slot)) || !(atomic_load(&head->bits[w]) & mask))
                 mesh_report_double_free(p);
+            *key = mesh_key_of(key);
             if (sv->top < MESH_SV_CAP) {
-                sp->reserved[w] |= mask;
                 uint32_t t = sv->top++;
                 sv->entries[t] = (uint16_t)(head->attach_idx << 8 | slot);
                 if (mesh_opt.randomize) {
@@ -411,14 +401,13 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         }
 
         uint32_t gen = atomic_load_explicit(&head->gen, memory_order_acquire);
-        /* Attached elsewhere: the slot must not be a free one in the
-         * owner's vector (freed there already), or clearing its bit would
-         * hand it out twice. */
-        if (owner) {
-            mesh_thread_heap_t *oth = mesh_thread_heap_by_id(owner);
-            if (oth && mesh_sv_holds(&oth->sv[cls], mesh_mh_id(head), head->attach_idx, slot))
-                mesh_report_double_free(p);
-        }
+        /* A key means the object is already free, most likely in its
+         * owner's vector, where clearing the bit would hand it out twice.
+         * The key goes in before the bit is cleared: after, the slot may
+         * be someone else's object. */
+        if (keyed)
+            mesh_report_double_free(p);
+        *key = mesh_key_of(key);
         uint64_t old = atomic_fetch_and(&head->bits[w], ~mask);
         if (!(old & mask)) {
             /* Meshed into another span meanwhile: its bits moved there. */

@@ -358,29 +358,34 @@ void mesh_huge_fork_child(void);
 
 /* ---- shuffle.c: the per-class vector of free slots ------------------------ */
 
-/* What a vector knows of one attached span; what pop and push touch is
- * on one cache line. */
-typedef struct mesh_sv_span {
-    char *base;                               /* the span's first byte */
-    /* Slots of this span now in entries[].
-     * Invariant: the popcounts over all attached spans add up to top. */
-    uint64_t reserved[MESH_BITMAP_WORDS];
-    uint32_t mh_id;
-} mesh_sv_span_t;
-
 typedef struct mesh_shuffle_vector {
     uint16_t top;                /* entries[0, top) are free slots, popped from the end */
     uint8_t nattached;
     uint8_t cls;
-    /* Odd while the owner changes which spans are attached: lets another
-     * thread read mh_id[] and reserved[] consistently (a seqlock). */
-    uint32_t attach_gen;
     uint32_t object_size;
     uint32_t span_bytes;
     uint32_t recip;
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
-    mesh_sv_span_t span[MESH_SV_MAX_ATTACH];
+    char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
+    uint32_t mh_id[MESH_SV_MAX_ATTACH];
 } mesh_shuffle_vector_t;
+
+/*
+ * The free key: a freed small object holds mesh_free_key ^ (its address in
+ * the head span) in its first 8 bytes until it is handed out again, when
+ * the allocator clears them.  So a free that finds its key already there is
+ * a double free, whichever thread made the first one: no per-slot state in
+ * the vector is needed, and free reads only the object's own first line,
+ * which the program has just used.  The key is random per process; a
+ * program would have to store that exact value to be taken for a double
+ * free.  Nothing in the allocator trusts the key for anything else.
+ */
+extern uint64_t mesh_free_key;
+
+MESH_INLINE uint64_t mesh_key_of(const void *head_addr)
+{
+    return mesh_free_key ^ (uint64_t)(uintptr_t)head_addr;
+}
 
 typedef struct mesh_rng {
     uint64_t s;
@@ -401,37 +406,37 @@ MESH_INLINE uint32_t mesh_rng_below(mesh_rng_t *r, uint32_t n)
     return (uint32_t)(((mesh_rng_next(r) >> 32) * (uint64_t)n) >> 32);
 }
 
-/* malloc's fast path: one load, one store, a multiply.  Precondition: top > 0. */
+/* malloc's fast path: two loads, a multiply, and the store that clears the
+ * object's free key.  Precondition: top > 0. */
 MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
 {
     uint16_t e = sv->entries[--sv->top];
-    unsigned i = e >> 8, s = e & 255;
-    sv->span[i].reserved[s >> 6] &= ~(1ULL << (s & 63));
-    return sv->span[i].base + (size_t)s * sv->object_size;
+    char *p = sv->base[e >> 8] + (size_t)(e & 255) * sv->object_size;
+    *(uint64_t *)p = 0;
+    return p;
 }
 
 /* free's fast path for a span this thread has attached: a bounds check, a
- * division by multiplication, two double-free checks (the slot must not be
- * in the vector already, and its bitmap bit, on the cache line free has just
- * read, must still be set), a push and (with randomization) one swap.
- * Returns false, changing nothing, for anything unusual: an address outside
- * the span, not at a slot start, a slot that is already free, or a full
- * vector; the slow path then sorts it out. */
-MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, const void *p, mesh_rng_t *rng,
+ * division by multiplication, two double-free checks (no free key in the
+ * object, and its bitmap bit, on the record line free has just read, still
+ * set), the key, a push and (with randomization) one swap.  Returns false,
+ * changing nothing, for anything unusual: an address outside the span, not
+ * at a slot start, a key already there, a clear bit, or a full vector; the
+ * slow path then sorts it out. */
+MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, void *p, mesh_rng_t *rng,
                               bool randomize)
 {
     unsigned i = mh->attach_idx;
-    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->span[i].base;
+    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->base[i];
     if (unlikely(off >= sv->span_bytes))
         return false;
     uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
-    if (unlikely(s * sv->object_size != off))
-        return false;
-    uint64_t *w = &sv->span[i].reserved[s >> 6], m = 1ULL << (s & 63);
-    if (unlikely((*w & m) || !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & m) ||
+    uint64_t *key = p, k = mesh_key_of(p);
+    if (unlikely(s * sv->object_size != off || *key == k ||
+                 !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63))) ||
                  sv->top >= MESH_SV_CAP))
         return false;
-    *w |= m;
+    *key = k;
     uint32_t t = sv->top++;
     sv->entries[t] = (uint16_t)(i << 8 | s);
     if (randomize) {
@@ -443,9 +448,11 @@ MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *
     return true;
 }
 
-bool mesh_sv_holds(const mesh_shuffle_vector_t *sv, uint32_t mh_id, unsigned attach_idx, unsigned slot);
+bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot);
 void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
 void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);
+void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS]);
+void mesh_sv_slots_of(const mesh_shuffle_vector_t *sv, unsigned i, uint64_t bits[MESH_BITMAP_WORDS]);
 void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng);
 void mesh_sv_check(const mesh_shuffle_vector_t *sv);
 

@@ -14,6 +14,7 @@
 #include "internal.h"
 
 _Atomic int mesh_init_state;
+uint64_t mesh_free_key;
 static size_t alloc_limit = PTRDIFF_MAX;    /* larger single requests fail with ENOMEM */
 static __thread bool tls_initializing __attribute__((tls_model("initial-exec")));
 
@@ -62,6 +63,7 @@ void mesh_init_slow(void)
     }
     tls_initializing = true;
     mesh_options_init();
+    mesh_free_key = mesh_os_random64() | 1;
     mesh_size_classes_init();
     mesh_global_init();
     mesh_mesh_init();

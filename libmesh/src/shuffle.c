@@ -24,35 +24,47 @@ void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint
 {
     unsigned i = sv->nattached++;
     mesh_assert(i < MESH_SV_MAX_ATTACH);
-    sv->span[i].base = mesh_mh_start(mh);
-    sv->span[i].mh_id = mesh_mh_id(mh);
+    sv->base[i] = mesh_mh_start(mh);
+    sv->mh_id[i] = mesh_mh_id(mh);
     mh->attach_idx = (uint8_t)i;
+    mesh_sv_push_slots(sv, i, free_bits);
+}
+
+/* Pushes the slots set in bits for attached span i. */
+void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS])
+{
     for (int w = MESH_BITMAP_WORDS - 1; w >= 0; w--) {
-        uint64_t bits = free_bits[w];
-        sv->span[i].reserved[w] = bits;
-        while (bits) {
-            unsigned b = 63 - (unsigned)__builtin_clzll(bits);
-            bits &= ~(1ULL << b);
+        uint64_t b = bits[w];
+        while (b) {
+            unsigned k = 63 - (unsigned)__builtin_clzll(b);
+            b &= ~(1ULL << k);
             mesh_assert(sv->top < MESH_SV_CAP);
-            sv->entries[sv->top++] = (uint16_t)(i << 8 | ((unsigned)w * 64 + b));
+            sv->entries[sv->top++] = (uint16_t)(i << 8 | ((unsigned)w * 64 + k));
         }
     }
 }
 
-/* Whether the vector holds (as a free slot) slot `slot` of span mh_id,
- * attached at attach_idx.  Called by other threads while the owner runs:
- * every read is racy, so the answer counts only if the attach generation did
- * not move meanwhile.  Used to catch a free of an object that is already
- * free in its owner's vector. */
-bool mesh_sv_holds(const mesh_shuffle_vector_t *sv, uint32_t mh_id, unsigned attach_idx, unsigned slot)
+/* The slots of attached span i now in the vector, as a bitmap. */
+void mesh_sv_slots_of(const mesh_shuffle_vector_t *sv, unsigned i, uint64_t bits[MESH_BITMAP_WORDS])
 {
-    uint32_t g1 = __atomic_load_n(&sv->attach_gen, __ATOMIC_ACQUIRE);
-    if ((g1 & 1) || attach_idx >= MESH_SV_MAX_ATTACH)
-        return false;
-    bool held = __atomic_load_n(&sv->span[attach_idx].mh_id, __ATOMIC_RELAXED) == mh_id &&
-                (__atomic_load_n(&sv->span[attach_idx].reserved[slot >> 6], __ATOMIC_RELAXED) >> (slot & 63) & 1);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return held && __atomic_load_n(&sv->attach_gen, __ATOMIC_RELAXED) == g1;
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        bits[w] = 0;
+    for (unsigned k = 0; k < sv->top; k++)
+        if ((unsigned)(sv->entries[k] >> 8) == i) {
+            unsigned s = sv->entries[k] & 255;
+            bits[s >> 6] |= 1ULL << (s & 63);
+        }
+}
+
+/* Whether slot `slot` of attached span attach_idx is in the vector: a scan,
+ * for the slow path that confirms what a free key suggests. */
+bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot)
+{
+    uint16_t want = (uint16_t)(attach_idx << 8 | slot);
+    for (unsigned k = 0; k < sv->top; k++)
+        if (sv->entries[k] == want)
+            return true;
+    return false;
 }
 
 void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng)
@@ -65,8 +77,8 @@ void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng)
     }
 }
 
-/* Debug check: entries and reserved bits describe the same slots, and each
- * reserved slot is set in its span's bitmap. */
+/* Debug check: no slot twice in the vector, every slot of an attached span,
+ * and set in that span's bitmap. */
 void mesh_sv_check(const mesh_shuffle_vector_t *sv)
 {
     uint64_t seen[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS] = {{0}};
@@ -77,11 +89,11 @@ void mesh_sv_check(const mesh_shuffle_vector_t *sv)
         seen[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < sv->nattached; i++) {
-        const mesh_miniheap_t *mh = &mesh_arena.records[sv->span[i].mh_id];
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
-            uint64_t bits = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
-            if (seen[i][w] != sv->span[i].reserved[w] || (sv->span[i].reserved[w] & ~bits))
-                mesh_assert_fail("shuffle vector reserved bits", __FILE__, __LINE__);
-        }
+        const mesh_miniheap_t *mh = &mesh_arena.records[sv->mh_id[i]];
+        if (mh->attach_idx != i || sv->base[i] != mesh_mh_start(mh))
+            mesh_assert_fail("shuffle vector span", __FILE__, __LINE__);
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            if (seen[i][w] & ~atomic_load_explicit(&mh->bits[w], memory_order_relaxed))
+                mesh_assert_fail("shuffle vector slot not set in the bitmap", __FILE__, __LINE__);
     }
 }

@@ -42,6 +42,9 @@ static void in_thread(void *(*fn)(void *))
 
 int bad_input_run(const char *mode)
 {
+    /* No stdio buffer may be allocated mid-scenario: it could land on the
+     * memory just freed and make the second free a valid one. */
+    setvbuf(stdout, NULL, _IONBF, 0);
     if (strcmp(mode, "double-free-small") == 0) {
         char *p = malloc(32);
         free(p);

@@ -1,6 +1,6 @@
 /* The shuffle vector: order without shuffling, permutation with it, the
- * reserved-bit bookkeeping that catches double frees, and the random
- * scatter that meshing relies on. */
+ * free keys that catch double frees, and the random scatter that meshing
+ * relies on. */
 #include <string.h>
 
 #include "internal.h"
@@ -37,10 +37,12 @@ static void test_in_order(void)
     uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0}; /* 64 objects of 64 bytes */
     setup(&sv, 3, all);
     CHECK_EQ(sv.top, 64);
-    for (unsigned i = 0; i < 64; i++)
-        CHECK(mesh_sv_pop(&sv) == span + i * 64);
+    for (unsigned i = 0; i < 64; i++) {
+        char *p = mesh_sv_pop(&sv);
+        CHECK(p == span + i * 64);
+        CHECK_EQ(*(uint64_t *)p, 0); /* no free key on what is handed out */
+    }
     CHECK_EQ(sv.top, 0);
-    CHECK_EQ(sv.span[0].reserved[0], 0);
 }
 
 static void test_shuffled_permutation(void)
@@ -72,7 +74,10 @@ static void test_push_checks(void)
     char *a = mesh_sv_pop(&sv);
     char *b = mesh_sv_pop(&sv);
     CHECK(mesh_sv_push(&sv, span_mh, a, &rng, true));
+    CHECK(*(uint64_t *)a == mesh_key_of(a));
     CHECK(!mesh_sv_push(&sv, span_mh, a, &rng, true));       /* double free */
+    CHECK(mesh_sv_find(&sv, 0, (unsigned)(a - span) / 64));
+    CHECK(!mesh_sv_find(&sv, 0, (unsigned)(b - span) / 64));
     CHECK(!mesh_sv_push(&sv, span_mh, b + 8, &rng, true));   /* not a slot start */
     CHECK(!mesh_sv_push(&sv, span_mh, span + 4096, &rng, true)); /* outside the span */
     CHECK(!mesh_sv_push(&sv, span_mh, span - 64, &rng, true));
