@@ -391,13 +391,15 @@ typedef struct mesh_rng {
     uint64_t s;
 } mesh_rng_t;
 
-/* splitmix64: small state, good enough to scatter slots. */
+/* xorshift64 (Marsaglia's 13, 7, 17): three shifts and three xors on the
+ * free path, good enough to scatter slots.  The state must not be 0. */
 MESH_INLINE uint64_t mesh_rng_next(mesh_rng_t *r)
 {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    uint64_t x = r->s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return r->s = x;
 }
 
 /* A uniform value in [0, n) without a division. */

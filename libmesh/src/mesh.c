@@ -54,7 +54,7 @@ static size_t cand_cap;
 void mesh_mesh_init(void)
 {
     start_ns = mesh_os_now_ns();
-    rng.s = mesh_opt.seed ? mesh_opt.seed ^ 0x6a09e667f3bcc909ULL : mesh_os_random64();
+    rng.s = (mesh_opt.seed ? mesh_opt.seed ^ 0x6a09e667f3bcc909ULL : mesh_os_random64()) | 1;
 }
 
 void mesh_maps_add(int64_t n)

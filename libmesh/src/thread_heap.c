@@ -53,7 +53,7 @@ static void heap_init(mesh_thread_heap_t *th, uint32_t id)
     th->id = id;
     th->next_free = 0;
     /* With MESH_SEED, runs are repeatable thread by thread. */
-    th->rng.s = mesh_opt.seed ? mesh_opt.seed * 0x9e3779b97f4a7c15ULL + id : mesh_os_random64();
+    th->rng.s = (mesh_opt.seed ? mesh_opt.seed * 0x9e3779b97f4a7c15ULL + id : mesh_os_random64()) | 1;
     th->tick = MESH_TICK_FREES;
     th->last_flush_ns = mesh_os_now_ns();
     th->live = true;
