@@ -622,15 +622,9 @@ void mesh_arena_fork_child(void)
 {
     void *p;
     int err = fork_errno;
-    if (A.fork_fd < 0 || (err = mesh_os_map_shared(A.base, A.bytes, A.fork_fd, 0, true, &p)) != 0) {
-        char buf[200];
-        mesh_buf_t b = {buf, 0, sizeof buf};
-        mesh_buf_str(&b, "fork: could not give the child its own copy of the heap (errno ");
-        mesh_buf_u64(&b, (uint64_t)err);
-        mesh_buf_str(&b, "); stopping the child rather than sharing the parent's heap");
-        mesh_warn(buf);
-        mesh_os_abort();
-    }
+    if (A.fork_fd < 0 || (err = mesh_os_map_shared(A.base, A.bytes, A.fork_fd, 0, true, &p)) != 0)
+        mesh_fatal_errno("fork: could not give the child its own copy of the heap", err,
+                         "; stopping the child rather than sharing the parent's heap");
     if (A.fd >= 0)
         mesh_os_close(A.fd);
     A.fd = A.fork_fd;
@@ -640,15 +634,8 @@ void mesh_arena_fork_child(void)
     for (uint32_t id = 1; id < A.nrecords; id++) {
         mesh_miniheap_t *a = rec(id);
         if (a->kind == MESH_KIND_ALIAS &&
-            (err = map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page)) != 0) {
-            char buf[160];
-            mesh_buf_t b = {buf, 0, sizeof buf};
-            mesh_buf_str(&b, "fork: could not map a meshed span in the child (errno ");
-            mesh_buf_u64(&b, (uint64_t)err);
-            mesh_buf_str(&b, "); stopping the child");
-            mesh_warn(buf);
-            mesh_os_abort();
-        }
+            (err = map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page)) != 0)
+            mesh_fatal_errno("fork: could not map a meshed span in the child", err, "; stopping the child");
     }
 }
 

@@ -121,6 +121,7 @@ void mesh_buf_hex(mesh_buf_t *b, uint64_t v);
 void mesh_buf_fixed1(mesh_buf_t *b, uint64_t num, uint64_t den);  /* num/den, one decimal */
 void mesh_warn(const char *msg);                     /* "mesh: msg\n" on stderr */
 void mesh_fatal_ptr(const char *what, const void *p) __attribute__((noreturn, cold));
+void mesh_fatal_errno(const char *what, int err, const char *then) __attribute__((noreturn, cold));
 
 /* ---- options.c ----------------------------------------------------------- */
 

@@ -70,15 +70,8 @@ void mesh_init_slow(void)
     int err = mesh_arena_init();
     if (!err)
         err = mesh_thread_heaps_init();
-    if (err) {
-        char buf[128];
-        mesh_buf_t b = {buf, 0, sizeof buf};
-        mesh_buf_str(&b, "cannot set up the heap (errno ");
-        mesh_buf_u64(&b, (uint64_t)err);
-        mesh_buf_str(&b, ")");
-        mesh_warn(buf);
-        mesh_os_abort();
-    }
+    if (err)
+        mesh_fatal_errno("cannot set up the heap", err, "");
     /* Behave like glibc under the kernel's heuristic overcommit: a single
      * request larger than RAM plus swap fails. */
     uint64_t phys = mesh_os_physical_bytes();

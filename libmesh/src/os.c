@@ -160,26 +160,6 @@ int mesh_os_open_append(const char *path, int *fd_out)
     RETURN_ERR(fd >= 0);
 }
 
-int mesh_os_write_all(int fd, const void *buf, size_t len)
-{
-    SAVE_ERRNO;
-    const char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
-            errno = saved_errno_;
-            return e;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    errno = saved_errno_;
-    return 0;
-}
-
 static uint64_t read_u64_file(const char *path, uint64_t fallback)
 {
     char buf[32];
@@ -262,12 +242,13 @@ int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole)
     return 0;
 }
 
-int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off)
+/* write(2) or, with off >= 0, pwrite(2) until everything is written. */
+static int write_loop(int fd, const void *buf, size_t len, int64_t off)
 {
     SAVE_ERRNO;
     const char *p = buf;
-    while (bytes) {
-        ssize_t n = pwrite(fd, p, bytes, (off_t)off);
+    while (len) {
+        ssize_t n = off < 0 ? write(fd, p, len) : pwrite(fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -276,11 +257,22 @@ int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off)
             return e;
         }
         p += n;
-        off += (uint64_t)n;
-        bytes -= (size_t)n;
+        len -= (size_t)n;
+        if (off >= 0)
+            off += n;
     }
     errno = saved_errno_;
     return 0;
+}
+
+int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off)
+{
+    return write_loop(fd, buf, bytes, (int64_t)off);
+}
+
+int mesh_os_write_all(int fd, const void *buf, size_t len)
+{
+    return write_loop(fd, buf, len, -1);
 }
 
 /* Moves fd above the numbers programs commonly dup2() onto. */
@@ -427,6 +419,20 @@ void mesh_warn(const char *msg)
     mesh_buf_str(&b, msg);
     mesh_buf_str(&b, "\n");
     mesh_os_write_stderr(buf, b.len);
+}
+
+/* "mesh: <what> (errno N)<then>" on stderr, then abort. */
+void mesh_fatal_errno(const char *what, int err, const char *then)
+{
+    char buf[512];
+    mesh_buf_t b = {buf, 0, sizeof buf};
+    mesh_buf_str(&b, what);
+    mesh_buf_str(&b, " (errno ");
+    mesh_buf_u64(&b, (uint64_t)err);
+    mesh_buf_str(&b, ")");
+    mesh_buf_str(&b, then);
+    mesh_warn(buf);
+    mesh_os_abort();
 }
 
 void mesh_fatal_ptr(const char *what, const void *p)
