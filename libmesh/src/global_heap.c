@@ -197,6 +197,41 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
     sv->top = 0;
 }
 
+/* Detaches the spans of a vector that may be torn (a thread that does not
+ * exist in a fork child): a slot goes back to the bitmap only if its entry
+ * is well formed and the object holds its free key. */
+void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[cls];
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    unsigned n = sv->nattached < MESH_SV_MAX_ATTACH ? sv->nattached : MESH_SV_MAX_ATTACH;
+    unsigned top = sv->top < MESH_SV_CAP ? sv->top : MESH_SV_CAP;
+    uint64_t held[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS];
+    memset(held, 0, sizeof(held[0]) * n);
+    for (unsigned k = 0; k < top; k++) {
+        unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
+        if (i >= n || s >= sc->nobjects)
+            continue;
+        char *obj = mesh_mh_start(rec(sv->mh_id[i])) + (size_t)s * sc->object_size;
+        if (*(uint64_t *)obj == mesh_key_of(obj))
+            held[i][s >> 6] |= 1ULL << (s & 63);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        if (mh->kind != MESH_KIND_SMALL || mh->state != MESH_MH_ATTACHED || atomic_load(&mh->owner) != th->id)
+            continue;
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            if (held[i][w])
+                atomic_fetch_and(&mh->bits[w], ~held[i][w]);
+        atomic_store(&mh->owner, 0);
+        mh->state = MESH_MH_NONE;
+        place_detached_locked(ch, mh);
+    }
+    sv->nattached = 0;
+    sv->top = 0;
+}
+
 /* Claims up to room clear slots of mh for its owner, returning them in
  * free_bits: other threads only ever clear bits, so the OR cannot take a
  * slot someone else holds. */

@@ -502,6 +502,7 @@ extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
 void mesh_global_init(void);
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls);
 void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls);
+void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls);
 void *mesh_global_alloc_one(unsigned cls);
 void mesh_global_free_small(mesh_miniheap_t *mh, void *p);
 mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_t *slot);

@@ -162,14 +162,28 @@ void mesh_thread_heaps_fork_parent(void)
     pthread_mutex_unlock(&heaps_lock);
 }
 
-/* Only the forking thread exists in the child: the other heaps' spans go
- * back to the global heap, their reserved slots freed. */
+/* Only the forking thread exists in the child.  The others were running
+ * when the process was copied, so their vectors may have been caught in the
+ * middle of a push or a pop: their spans go back to the global heap, but
+ * only the slots that are certainly free (in the vector, with their free
+ * key) go back to the bitmaps; the rest, at most a vector's worth, stay
+ * taken in the child rather than risk handing out a live object. */
 void mesh_thread_heaps_fork_child(void)
 {
     pthread_mutex_init(&heaps_lock, NULL);
     for (uint32_t id = 1; id < nheaps; id++) {
         mesh_thread_heap_t *th = heaps[id];
-        if (th->live && th != mesh_tls_heap)
-            mesh_thread_heap_release(th);
+        if (!th->live || th == mesh_tls_heap)
+            continue;
+        for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+            if (!th->sv[c].nattached)
+                continue;
+            pthread_mutex_lock(&mesh_class_heaps[c].lock);
+            mesh_global_detach_torn_locked(th, c);
+            pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+        }
+        th->live = false;
+        th->next_free = free_heaps;
+        free_heaps = th->id;
     }
 }
