@@ -30,8 +30,9 @@ extern "C" {
  *   stats.mesh_count    uint64  meshes performed
  *   mesh.compact        uint64  (read) mesh now, pass after pass until one
  *                               finds nothing; returns the spans meshed
- *   mesh.check_period   uint64  (read) run a pass if MESH_PERIOD_MS has gone
- *                               by since the last; returns the passes run
+ *   mesh.check_period   uint64  (read) if MESH_PERIOD_MS has gone by since
+ *                               the last time, do the periodic work now (give
+ *                               back freed pages, mesh); returns 1 if it did
  *   mesh.scavenge       uint64  (read) give freed pages back to the OS now,
  *                               returning the bytes released
  */

@@ -525,7 +525,7 @@ bool mesh_global_is_partial(uint8_t state);
 
 /* Lock order: the mesh lock comes before every class lock. */
 void mesh_mesh_init(void);
-void mesh_maybe_mesh(void);
+bool mesh_maybe_mesh(void);
 uint64_t mesh_pass(bool forced);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);
 void mesh_maps_add(int64_t n);

@@ -481,11 +481,8 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
         } while (n && ++passes < 4096);
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
-    if (strcmp(name, "mesh.check_period") == 0) {
-        uint64_t before = atomic_load(&mesh_stats.mesh_passes);
-        mesh_maybe_mesh();
-        return read_u64(oldp, oldlenp, NULL, atomic_load(&mesh_stats.mesh_passes) - before);
-    }
+    if (strcmp(name, "mesh.check_period") == 0)
+        return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh());
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
         pthread_mutex_lock(&mesh_arena.lock);

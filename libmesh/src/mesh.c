@@ -462,16 +462,17 @@ uint64_t mesh_pass(bool forced)
 
 /* Once a period: give back the pages freed and not reused since the last
  * one (a crude decay: a free span stays backed for at most a period), then,
- * with meshing on, run a pass.  Cheap when no period has gone by: one clock
- * read.  The scavenging happens with MESH_MESHING=0 too, so that the
+ * with meshing on, run a pass (which may skip itself if the heap looks as it
+ * did when the last pass found nothing).  Returns whether a period had gone
+ * by.  Cheap when none has: one clock read.  The scavenging happens with MESH_MESHING=0 too, so that the
  * no-meshing control differs from libmesh by meshing alone. */
-void mesh_maybe_mesh(void)
+bool mesh_maybe_mesh(void)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
     if (now - last < mesh_opt.period_ms * 1000000ULL)
-        return;
+        return false;
     if (!atomic_compare_exchange_strong(&last_pass_ns, &last, now))
-        return;
+        return false;
     if (__atomic_load_n(&mesh_arena.dirty_pages, __ATOMIC_RELAXED)) {
         pthread_mutex_lock(&mesh_arena.lock);
         mesh_arena_scavenge_locked();
@@ -479,6 +480,7 @@ void mesh_maybe_mesh(void)
     }
     if (mesh_opt.meshing)
         mesh_pass(false);
+    return true;
 }
 
 void mesh_mesh_fork_prepare(void)

@@ -291,6 +291,12 @@ static void test_mallctl(void)
     CHECK_EQ(stat_u64("stats.mesh_count"), 0);
     free(p);
     CHECK(stat_u64("mesh.scavenge") >= (1 << 20));
+    /* The periodic work runs at most once per MESH_PERIOD_MS (100 ms). */
+    stat_u64("mesh.check_period");
+    CHECK_EQ(stat_u64("mesh.check_period"), 0);
+    usleep(150000);
+    CHECK_EQ(stat_u64("mesh.check_period"), 1);
+    CHECK(stat_u64("mesh.compact") < (uint64_t)1 << 40);
 }
 
 int main(void)

@@ -25,6 +25,14 @@ alloc=$(sed -n 's/^MH Alloc Count: //p' "$scratch/err")
 MALLOCSTATS=2 LD_PRELOAD=$LIBMESH /bin/true 2>"$scratch/err2"
 grep -q '^-- size classes --$' "$scratch/err2" || fail "MALLOCSTATS=2 lacks per-class detail"
 grep -q '^refill_count' "$scratch/err2" || fail "MALLOCSTATS=2 lacks counters"
+# After a fragmenting run the mesh fields carry real values.
+MALLOCSTATS=1 LD_PRELOAD=$LIBMESH "$top/libmesh/bench/bin/mesh_bench" 8 1 compact >/dev/null 2>"$scratch/err4"
+cat "$scratch/err4"
+meshes=$(sed -n 's/^MESH COUNT: //p' "$scratch/err4")
+[ "$meshes" -gt 100 ] || fail "MESH COUNT $meshes after a fragmenting run"
+grep -Eq '^Meshed MB \(total\): [1-9][0-9]*\.[0-9]$' "$scratch/err4" || fail "Meshed MB (total) is zero"
+hwm=$(sed -n 's/^Meshed pages HWM: //p' "$scratch/err4")
+[ "$hwm" -gt 100 ] || fail "Meshed pages HWM $hwm"
 MALLOCSTATS=0 LD_PRELOAD=$LIBMESH /bin/true 2>"$scratch/err3"
 [ ! -s "$scratch/err3" ] || fail "MALLOCSTATS=0 printed something"
 echo ok
