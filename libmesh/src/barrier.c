@@ -11,28 +11,18 @@
  * is recorded here and called from ours, and the program sees its own
  * handler when it asks.
  *
- * The kernel does not raise SIGSEGV when a system call writes into a
- * read-only page: the call fails with EFAULT.  The calls through which
- * programs most often receive data into heap buffers (read, pread, readv,
- * recv, recvfrom, recvmsg, epoll_wait, epoll_pwait) are interposed and
- * retried when they fail so while a mesh is in progress or has just
- * completed.  epoll_wait and epoll_pwait are also idle points: a server
- * about to sleep there is a good moment to mesh.
+ * System calls that write into a read-only page fail with EFAULT instead:
+ * interpose.c retries them.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 extern int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
-extern ssize_t __read(int fd, void *buf, size_t n);
 
 static _Atomic uint32_t mesh_seq;        /* futex word: bumped as each mesh ends */
 static _Atomic int in_progress;
@@ -78,6 +68,13 @@ void mesh_barrier_end(void)
 bool mesh_barrier_active(void)
 {
     return atomic_load(&in_progress) != 0;
+}
+
+/* Counts the meshes that have ended: a call that saw it change may have
+ * met a protected page. */
+uint32_t mesh_barrier_seq(void)
+{
+    return atomic_load(&mesh_seq);
 }
 
 /* Waits until no mesh is in progress.  Async-signal-safe. */
@@ -219,130 +216,6 @@ MESH_EXPORT sighandler_t signal(int sig, sighandler_t fn)
     if (sigaction(sig, &sa, &old) < 0)
         return SIG_ERR;
     return old.sa_handler;
-}
-
-/* ---- system calls that write into the heap ---- */
-
-static bool in_arena(const void *p, size_t len)
-{
-    uintptr_t a = (uintptr_t)p, base = (uintptr_t)mesh_arena.base;
-    return len && a < base + mesh_arena.bytes && a + len > base;
-}
-
-static bool iov_in_arena(const struct iovec *iov, int n)
-{
-    for (int i = 0; i < n && iov; i++)
-        if (in_arena(iov[i].iov_base, iov[i].iov_len))
-            return true;
-    return false;
-}
-
-/* After EFAULT on a buffer in the arena: worth another try if a mesh was in
- * progress or ended during the call. */
-static bool retry_after_efault(bool buffer_in_arena, uint32_t seq_before, int tries)
-{
-    if (errno != EFAULT || !buffer_in_arena || tries >= 64)
-        return false;
-    if (!atomic_load(&in_progress) && atomic_load(&mesh_seq) == seq_before)
-        return false;
-    MESH_STAT_ADD(efault_retries, 1);
-    mesh_barrier_wait();
-    return true;
-}
-
-#define NEXT(name) \
-    static __typeof__(name) *real_##name; \
-    if (!real_##name) \
-        real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
-
-#define RETRYING(call, buffer_in_arena)                                    \
-    do {                                                                   \
-        for (int tries_ = 0;; tries_++) {                                  \
-            uint32_t seq_ = atomic_load(&mesh_seq);                        \
-            r = (call);                                                    \
-            if (r >= 0 || !retry_after_efault(buffer_in_arena, seq_, tries_)) \
-                break;                                                     \
-        }                                                                  \
-    } while (0)
-
-MESH_EXPORT ssize_t read(int fd, void *buf, size_t n)
-{
-    ssize_t r;
-    RETRYING(__read(fd, buf, n), in_arena(buf, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
-{
-    NEXT(pread);
-    ssize_t r;
-    RETRYING(real_pread(fd, buf, n, off), in_arena(buf, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
-{
-    NEXT(pread64);
-    ssize_t r;
-    RETRYING(real_pread64(fd, buf, n, off), in_arena(buf, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
-{
-    NEXT(readv);
-    ssize_t r;
-    RETRYING(real_readv(fd, iov, n), iov_in_arena(iov, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
-{
-    NEXT(recv);
-    ssize_t r;
-    RETRYING(real_recv(fd, buf, n, flags), in_arena(buf, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
-{
-    NEXT(recvfrom);
-    ssize_t r;
-    RETRYING(real_recvfrom(fd, buf, n, flags, addr, alen),
-             in_arena(buf, n) || in_arena(addr, alen ? *alen : 0) || in_arena(alen, sizeof *alen));
-    return r;
-}
-
-MESH_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
-{
-    NEXT(recvmsg);
-    ssize_t r;
-    RETRYING(real_recvmsg(fd, msg, flags),
-             iov_in_arena(msg->msg_iov, (int)msg->msg_iovlen) || in_arena(msg->msg_name, msg->msg_namelen) ||
-                 in_arena(msg->msg_control, msg->msg_controllen) || in_arena(msg, sizeof *msg));
-    return r;
-}
-
-MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
-{
-    NEXT(epoll_wait);
-    if (timeout != 0 && atomic_load_explicit(&mesh_init_state, memory_order_relaxed) == 2)
-        mesh_maybe_mesh();
-    int r;
-    RETRYING(real_epoll_wait(epfd, events, maxevents, timeout),
-             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
-    return r;
-}
-
-MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *ss)
-{
-    NEXT(epoll_pwait);
-    if (timeout != 0 && atomic_load_explicit(&mesh_init_state, memory_order_relaxed) == 2)
-        mesh_maybe_mesh();
-    int r;
-    RETRYING(real_epoll_pwait(epfd, events, maxevents, timeout, ss),
-             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
-    return r;
 }
 
 /* ---- fork ---- */

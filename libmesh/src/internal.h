@@ -541,6 +541,7 @@ void mesh_barrier_begin(void);
 void mesh_barrier_end(void);
 void mesh_barrier_wait(void);
 bool mesh_barrier_active(void);
+uint32_t mesh_barrier_seq(void);
 void mesh_barrier_fork_child(void);
 
 /* ---- libmesh.c ---------------------------------------------------------------- */

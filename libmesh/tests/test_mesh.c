@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mesh.h"
@@ -646,6 +647,25 @@ static void test_low_mapping_budget(void)
     CHECK_EQ(run_self("low-budget", "MESH_MAX_MAPS=40"), 0);
 }
 
+/* A program that frees and then sleeps is meshed while it sleeps: sleeping
+ * is an idle point.  The sleeps still last what was asked. */
+static void test_idle_points(void)
+{
+    frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
+    fragment(&f);
+    uint64_t meshes0 = ctl("stats.mesh_count");
+    struct timespec t0, t1, ts = {0, 150 * 1000000L};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    nanosleep(&ts, NULL);
+    usleep(150000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double slept = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(ctl("stats.mesh_count") > meshes0);
+    CHECK(slept >= 0.299 && slept < 0.6);
+    CHECK(all_intact(&f));
+    free_all(&f);
+}
+
 static int child_no_meshing(void)
 {
     frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
@@ -675,6 +695,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_fork_after_meshing);
     TEST_RUN(test_fork_during_meshing);
     TEST_RUN(test_program_segv_handler);
+    TEST_RUN(test_idle_points);
     TEST_RUN(test_low_mapping_budget);
     TEST_RUN(test_meshing_off);
     TEST_DONE();

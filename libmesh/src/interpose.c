@@ -1,0 +1,285 @@
+/*
+ * The libc calls libmesh interposes besides the malloc family and
+ * sigaction (barrier.c), for two reasons.
+ *
+ * EFAULT: while a span is being meshed its pages are read-only, and the
+ * kernel does not raise SIGSEGV when a system call writes there: the call
+ * fails with EFAULT.  The calls through which programs most often receive
+ * data into heap buffers (read, pread, readv, recv, recvfrom, recvmsg, the
+ * poll, select and epoll families, which write back their event arrays) are
+ * retried when they fail so while a mesh is in progress or has just ended.
+ *
+ * Idle points: a thread about to sleep (the sleep, poll, select and epoll
+ * families, with a timeout that is not zero) is a good moment to give back
+ * freed pages and mesh, as the paper does for servers in epoll_wait.  A
+ * thread going to sleep for a period or longer also detaches its own spans
+ * first, so that what it leaves behind can be meshed while it sleeps.
+ * Relative sleeps are shortened by the time this took: a program sleeps as
+ * long as it asked, not longer.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern ssize_t __read(int fd, void *buf, size_t n);
+
+/* ---- system calls that write into the heap ---- */
+
+static bool in_arena(const void *p, size_t len)
+{
+    uintptr_t a = (uintptr_t)p, base = (uintptr_t)mesh_arena.base;
+    return len && a < base + mesh_arena.bytes && a + len > base;
+}
+
+static bool iov_in_arena(const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n && iov; i++)
+        if (in_arena(iov[i].iov_base, iov[i].iov_len))
+            return true;
+    return false;
+}
+
+/* After EFAULT on a buffer in the arena: worth another try if a mesh was in
+ * progress or ended during the call. */
+static bool retry_after_efault(bool buffer_in_arena, uint32_t seq_before, int tries)
+{
+    if (errno != EFAULT || !buffer_in_arena || tries >= 64)
+        return false;
+    if (!mesh_barrier_active() && mesh_barrier_seq() == seq_before)
+        return false;
+    MESH_STAT_ADD(efault_retries, 1);
+    mesh_barrier_wait();
+    return true;
+}
+
+#define NEXT(name) \
+    static __typeof__(name) *real_##name; \
+    if (!real_##name) \
+        real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+
+#define RETRYING(call, buffer_in_arena)                                    \
+    do {                                                                   \
+        for (int tries_ = 0;; tries_++) {                                  \
+            uint32_t seq_ = mesh_barrier_seq();                            \
+            r = (call);                                                    \
+            if (r >= 0 || !retry_after_efault(buffer_in_arena, seq_, tries_)) \
+                break;                                                     \
+        }                                                                  \
+    } while (0)
+
+MESH_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    ssize_t r;
+    RETRYING(__read(fd, buf, n), in_arena(buf, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+    NEXT(pread);
+    ssize_t r;
+    RETRYING(real_pread(fd, buf, n, off), in_arena(buf, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
+{
+    NEXT(pread64);
+    ssize_t r;
+    RETRYING(real_pread64(fd, buf, n, off), in_arena(buf, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    NEXT(readv);
+    ssize_t r;
+    RETRYING(real_readv(fd, iov, n), iov_in_arena(iov, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    NEXT(recv);
+    ssize_t r;
+    RETRYING(real_recv(fd, buf, n, flags), in_arena(buf, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+    NEXT(recvfrom);
+    ssize_t r;
+    RETRYING(real_recvfrom(fd, buf, n, flags, addr, alen),
+             in_arena(buf, n) || in_arena(addr, alen ? *alen : 0) || in_arena(alen, sizeof *alen));
+    return r;
+}
+
+MESH_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    NEXT(recvmsg);
+    ssize_t r;
+    RETRYING(real_recvmsg(fd, msg, flags),
+             iov_in_arena(msg->msg_iov, (int)msg->msg_iovlen) || in_arena(msg->msg_name, msg->msg_namelen) ||
+                 in_arena(msg->msg_control, msg->msg_controllen) || in_arena(msg, sizeof *msg));
+    return r;
+}
+
+/* ---- idle points ---- */
+
+static bool started(void)
+{
+    return atomic_load_explicit(&mesh_init_state, memory_order_relaxed) == 2;
+}
+
+/* Called before a thread blocks for up to timeout_ns (UINT64_MAX: no limit). */
+static void idle_point(uint64_t timeout_ns)
+{
+    if (!started() || timeout_ns == 0)
+        return;
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    if (th) {
+        if (timeout_ns >= mesh_opt.period_ms * 1000000ULL)
+            mesh_thread_heap_flush(th);
+        else
+            mesh_thread_heap_tick(th);
+    }
+    mesh_maybe_mesh();
+}
+
+static uint64_t ts_ns(const struct timespec *ts)
+{
+    return ts ? (uint64_t)ts->tv_sec * 1000000000ULL + (uint64_t)ts->tv_nsec : UINT64_MAX;
+}
+
+static uint64_t ms_ns(int ms)
+{
+    return ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ULL;
+}
+
+/* What is left of a relative sleep of req after the idle work. */
+static struct timespec remaining(const struct timespec *req, uint64_t t0)
+{
+    uint64_t want = ts_ns(req), spent = mesh_os_now_ns() - t0;
+    uint64_t left = want > spent ? want - spent : 0;
+    return (struct timespec){(time_t)(left / 1000000000ULL), (long)(left % 1000000000ULL)};
+}
+
+MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
+{
+    NEXT(clock_nanosleep);
+    if (flags & TIMER_ABSTIME) {
+        /* A deadline: the idle work cannot make the sleep longer. */
+        struct timespec now;
+        uint64_t until = ts_ns(req), d = 0;
+        if (req && clock_gettime(clock, &now) == 0 && until > ts_ns(&now))
+            d = until - ts_ns(&now);
+        idle_point(d);
+        return real_clock_nanosleep(clock, flags, req, rem);
+    }
+    uint64_t t0 = mesh_os_now_ns();
+    idle_point(ts_ns(req));
+    struct timespec left = remaining(req, t0);
+    return real_clock_nanosleep(clock, flags, &left, rem);
+}
+
+MESH_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
+{
+    if (!req || req->tv_nsec < 0 || req->tv_nsec >= 1000000000L || req->tv_sec < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int err = clock_nanosleep(CLOCK_REALTIME, 0, req, rem);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+MESH_EXPORT int usleep(useconds_t us)
+{
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    return nanosleep(&ts, NULL);
+}
+
+MESH_EXPORT unsigned int sleep(unsigned int seconds)
+{
+    struct timespec ts = {(time_t)seconds, 0}, rem = {0, 0};
+    if (nanosleep(&ts, &rem) < 0 && errno == EINTR)
+        return (unsigned int)rem.tv_sec + (rem.tv_nsec > 0);
+    return 0;
+}
+
+MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+    NEXT(poll);
+    idle_point(ms_ns(timeout));
+    int r;
+    RETRYING(real_poll(fds, n, timeout), in_arena(fds, n * sizeof *fds));
+    return r;
+}
+
+MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
+{
+    NEXT(ppoll);
+    idle_point(ts_ns(timeout));
+    int r;
+    RETRYING(real_ppoll(fds, n, timeout, mask), in_arena(fds, n * sizeof *fds));
+    return r;
+}
+
+static bool fdsets_in_arena(fd_set *r, fd_set *w, fd_set *e)
+{
+    return in_arena(r, sizeof *r) || in_arena(w, sizeof *w) || in_arena(e, sizeof *e);
+}
+
+MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
+{
+    NEXT(select);
+    idle_point(timeout ? (uint64_t)timeout->tv_sec * 1000000000ULL + (uint64_t)timeout->tv_usec * 1000ULL
+                       : UINT64_MAX);
+    int r;
+    RETRYING(real_select(n, rd, wr, ex, timeout), fdsets_in_arena(rd, wr, ex));
+    return r;
+}
+
+MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
+                        const sigset_t *mask)
+{
+    NEXT(pselect);
+    idle_point(ts_ns(timeout));
+    int r;
+    RETRYING(real_pselect(n, rd, wr, ex, timeout, mask), fdsets_in_arena(rd, wr, ex));
+    return r;
+}
+
+MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+    NEXT(epoll_wait);
+    idle_point(ms_ns(timeout));
+    int r;
+    RETRYING(real_epoll_wait(epfd, events, maxevents, timeout),
+             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
+    return r;
+}
+
+MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *ss)
+{
+    NEXT(epoll_pwait);
+    idle_point(ms_ns(timeout));
+    int r;
+    RETRYING(real_epoll_pwait(epfd, events, maxevents, timeout, ss),
+             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
+    return r;
+}
