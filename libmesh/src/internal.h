@@ -134,7 +134,7 @@ void mesh_fatal_errno(const char *what, int err, const char *then) __attribute__
     X(mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")  \
     X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
     X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                      \
-    X(pass_ms, "MESH_PASS_MS", 5, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
+    X(pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
     X(max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)")
 
 typedef struct mesh_options {

@@ -43,6 +43,7 @@ static uint64_t map_budget;              /* mappings meshing may add */
 static mesh_rng_t rng;                   /* under the mesh lock */
 static uint64_t start_ns;
 static uint64_t fruitless_partial;       /* partial spans at the last pass that meshed nothing */
+static unsigned first_class;            /* where the next pass starts */
 static int events_fd = -1;
 static bool events_opened;
 
@@ -425,7 +426,14 @@ uint64_t mesh_pass(bool forced)
     memset(&res, 0, sizeof res);
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + mesh_opt.pass_ms * 1000000ULL;
     uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
-    for (unsigned c = 0; c < MESH_NUM_CLASSES && mesh_classes[c].object_size <= MESH_MAX_MESHABLE; c++) {
+    /* Each pass starts one class further on: a pass that runs out of time
+     * in one class leaves the others to the next passes, not to never. */
+    unsigned nmeshable = 0;
+    while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
+        nmeshable++;
+    first_class = (first_class + 1) % nmeshable;
+    for (unsigned k = 0; k < nmeshable; k++) {
+        unsigned c = (first_class + k) % nmeshable;
         if (!__atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED))
             continue;
         /* No handler of the program may run here while spans are
