@@ -43,6 +43,8 @@ static uint64_t map_budget;              /* mappings meshing may add */
 static mesh_rng_t rng;                   /* under the mesh lock */
 static uint64_t start_ns;
 static uint64_t fruitless_partial;       /* partial spans at the last pass that meshed nothing */
+static unsigned fruitless_runs;          /* passes in a row that meshed nothing */
+static unsigned skipped;                 /* periods skipped since */
 static unsigned first_class;            /* where the next pass starts */
 static int events_fd = -1;
 static bool events_opened;
@@ -125,6 +127,51 @@ static bool disjoint(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
     return true;
 }
 
+/* Pages of meshed-away spans, punched together once a class is done: one
+ * fallocate per run of neighbouring pages instead of one per mesh. */
+static uint32_t *punch_page;
+static uint32_t punch_n, punch_cap;
+
+static void punch_flush(void)
+{
+    /* insertion sort: the list is short (a pass meshes a few hundred) */
+    for (uint32_t i = 1; i < punch_n; i += 2)
+        for (uint32_t j = i; j > 1 && punch_page[j - 3] > punch_page[j - 1]; j -= 2) {
+            uint32_t p = punch_page[j - 3], n = punch_page[j - 2];
+            punch_page[j - 3] = punch_page[j - 1];
+            punch_page[j - 2] = punch_page[j];
+            punch_page[j - 1] = p;
+            punch_page[j] = n;
+        }
+    for (uint32_t i = 0; i < punch_n;) {
+        uint32_t start = punch_page[i], end = start + punch_page[i + 1];
+        for (i += 2; i < punch_n && punch_page[i] == end; i += 2)
+            end += punch_page[i + 1];
+        mesh_arena_punch_pages(start, end - start);
+    }
+    punch_n = 0;
+}
+
+static void punch_later(uint32_t page, uint32_t npages)
+{
+    if (punch_n + 2 > punch_cap) {
+        uint32_t cap = punch_cap ? punch_cap * 2 : 4096;
+        void *p;
+        if (mesh_os_map_anon(cap * sizeof *punch_page, MESH_PAGE_SIZE, &p) != 0) {
+            mesh_arena_punch_pages(page, npages);
+            return;
+        }
+        if (punch_page) {
+            memcpy(p, punch_page, punch_n * sizeof *punch_page);
+            mesh_os_unmap(punch_page, punch_cap * sizeof *punch_page);
+        }
+        punch_page = p;
+        punch_cap = cap;
+    }
+    punch_page[punch_n++] = page;
+    punch_page[punch_n++] = npages;
+}
+
 enum mesh_outcome { MESHED, FAILED, NO_MAPS };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
@@ -202,7 +249,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     mesh_barrier_end();
     *pause_ns = mesh_os_now_ns() - t0;
 
-    mesh_arena_punch_pages(src->span_page, sc->npages);
+    punch_later(src->span_page, sc->npages);
     mesh_maps_add(2);
     ch->nspans--;
     ch->meshes++;
@@ -408,7 +455,11 @@ uint64_t mesh_pass(bool forced)
     else if (pthread_mutex_trylock(&mesh_lock) != 0)
         return 0;
     uint64_t partial = partial_spans();
-    if (!forced && (partial < 2 || (fruitless_partial && partial <= fruitless_partial + fruitless_partial / 8))) {
+    /* After passes that found nothing, skip 1, 2, 4, then 8 periods
+     * before trying again, unless many more spans became partial. */
+    bool grown = partial > fruitless_partial + fruitless_partial / 8;
+    if (!forced && (partial < 2 || (fruitless_runs && !grown && skipped < (1u << (fruitless_runs - 1))))) {
+        skipped++;
         pthread_mutex_unlock(&mesh_lock);
         return 0;
     }
@@ -446,6 +497,7 @@ uint64_t mesh_pass(bool forced)
         pthread_mutex_lock(&mesh_class_heaps[c].lock);
         mesh_class_locked(c, deadline, &res);
         pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+        punch_flush();
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (res.out_of_time || res.out_of_maps)
             break;
@@ -454,6 +506,8 @@ uint64_t mesh_pass(bool forced)
     uint64_t meshed_after = atomic_load(&mesh_stats.meshed_pages);
     uint64_t released = meshed_after > meshed_before ? (meshed_after - meshed_before) << MESH_PAGE_SHIFT : 0;
     fruitless_partial = res.npairs ? 0 : partial_spans();
+    fruitless_runs = res.npairs ? 0 : fruitless_runs < 4 ? fruitless_runs + 1 : 4;
+    skipped = 0;
     MESH_STAT_ADD(mesh_passes, 1);
     MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
     mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
