@@ -192,11 +192,22 @@ static void set_span_ends(mesh_miniheap_t *mh)
 /* Files [page, page + npages) as a FREE span of the given state, merging it
  * with neighbours in the same state.  Takes ownership of mh (or frees it
  * when it is merged away). */
+/* A dirty free span records the period in which it became dirty (in its
+ * first bitmap word, which a free span does not use otherwise), so that the
+ * periodic scavenge gives back only pages that stayed unused a period. */
+static uint64_t dirty_epoch(const mesh_miniheap_t *mh)
+{
+    return atomic_load_explicit(&mh->bits[0], memory_order_relaxed);
+}
+
 static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
 {
+    uint64_t epoch = A.epoch;
     if (page > 0) {
         mesh_miniheap_t *p = rec(table_get(page - 1));
         if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
+            if (dirty_epoch(p) > epoch)
+                epoch = dirty_epoch(p);
             bin_remove(p);
             page = p->span_page;
             npages += p->npages;
@@ -207,6 +218,8 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
     if (end < A.frontier) {
         mesh_miniheap_t *n = rec(table_get(end));
         if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
+            if (dirty_epoch(n) > epoch)
+                epoch = dirty_epoch(n);
             bin_remove(n);
             npages += n->npages;
             record_free(n);
@@ -219,6 +232,8 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
     mh->npages = npages;
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
         atomic_store_explicit(&mh->bits[w], 0, memory_order_relaxed);
+    if (state == MESH_MH_FREE_DIRTY)
+        atomic_store_explicit(&mh->bits[0], epoch, memory_order_relaxed);
     set_span_ends(mh);
     bin_insert(mh);
 }
@@ -532,6 +547,31 @@ bool mesh_arena_fd_ok(void)
     bool ok = fd_is_ours();
     pthread_mutex_unlock(&A.lock);
     return ok;
+}
+
+/* The periodic scavenge: punches the dirty spans that were already dirty
+ * when the last period began, so that a page freed and reused within a
+ * period is not given back and faulted in again, and none stays backed
+ * unused for more than two periods.  Returns the bytes given back. */
+uint64_t mesh_arena_scavenge_aged_locked(void)
+{
+    uint64_t pages = 0, cutoff = A.epoch++;
+    if (!A.dirty_pages)
+        return 0;
+    bool use_fd = fd_is_ours();
+    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
+        for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
+            mesh_miniheap_t *f = rec(id);
+            next = f->next;
+            if (dirty_epoch(f) >= cutoff)
+                continue;
+            bin_remove(f);
+            punch(f->span_page, f->npages, use_fd);
+            pages += f->npages;
+            insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+        }
+    }
+    return pages << MESH_PAGE_SHIFT;
 }
 
 /* Makes a span read as zeros by punching it: for a large calloc that reuses

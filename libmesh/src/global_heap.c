@@ -254,6 +254,15 @@ static unsigned claim_free_slots(mesh_miniheap_t *mh, unsigned room, uint64_t fr
             mesh_assert((old & f) == 0);
         }
     }
+    /* Each slot now in a vector carries its free key, so that a second free
+     * of it, by any thread, is caught. */
+    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
+    char *start = mesh_mh_start(mh);
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        for (uint64_t b = free_bits[w]; b; b &= b - 1) {
+            uint64_t *key = (uint64_t *)(start + (size_t)(w * 64 + (unsigned)__builtin_ctzll(b)) * sc->object_size);
+            *key = mesh_key_of(key);
+        }
     return n;
 }
 
@@ -409,18 +418,20 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         uint32_t owner = atomic_load(&head->owner);
 
         /* Keys are kept at the head's address of the slot, whichever
-         * virtual span the free came through. */
+         * virtual span the free came through.  Invariant: a slot holds its
+         * key while it sits free in a vector (pushed there by a free or
+         * claimed by a refill), and not once it is handed out. */
         uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * sc->object_size);
-        bool keyed = *key == mesh_key_of(key);
 
         if (th && owner == th->id) {
             /* Attached here (so not being meshed): back to the vector, or
              * to the bitmap when the vector is full. */
             mesh_shuffle_vector_t *sv = &th->sv[cls];
-            if ((keyed && mesh_sv_find(sv, head->attach_idx, slot)) || !(atomic_load(&head->bits[w]) & mask))
+            if ((*key == mesh_key_of(key) && mesh_sv_find(sv, head->attach_idx, slot)) ||
+                !(atomic_load(&head->bits[w]) & mask))
                 mesh_report_double_free(p);
-            *key = mesh_key_of(key);
             if (sv->top < MESH_SV_CAP) {
+                *key = mesh_key_of(key);
                 uint32_t t = sv->top++;
                 sv->entries[t] = (uint16_t)(head->attach_idx << 8 | slot);
                 if (mesh_opt.randomize) {
@@ -436,13 +447,12 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         }
 
         uint32_t gen = atomic_load_explicit(&head->gen, memory_order_acquire);
-        /* A key means the object is already free, most likely in its
-         * owner's vector, where clearing the bit would hand it out twice.
-         * The key goes in before the bit is cleared: after, the slot may
-         * be someone else's object. */
-        if (keyed)
+        /* Attached to another thread: a key means the slot is already free
+         * in that thread's vector, where clearing the bit would hand it out
+         * twice.  A detached span's bitmap alone tells: no need to touch
+         * the object, which is often cold in a remote free. */
+        if (owner && *key == mesh_key_of(key))
             mesh_report_double_free(p);
-        *key = mesh_key_of(key);
         uint64_t old = atomic_fetch_and(&head->bits[w], ~mask);
         if (!(old & mask)) {
             /* Meshed into another span meanwhile: its bits moved there. */

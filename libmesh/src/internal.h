@@ -291,6 +291,7 @@ typedef struct mesh_arena {
     uint32_t nrecords;           /* records [1, nrecords) exist */
     uint32_t free_record;        /* free list of records, through next */
     uint64_t dirty_pages;        /* pages in FREE_DIRTY spans */
+    uint64_t epoch;              /* periods gone by, for the aged scavenge */
     uint64_t active_pages;       /* pages in SMALL and LARGE spans */
     uint32_t bins_dirty[129];    /* free spans by page count; the last bin holds >= 128 */
     uint32_t bins_clean[129];
@@ -309,6 +310,7 @@ bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages);
 bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages);
 void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page);
 uint64_t mesh_arena_scavenge_locked(void);
+uint64_t mesh_arena_scavenge_aged_locked(void);
 void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
 int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page);

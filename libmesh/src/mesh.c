@@ -522,8 +522,8 @@ uint64_t mesh_pass(bool forced)
     return res.npairs;
 }
 
-/* Once a period: give back the pages freed and not reused since the last
- * one (a crude decay: a free span stays backed for at most a period), then,
+/* Once a period: give back the pages that stayed freed and unused for a
+ * period (a crude decay: a free span stays backed for at most two), then,
  * with meshing on, run a pass (which may skip itself if the heap looks as it
  * did when the last pass found nothing).  Returns whether a period had gone
  * by.  Cheap when none has: one clock read.  The scavenging happens with MESH_MESHING=0 too, so that the
@@ -535,11 +535,9 @@ bool mesh_maybe_mesh(void)
         return false;
     if (!atomic_compare_exchange_strong(&last_pass_ns, &last, now))
         return false;
-    if (__atomic_load_n(&mesh_arena.dirty_pages, __ATOMIC_RELAXED)) {
-        pthread_mutex_lock(&mesh_arena.lock);
-        mesh_arena_scavenge_locked();
-        pthread_mutex_unlock(&mesh_arena.lock);
-    }
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_scavenge_aged_locked();
+    pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)
         mesh_pass(false);
     return true;
