@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test bench bench-alloc plots install clean
+.PHONY: all libmesh workloads test bench bench-alloc plots paper paper-run install clean
 
 all: libmesh workloads
 
@@ -35,6 +35,18 @@ bench-alloc: all
 
 plots:
 	$(PYTHON) -m harness plot
+
+# paper-figures.md and plots/paper/ from the committed results/paper.json (seconds);
+# `make paper-run` measures everything again (about 20 minutes, as root).
+PAPER_RESULTS ?= results/paper.json
+PAPER_OUT ?= paper-figures.md
+PAPER_PLOTS ?= plots/paper
+
+paper:
+	$(PYTHON) -m harness.paper report $(PAPER_RESULTS) --out $(PAPER_OUT) --plots $(PAPER_PLOTS)
+
+paper-run: all
+	$(PYTHON) -m harness.paper run
 
 install: libmesh
 	$(MAKE) -C libmesh install PREFIX=$(PREFIX)

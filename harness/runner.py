@@ -92,15 +92,18 @@ def measure(argv: list, env: dict, hierarchy: Optional[CgroupHierarchy], *,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL, new_session: bool = True,
             cwd: Optional[str] = None, tag: str = "",
-            on_sample: Optional[Callable[[Sample], None]] = None) -> Measurement:
+            on_sample: Optional[Callable[[Sample], None]] = None,
+            on_start: Optional[Callable[[int, float], None]] = None) -> Measurement:
     """Run argv to completion in its own memory cgroup, sampling it.
 
     With hierarchy None (no writable cgroup) the footprint falls back to
     PSS and the measurement's method says "pss". With new_session the
     child gets its own session (a terminal's Ctrl-C reaches only the
     harness, which then kills the child); `trace` turns it off so that an
-    interactive program keeps the terminal. Raises KeyboardInterrupt after
-    cleaning up if interrupted.
+    interactive program keeps the terminal. on_start(pid, t0) is called
+    once the program has started (t0: the time.monotonic() its samples
+    count from), e.g. to drive a server from another thread. Raises
+    KeyboardInterrupt after cleaning up if interrupted.
     """
     cg = hierarchy.create(tag) if hierarchy is not None else None
     m = Measurement(argv=list(argv), method=cg.method if cg else "pss")
@@ -118,6 +121,8 @@ def measure(argv: list, env: dict, hierarchy: Optional[CgroupHierarchy], *,
         # close-on-exec pipe), about 10 ms after the fork of this process.
         m.exec_s = time.monotonic() - t0
         try:
+            if on_start is not None:
+                on_start(proc.pid, t0)
             m.exit_code, ru, end = _sample_until_exit(proc, cg, t0, m, hz, pss_budget,
                                                       timeout, on_sample, new_session)
         except BaseException:

@@ -1,0 +1,140 @@
+"""Command line: /usr/bin/python3 -m harness.paper {run,report,compact}.
+
+  run      measure every figure (about 20 minutes here), save the full
+           document under results/paper-raw/ (not for committing), the
+           compacted one as results/paper.json, then write the report
+  report   paper-figures.md and plots/paper/ from a results document
+           (what `make paper` runs; seconds)
+  compact  compact a full document into a committable one
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Optional
+
+from .. import results as R
+from ..allocators import REPO_ROOT
+from ..sampler import CgroupHierarchy
+from . import collect, compact, report
+
+RESULTS_DIR = os.path.join(REPO_ROOT, "results")
+DEFAULT_RESULTS = os.path.join(RESULTS_DIR, "paper.json")
+DEFAULT_MD = os.path.join(REPO_ROOT, "paper-figures.md")
+DEFAULT_PLOTS = os.path.join(REPO_ROOT, "plots", "paper")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _save_raw(res: R.MatrixResult, raw_dir: str) -> str:
+    os.makedirs(raw_dir, exist_ok=True)
+    ignore = os.path.join(raw_dir, ".gitignore")
+    if not os.path.exists(ignore):
+        with open(ignore, "w", encoding="utf-8") as f:
+            f.write("# Full-resolution paper runs (tens of MB): kept locally, not committed.\n*\n")
+    return R.save(res, raw_dir, update_latest=False)
+
+
+def cmd_run(args) -> int:
+    cfg = collect.tiny_config(args.trials) if args.tiny else collect.PaperConfig(trials=args.trials)
+    if args.figures:
+        wanted = tuple(f.strip() for f in args.figures.split(",") if f.strip())
+        bad = [f for f in wanted if f not in collect.FIGURES]
+        if bad:
+            raise SystemExit(f"harness.paper: unknown figure(s) {', '.join(bad)}; "
+                             f"known: {', '.join(collect.FIGURES)}")
+        cfg.figures = wanted
+    h = None if args.no_cgroup else CgroupHierarchy.discover()
+    if h is not None:
+        h.remove_stale()
+    else:
+        print("harness.paper: warning: no writable memory cgroup; footprint falls back to PSS",
+              file=sys.stderr)
+    res = collect.collect(cfg, h, args.results_dir, argv=sys.argv)
+    raw = _save_raw(res, os.path.join(args.results_dir, "paper-raw"))
+    print(f"full results: {raw}")
+    small = compact.compact(res)
+    path = R.save(small, args.results_dir, name=args.name, update_latest=False)
+    print(f"compacted results: {path} ({os.path.getsize(path) // 1024} KiB)")
+    failed = [r for r in res.runs if r.status not in ("ok", "skipped")]
+    for r in failed:
+        print(f"FAILED: {r.workload} / {r.allocator} trial {r.trial}: {r.status}: {r.error}")
+    if not res.complete:
+        return 130
+    if not args.no_report:
+        report.write(small, path, args.out, args.plots)
+        print(f"report: {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    try:
+        res = R.load(args.results)
+    except FileNotFoundError:
+        raise SystemExit(f"harness.paper: {args.results} does not exist "
+                         "(run `/usr/bin/python3 -m harness.paper run` first)")
+    except R.SchemaError as e:
+        raise SystemExit(f"harness.paper: {e}")
+    paths = report.write(res, args.results, args.out, args.plots)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_compact(args) -> int:
+    res = R.load(args.full)
+    out_dir, name = os.path.split(os.path.abspath(args.out))
+    path = R.save(compact.compact(res), out_dir, name=os.path.splitext(name)[0],
+                  update_latest=False)
+    print(f"{path} ({os.path.getsize(path) // 1024} KiB)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="/usr/bin/python3 -m harness.paper",
+                                 description="Reproduce the Mesh paper's figures on real programs "
+                                             "and write paper-figures.md.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="measure the figures, save results, write the report")
+    p.add_argument("--trials", type=int, default=3, help="trials per allocator (default 3)")
+    p.add_argument("--figures", help=f"comma-separated subset of {','.join(collect.FIGURES)}")
+    p.add_argument("--tiny", action="store_true",
+                   help="a seconds-long run of every figure at a tiny scale (tests, fixtures)")
+    p.add_argument("--results-dir", default=RESULTS_DIR)
+    p.add_argument("--name", default="paper", help="compacted results file name (default paper)")
+    p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
+    p.add_argument("--plots", default=DEFAULT_PLOTS, help="plot directory (default plots/paper)")
+    p.add_argument("--no-report", action="store_true", help="measure and save only")
+    p.add_argument("--no-cgroup", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("report", help="write paper-figures.md and its plots from a results file")
+    p.add_argument("results", nargs="?", default=DEFAULT_RESULTS)
+    p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
+    p.add_argument("--plots", default=DEFAULT_PLOTS, help="plot directory (default plots/paper)")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("compact", help="compact a full results file for committing")
+    p.add_argument("full")
+    p.add_argument("out")
+    p.set_defaults(fn=cmd_compact)
+    return ap
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("harness.paper: interrupted", file=sys.stderr)
+        return 130
+
+
+sys.exit(main())

@@ -1,0 +1,261 @@
+"""Running every figure into one results document.
+
+  redis    Figure 7: redis_fig.run_redis for each allocator, trial by trial,
+           the order shuffled within each trial (seeded)
+  ruby     Figure 8: the harness's matrix runner on ruby_fig.RUBY
+  browser  Figure 6: browser-like at its paper scale (10), jemalloc and mesh;
+           its runs are named "browser-like-paper" to keep them apart from
+           the matrix's scale-1 runs
+  matrix   the synthetic and throughput workloads: the harness's default
+           matrix (every workload, every allocator, scale 1, hyperfine for
+           the throughput workloads)
+
+The document is the harness's schema (harness/results.py); its config says
+what each figure ran ("figures"), including what each allocator name meant
+for redis-server, whose jemalloc is linked rather than preloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional, TextIO
+
+from .. import allocators as A
+from .. import results as R
+from .. import runner
+from .. import workloads as W
+from ..sampler import CgroupHierarchy, machine_info
+from . import redis_fig, ruby_fig
+
+FIGURES = ("redis", "ruby", "browser", "matrix")
+BROWSER_RUN_NAME = "browser-like-paper"
+
+
+@dataclass
+class PaperConfig:
+    trials: int = 3
+    figures: tuple = FIGURES
+    redis_script: redis_fig.RedisScript = redis_fig.PAPER_SCRIPT
+    redis_allocators: tuple = redis_fig.ALLOCATORS
+    ruby_allocators: tuple = ruby_fig.ALLOCATORS
+    ruby_scale: float = 1.0
+    ruby_args: tuple = ()
+    # mesh-nomesh too: it separates meshing from the rest of libmesh
+    browser_allocators: tuple = ("jemalloc", "mesh", "mesh-nomesh")
+    browser_scale: float = W.CATALOG["browser-like"].paper_scale
+    browser_args: tuple = ()
+    matrix_workloads: tuple = tuple(W.CATALOG)
+    matrix_allocators: tuple = tuple(A.builtin_allocators())
+    matrix_scale: float = 1.0
+    timing_runs: int = 3
+    seed: int = 1
+    order_seed: int = 1
+    hz: float = 100.0
+    pss_budget: float = 0.02
+    timeout: float = 600.0
+    extra: dict = field(default_factory=dict)
+
+
+def snapshot_mesh(scratch: str) -> tuple[dict, dict]:
+    """Copy libmesh.so aside so that every run uses one build even if the
+    library is rebuilt meanwhile; returns (name -> Allocator using the copy,
+    what the copy is)."""
+    snap = os.path.join(scratch, "libmesh.so")
+    shutil.copy2(A.MESH_LIBRARY, snap)
+    info = {"source": A.MESH_LIBRARY, "snapshot": snap, "build_id": A.gnu_build_id(snap),
+            "version": A.git_describe(A.MESH_LIBRARY)}
+    reg = A.registry()
+    return {n: replace(a, library=snap) for n, a in reg.items() if a.is_mesh}, info
+
+
+def _describe(a: A.Allocator, mesh_info: dict) -> dict:
+    d = asdict(A.describe(a))
+    if a.is_mesh:
+        # The copy is gone by now: name the library it was taken from.
+        d.update(version=mesh_info["version"], version_source="git", exists=True,
+                 build_id=mesh_info["build_id"], library=mesh_info["source"],
+                 preload=mesh_info["source"],
+                 note=f"a copy of {os.path.relpath(mesh_info['source'], A.REPO_ROOT)} "
+                      "taken when the runs began")
+    return d
+
+
+def _progress(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict) -> dict:
+    info = {}
+    jem = redis_fig.linked_jemalloc()
+    for name in cfg.redis_allocators:
+        a = allocs[name]
+        if a.library is None and jem:
+            d = asdict(A.describe(replace(a, library=jem)))
+            d["preload"] = None
+            d["library"] = jem
+            d["note"] = "linked into redis-server, not preloaded"
+        else:
+            d = _describe(a, mesh_info)
+        info[name] = d
+    return info
+
+
+def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                  stream: TextIO, mesh: dict, mesh_info: dict) -> tuple[list, dict]:
+    allocs = {**redis_fig.redis_allocators(), **mesh}
+    names = list(cfg.redis_allocators)
+    supported, reply = (redis_fig.probe_activedefrag() if "jemalloc-activedefrag" in names
+                        else (None, None))
+    runs = []
+    if supported is False:
+        names.remove("jemalloc-activedefrag")
+        runs.append(R.Run(workload=redis_fig.WORKLOAD, allocator="jemalloc-activedefrag", trial=0,
+                          seed=0, scale=1.0, argv=["config", "set", "activedefrag", "yes"],
+                          status="skipped", error=f"Debian's redis-server refuses it: {reply}"))
+        _progress(stream, f"redis: jemalloc-activedefrag skipped: {reply}")
+    total = len(names) * cfg.trials
+    done = 0
+    start = time.monotonic()
+    for trial in range(1, cfg.trials + 1):
+        order = list(names)
+        random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
+        for name in order:
+            done += 1
+            stream.write(f"[redis {done}/{total}] trial {trial} {name} ... ")
+            stream.flush()
+            r = redis_fig.run_redis(name, hierarchy, scratch, trial=trial, script=cfg.redis_script,
+                                    hz=cfg.hz, pss_budget=cfg.pss_budget, allocators=allocs)
+            runs.append(r)
+            if r.ok:
+                at = r.result["footprint_at_mark"] / 2**20
+                what = (f"ok: {at:.1f} MiB at {cfg.redis_script.mark_s:g} s, populate "
+                        f"{r.result['populate_total_s']:.2f} s")
+            else:
+                what = f"{r.status.upper()}: {r.error}"
+            _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+    config = {"script": cfg.redis_script.describe(),
+              "allocators": _redis_info(cfg, allocs, mesh_info),
+              "activedefrag_supported": supported, "activedefrag_reply": reply,
+              "versions": redis_fig.version(), "trials": cfg.trials}
+    return runs, config
+
+
+def _matrix(workloads: list, allocator_names: tuple, cfg: PaperConfig, scale: float, timing: str,
+            hierarchy, scratch: str, stream: TextIO, mesh: dict,
+            full: bool = False) -> R.MatrixResult:
+    """The harness's matrix runner; full=True runs each workload at its
+    paper_scale with its paper_args (the figures set both)."""
+    reg = {**A.registry(), **mesh}
+    allocs = [reg[n] for n in allocator_names]
+    missing = [a.missing() for a in allocs if a.missing()]
+    if missing:
+        raise SystemExit("harness.paper: " + "; ".join(missing))
+    mc = runner.MatrixConfig(workloads=workloads, allocators=allocs, trials=cfg.trials,
+                             scale=scale, full=full, seed=cfg.seed, order_seed=cfg.order_seed,
+                             hz=cfg.hz, pss_budget=cfg.pss_budget, timeout=cfg.timeout,
+                             timing=timing, timing_runs=cfg.timing_runs, timing_warmup=0)
+    return runner.run_matrix(mc, hierarchy, scratch, machine_info(), stream=stream)
+
+
+def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_parent: str,
+            stream: TextIO = sys.stderr, argv: Optional[list] = None) -> R.MatrixResult:
+    """Run the chosen figures; returns one document (complete=False if interrupted)."""
+    start = time.monotonic()
+    os.makedirs(scratch_parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".paper-", dir=scratch_parent)
+    mesh, mesh_info = snapshot_mesh(scratch)
+    reg = {**A.registry(), **mesh}
+    res = R.MatrixResult(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info(),
+                         commit=runner._commit(), config={}, allocators={},
+                         harness_argv=list(argv or []))
+    figures: dict = {}
+    workloads: list = []
+    names: list = []
+    # Other work on the machine slows runs and adds noise; say how much there was.
+    load = {"start": list(os.getloadavg())}
+    try:
+        if "redis" in cfg.figures:
+            runs, figures["redis"] = collect_redis(cfg, hierarchy, scratch, stream, mesh, mesh_info)
+            res.runs += runs
+            workloads.append(redis_fig.WORKLOAD)
+            names += [n for n in cfg.redis_allocators if n not in names]
+        if "ruby" in cfg.figures:
+            extra = tuple(cfg.ruby_args)
+            ruby = replace(ruby_fig.RUBY, paper_scale=cfg.ruby_scale, paper_args=extra)
+            m = _matrix([ruby], cfg.ruby_allocators, cfg, cfg.ruby_scale, "none",
+                        hierarchy, scratch, stream, mesh, full=True)
+            res.runs += m.runs
+            figures["ruby"] = {"script": os.path.relpath(ruby_fig.SCRIPT, A.REPO_ROOT),
+                               "argv_example": ruby_fig.RUBY.argv(cfg.seed, cfg.ruby_scale, None,
+                                                                  extra=extra),
+                               "ruby": ruby_fig.version(), "scale": cfg.ruby_scale,
+                               "trials": cfg.trials, "complete": m.complete}
+            workloads.append(ruby_fig.RUBY.name)
+            names += [n for n in cfg.ruby_allocators if n not in names]
+            if not m.complete:
+                raise KeyboardInterrupt
+        if "browser" in cfg.figures:
+            browser = replace(W.CATALOG["browser-like"], paper_scale=cfg.browser_scale,
+                              paper_args=tuple(cfg.browser_args))
+            m = _matrix([browser], cfg.browser_allocators, cfg, cfg.browser_scale, "none",
+                        hierarchy, scratch, stream, mesh, full=True)
+            for r in m.runs:
+                r.workload = BROWSER_RUN_NAME
+            res.runs += m.runs
+            figures["browser"] = {"workload": "browser-like", "scale": cfg.browser_scale,
+                                  "runs_named": BROWSER_RUN_NAME, "trials": cfg.trials,
+                                  "complete": m.complete}
+            workloads.append(BROWSER_RUN_NAME)
+            names += [n for n in cfg.browser_allocators if n not in names]
+            if not m.complete:
+                raise KeyboardInterrupt
+        if "matrix" in cfg.figures:
+            ws = [W.CATALOG[w] for w in cfg.matrix_workloads]
+            m = _matrix(ws, cfg.matrix_allocators, cfg, cfg.matrix_scale, "throughput",
+                        hierarchy, scratch, stream, mesh)
+            res.runs += m.runs
+            res.timings += m.timings
+            figures["matrix"] = {k: v for k, v in m.config.items()}
+            workloads += [w.name for w in ws]
+            names += [n for n in cfg.matrix_allocators if n not in names]
+            if not m.complete:
+                raise KeyboardInterrupt
+        res.complete = True
+    except KeyboardInterrupt:
+        _progress(stream, "\ninterrupted: keeping the runs that finished")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        res.duration_s = time.monotonic() - start
+        load["end"] = list(os.getloadavg())
+    res.allocators = {n: _describe(reg[n], mesh_info) for n in names if n in reg}
+    res.config = {"kind": "paper-figures", "trials": cfg.trials, "figures": figures,
+                  "libmesh": {k: v for k, v in mesh_info.items() if k != "snapshot"},
+                  "loadavg": load,
+                  "workloads": workloads, "allocators": names, "seed": cfg.seed,
+                  "order_seed": cfg.order_seed, "hz": cfg.hz, **cfg.extra}
+    return res
+
+
+# A run of every figure in well under a minute: the tests' scale and the
+# fixture's. Same code paths, fewer keys, a smaller budget, fewer allocators.
+TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf", 492)),
+                                   maxmemory="3mb", settle_s=0.2, steady_s=0.6,
+                                   duration_s=2.5, mark_s=2.0)
+
+
+def tiny_config(trials: int = 2) -> PaperConfig:
+    return PaperConfig(
+        trials=trials, redis_script=TINY_REDIS,
+        redis_allocators=("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-nomesh"),
+        ruby_allocators=("jemalloc", "glibc", "mesh"), ruby_scale=0.05,
+        browser_allocators=("jemalloc", "mesh"), browser_scale=0.05,
+        matrix_workloads=("fragmenter", "larson"),
+        matrix_allocators=("glibc", "jemalloc", "mesh"), matrix_scale=0.02,
+        timing_runs=2, timeout=120.0, extra={"tiny": True})

@@ -1,0 +1,207 @@
+"""The paper figures' plots, drawn from a results document only.
+
+The paper's figures plot memory over time, one line per allocator; these
+do the same (the trial drawn is the median one), with a panel of the
+figure's headline number per allocator beside it (mean and one standard
+deviation over trials). The synthetic/throughput matrix reuses the
+harness's own fragmentation and time plots. Colours, file formats and the
+reproducible SVG settings are those of harness/plots.py.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from .. import plots as P
+from .. import results as R
+from . import figures as F
+
+plt = P.plt
+MIB = 2**20
+
+
+def _median_run(runs: list[R.Run], key: Callable[[R.Run], Optional[float]]) -> Optional[R.Run]:
+    vals = sorted(((key(r), r.trial, r) for r in runs if key(r) is not None), key=lambda x: x[:2])
+    return vals[(len(vals) - 1) // 2][2] if vals else None
+
+
+def _series(ax, run: R.Run, colour: str, label: str, lw: float = 1.4) -> None:
+    x, y = P._mib_points(run.memory.t, run.memory.footprint)
+    ax.plot(x, y, color=colour, lw=lw, label=label)
+
+
+def _live(ax, run: Optional[R.Run]) -> None:
+    if run is not None and run.live.t:
+        x, y = P._mib_points(P._live_t(run), run.live.live)
+        ax.plot(x, y, color="black", lw=1.1, ls="--", label="live bytes", drawstyle="steps-post")
+
+
+def _bars(ax, names: list[str], stats: list[Optional[R.Stat]], order: list[str], ylabel: str,
+          ref: Optional[float] = None, ref_label: str = "") -> None:
+    xs = list(range(len(names)))
+    ax.bar(xs, [s.mean if s else 0 for s in stats], 0.7,
+           yerr=[s.stdev if s else 0 for s in stats], capsize=3,
+           color=[P._colour(n, order) for n in names], error_kw={"lw": 0.8})
+    for x, s in zip(xs, stats):
+        if s is None:
+            ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
+    if ref is not None:
+        ax.axhline(ref, color="black", lw=1, ls="--")
+        if ref_label:
+            ax.text(len(names) - 0.5, ref, ref_label, fontsize=7, ha="right", va="bottom")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
+    rows = F.redis_rows(res, F.REDIS_ORDER)
+    names = [n for n, r in rows.items() if r.trials]
+    if not names:
+        return []
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    mark = None
+    for al in names:
+        runs = F.ok_runs(res, F.REDIS, al)
+        run = _median_run(runs, lambda r: r.result.get("footprint_at_mark"))
+        if run is None:
+            continue
+        mark = run.result.get("mark_s", mark)
+        _series(ax, run, P._colour(al, names), al, lw=2.0 if al == "mesh" else 1.2)
+    if mark is not None:
+        ax.axvline(mark, color="#666666", lw=0.8, ls=":")
+        ax.text(mark, 1.0, f" {mark:g} s", transform=ax.get_xaxis_transform(), fontsize=8,
+                va="top", color="#444444")
+    ax.set_title("Figure 7: redis-server, the paper's script (median trial)", fontsize=10)
+    ax.set_xlabel("time since the server started (s)")
+    ax.set_ylabel("footprint (MiB)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    stats = [_mib(rows[n].values.get("at_mark")) for n in names]
+    nomesh = rows.get("mesh-nomesh")
+    ref = None
+    if nomesh and nomesh.values.get("at_mark"):
+        ref = nomesh.values["at_mark"].mean / MIB * 0.61
+    _bars(bx, names, stats, names, f"footprint at {mark or 7.5:g} s (MiB)", ref,
+          "paper: Mesh = 0.61 x no-meshing")
+    bx.set_title("mean and sd over trials", fontsize=10)
+    fig.tight_layout()
+    return P._save(fig, out_dir, "fig7-redis")
+
+
+def _mib(s: Optional[R.Stat]) -> Optional[R.Stat]:
+    return R.Stat(s.mean / MIB, s.stdev / MIB, s.n) if s is not None else None
+
+
+def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title: str,
+                           name: str, out_dir: str, paper_ref: dict) -> list[str]:
+    names = [n for n, r in rows.items() if r.trials]
+    if not names:
+        return []
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    live_run = None
+    for al in names:
+        run = P.representative(F.ok_runs(res, workload, al))
+        if run is None:
+            continue
+        _series(ax, run, P._colour(al, names), al, lw=2.0 if al == "mesh" else 1.2)
+        if live_run is None or al == "jemalloc":
+            live_run = run
+    _live(ax, live_run)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("footprint (MiB)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    mean = [rows[n].ratios.get("mean/jemalloc") for n in names]
+    time_ = [rows[n].ratios.get("time/jemalloc") for n in names]
+    xs = list(range(len(names)))
+    w = 0.38
+    bx.bar([x - w / 2 for x in xs], [s.mean if s else 0 for s in mean], w,
+           yerr=[s.stdev if s else 0 for s in mean], capsize=2, label="mean footprint",
+           color=[P._colour(n, names) for n in names], error_kw={"lw": 0.8})
+    bx.bar([x + w / 2 for x in xs], [s.mean if s else 0 for s in time_], w,
+           yerr=[s.stdev if s else 0 for s in time_], capsize=2, label="time",
+           color=[P._colour(n, names) for n in names], alpha=0.45, hatch="//",
+           error_kw={"lw": 0.8})
+    for al, (m, t) in paper_ref.items():
+        if al in names:
+            x = names.index(al)
+            bx.plot([x - w, x], [m, m], color="black", lw=1.5)
+            if t is not None:
+                bx.plot([x, x + w], [t, t], color="black", lw=1.5)
+    bx.axhline(1.0, color="black", lw=0.8, ls="--")
+    bx.set_xticks(xs)
+    bx.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    bx.set_ylabel("/ jemalloc", fontsize=9)
+    bx.set_title("solid: mean footprint; hatched: time\nblack ticks: the paper's values",
+                 fontsize=9)
+    bx.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return P._save(fig, out_dir, name)
+
+
+def fig8_ruby(res: R.MatrixResult, out_dir: str) -> list[str]:
+    rows = F.ruby_rows(res, F.RUBY_ORDER)
+    return _over_time_with_ratios(res, F.RUBY_WORKLOAD, rows,
+                                  "Figure 8: ruby, the fragmentation script (median trial)",
+                                  "fig8-ruby", out_dir,
+                                  {"mesh": (0.81, 1.107), "mesh-norand": (0.97, 1.04)})
+
+
+def fig6_browser(res: R.MatrixResult, out_dir: str) -> list[str]:
+    rows = F.browser_rows(res, F.BROWSER_ORDER)
+    return _over_time_with_ratios(res, F.BROWSER, rows,
+                                  "Figure 6 stand-in: browser-like at scale 10 (median trial)",
+                                  "fig6-browser", out_dir, {"mesh": (530 / 632, 1.0)})
+
+
+def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -> list[str]:
+    run = _median_run(F.ok_runs(res, F.REDIS, allocator),
+                      lambda r: r.result.get("footprint_at_mark"))
+    if run is None:
+        return []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    m = run.memory
+    for col, style, label in (("rss", dict(color="#d62728", lw=1), "RSS"),
+                              ("pss", dict(color="#ff7f0e", lw=1, marker=".", ms=3), "PSS"),
+                              ("footprint", dict(color="black", lw=1.5), "footprint (cgroup)")):
+        x, y = P._mib_points(m.t, getattr(m, col))
+        if x:
+            ax.plot(x, y, label=label, **style)
+    ax.set_title(f"redis-server under {allocator}: footprint, PSS and RSS (median trial)",
+                 fontsize=10)
+    ax.set_xlabel("time since the server started (s)")
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return P._save(fig, out_dir, "redis-measures")
+
+
+def matrix_plots(res: R.MatrixResult, out_dir: str) -> list[str]:
+    ws = set(F.matrix_workloads(res))
+    if not ws:
+        return []
+    sub = R.MatrixResult(created=res.created, machine=res.machine, commit=res.commit,
+                         config={"workloads": F.matrix_workloads(res),
+                                 "allocators": F.matrix_allocators(res)},
+                         allocators=res.allocators,
+                         runs=[r for r in res.runs if r.workload in ws],
+                         timings=[t for t in res.timings if t.workload in ws],
+                         complete=res.complete)
+    return P.fragmentation(sub, out_dir) + P.summary_time(sub, out_dir, baseline="jemalloc")
+
+
+def plot_paper(res: R.MatrixResult, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    plt.rcParams["svg.hashsalt"] = "mesh-harness"
+    plt.rcParams["svg.fonttype"] = "none"
+    return (fig7_redis(res, out_dir) + redis_measures(res, out_dir) + fig8_ruby(res, out_dir)
+            + fig6_browser(res, out_dir) + matrix_plots(res, out_dir))

@@ -1,0 +1,371 @@
+"""Figure 7: Debian's real redis-server running the paper's Redis script.
+
+The server runs on 127.0.0.1 (a free port, no persistence, DEBUG enabled)
+in its own memory cgroup, sampled from the moment it is spawned, while a
+driver thread plays the paper's harness (mesh-testsuite, 1-redis/test)
+with redis-cli, which runs outside the cgroup and without any preload:
+
+  config set maxmemory 100mb
+  config set maxmemory-policy allkeys-lru
+  debug populate 700000 asdf 240
+  debug populate 170000 asdf 492
+  (0.5 s) dbsize; info                 <- commands: Redis evicts before each
+  (5 s)   info
+  at 10 s from spawn: SIGTERM, as the paper's harness did.
+
+The footprint at 7.5 s is read from the sampled series (the value in
+force at that moment); populate time is the wall time of the two DEBUG
+POPULATE round trips. The paper's jemalloc row used active
+defragmentation ("config set activedefrag yes" where the paper's harness
+sent its first "info"); Debian's redis links the stock libjemalloc, which
+lacks the hint API active defrag needs, so probe_activedefrag() asks a
+throw-away server and records its answer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .. import results as R
+from .. import runner
+from ..allocators import MESH_EVENTS_ENV, MULTIARCH, REPO_ROOT, Allocator, builtin_allocators
+from ..sampler import CgroupError, CgroupHierarchy
+
+REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+GLIBC_SHIM = os.path.join(REPO_ROOT, "workloads", "bin", "glibc-shim.so")
+WORKLOAD = "redis-server"
+
+# The allocators of Figure 7, in the order tables and plots use.
+ALLOCATORS = ("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-nomesh",
+              "mesh-norand", "mimalloc", "tcmalloc")
+
+# INFO fields kept in a run's result.
+INFO_FIELDS = ("used_memory", "used_memory_rss", "mem_fragmentation_ratio",
+               "allocator_frag_ratio", "mem_allocator", "evicted_keys", "expired_keys",
+               "active_defrag_running", "active_defrag_hits", "total_active_defrag_time",
+               "total_eviction_exceeded_time")
+
+
+@dataclass(frozen=True)
+class RedisScript:
+    """The paper's script and timeline; the tests shrink it."""
+    maxmemory: str = "100mb"
+    policy: str = "allkeys-lru"
+    populates: tuple = ((700000, "asdf", 240), (170000, "asdf", 492))
+    settle_s: float = 0.5       # after the script: dbsize and info
+    steady_s: float = 5.0       # then the second info
+    duration_s: float = 10.0    # SIGTERM this long after spawn
+    mark_s: float = 7.5         # the footprint the paper reports
+    ready_timeout_s: float = 10.0
+    cli_timeout_s: float = 120.0
+
+    def describe(self) -> dict:
+        return {"maxmemory": self.maxmemory, "policy": self.policy,
+                "populates": [list(p) for p in self.populates], "settle_s": self.settle_s,
+                "steady_s": self.steady_s, "duration_s": self.duration_s, "mark_s": self.mark_s}
+
+
+PAPER_SCRIPT = RedisScript()
+
+
+def redis_allocators() -> dict[str, Allocator]:
+    """What each name means for redis-server (Debian's build links jemalloc)."""
+    reg = builtin_allocators()
+    jemalloc = Allocator("jemalloc", None,
+                         description="jemalloc linked into Debian's redis-server (nothing preloaded)")
+    out = {
+        "jemalloc": jemalloc,
+        "jemalloc-activedefrag": Allocator(
+            "jemalloc-activedefrag", None,
+            description="redis's jemalloc with CONFIG SET activedefrag yes"),
+        "glibc": Allocator("glibc", GLIBC_SHIM,
+                           description="glibc malloc through workloads/bin/glibc-shim.so"),
+    }
+    for name in ("mesh", "mesh-nomesh", "mesh-norand", "mimalloc", "tcmalloc"):
+        out[name] = reg[name]
+    return out
+
+
+def linked_jemalloc() -> Optional[str]:
+    """The libjemalloc redis-server loads, from ldd (None if it links none)."""
+    try:
+        out = subprocess.run(["ldd", REDIS_SERVER], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if "libjemalloc" in line and "=>" in line:
+            return line.split("=>")[1].split("(")[0].strip()
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_argv(port: int, workdir: str) -> list[str]:
+    return [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--enable-debug-command", "yes", "--daemonize", "no",
+            "--dir", workdir, "--logfile", ""]
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def cli(port: int, *args: str, timeout: float = 30.0) -> str:
+    """One redis-cli command: its reply as text. Raises CliError on an error reply."""
+    try:
+        p = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args],
+                           env=runner.clean_env(), capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CliError(f"redis-cli {' '.join(args)}: no reply in {timeout:g} s") from None
+    out = p.stdout.strip()
+    if p.returncode != 0 or out.startswith("ERR") or out.startswith("(error)") \
+            or "Could not connect" in out + p.stderr:
+        raise CliError(f"redis-cli {' '.join(args)}: {(out or p.stderr.strip())[:300]}")
+    return out
+
+
+def parse_info(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.strip().partition(":")
+        if sep and k in INFO_FIELDS:
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+    return out
+
+
+def probe_activedefrag() -> tuple[bool, str]:
+    """Does this redis-server accept CONFIG SET activedefrag yes? (answer, its reply)"""
+    d = tempfile.mkdtemp(prefix="redis-probe-")
+    port = free_port()
+    proc = subprocess.Popen(server_argv(port, d), env=runner.clean_env(home=d), cwd=d,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                cli(port, "ping", timeout=5)
+                break
+            except CliError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    return False, "redis-server did not start"
+                time.sleep(0.02)
+        p = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), "config", "set",
+                            "activedefrag", "yes"], env=runner.clean_env(), capture_output=True,
+                           text=True, timeout=30)
+        reply = (p.stdout.strip() or p.stderr.strip())
+        return reply == "OK", reply
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class _Driver:
+    """The client side of one run, on its own thread."""
+    port: int
+    script: RedisScript
+    activedefrag: bool
+    pid: int = 0
+    pidfd: int = -1
+    t0: float = 0.0
+    result: dict = field(default_factory=dict)
+    error: Optional[str] = None
+    thread: Optional[threading.Thread] = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def since(self) -> float:
+        return round(time.monotonic() - self.t0, 4)
+
+    def start(self, pid: int, t0: float) -> None:
+        # A pidfd names this process even after it is reaped, so a late
+        # signal can never reach a process that reused the pid.
+        self.pid, self.t0 = pid, t0
+        self.pidfd = os.pidfd_open(pid)
+        self.thread = threading.Thread(target=self._run, name="redis-driver", daemon=True)
+        self.thread.start()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        except (ProcessLookupError, OSError):
+            pass   # gone already
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=self.script.cli_timeout_s + 30)
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self.stop.wait(seconds):
+            raise CliError("stopped: the server is gone")
+
+    def _sleep_until(self, t: float) -> None:
+        self._sleep(self.t0 + t - time.monotonic())
+
+    def _run(self) -> None:
+        s, res = self.script, self.result
+        try:
+            while True:
+                try:
+                    cli(self.port, "ping", timeout=5)
+                    break
+                except CliError:
+                    if time.monotonic() - self.t0 > s.ready_timeout_s:
+                        raise CliError(f"redis-server did not answer within {s.ready_timeout_s:g} s")
+                    self._sleep(0.01)
+            res["ready_s"] = self.since()
+            start = time.monotonic()
+            cli(self.port, "config", "set", "maxmemory", s.maxmemory)
+            cli(self.port, "config", "set", "maxmemory-policy", s.policy)
+            res["populate_s"], res["populate_at_s"] = [], []
+            for keys, prefix, size in s.populates:
+                res["populate_at_s"].append(self.since())
+                t = time.monotonic()
+                reply = cli(self.port, "debug", "populate", str(keys), prefix, str(size),
+                            timeout=s.cli_timeout_s)
+                if reply != "OK":
+                    raise CliError(f"debug populate replied {reply[:200]!r}")
+                res["populate_s"].append(round(time.monotonic() - t, 6))
+            res["populate_total_s"] = round(sum(res["populate_s"]), 6)
+            res["script_s"] = round(time.monotonic() - start, 6)
+            res["script_end_s"] = self.since()
+            self._sleep(s.settle_s)
+            res["dbsize"] = int(cli(self.port, "dbsize"))
+            if self.activedefrag:
+                reply = cli(self.port, "config", "set", "activedefrag", "yes")
+                res["activedefrag_reply"] = reply
+            res["info_settled"] = parse_info(cli(self.port, "info"))
+            res["info_settled_at_s"] = self.since()
+            self._sleep(s.steady_s)
+            res["info_steady"] = parse_info(cli(self.port, "info"))
+            res["info_steady_at_s"] = self.since()
+            if self.activedefrag:
+                cli(self.port, "config", "set", "activedefrag", "no")
+            self._sleep_until(s.duration_s)
+            res["stopped_at_s"] = self.since()
+            self._signal(signal.SIGTERM)
+        except BaseException as e:   # the server must not outlive a failed driver
+            self.error = str(e) or type(e).__name__
+            self._signal(signal.SIGKILL)
+
+
+def value_at(t: list, v: list, when: float) -> Optional[float]:
+    """The sampled value in force at time `when`: the last sample at or before
+    it, provided the series goes on past it (a run that ended earlier has no
+    value then)."""
+    best, covered = None, False
+    for a, b in zip(t, v):
+        if a is None or b is None:
+            continue
+        if a > when:
+            covered = True
+            break
+        best = b
+    return best if covered else None
+
+
+def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
+              script: RedisScript = PAPER_SCRIPT, hz: float = 100.0,
+              pss_budget: float = 0.02, allocators: Optional[dict] = None) -> R.Run:
+    """One run of the script under allocator `name` (a key of redis_allocators()).
+
+    Never raises for a failing run: the Run says what went wrong. The
+    server is killed (with its whole cgroup) whatever happens.
+    """
+    a = (allocators or redis_allocators())[name]
+    d = tempfile.mkdtemp(prefix=f"redis-{name}-{trial}-", dir=scratch)
+    out, events = os.path.join(d, "server.log"), os.path.join(d, "events.jsonl")
+    port = free_port()
+    argv = server_argv(port, d)
+    extra = a.child_env()
+    if a.is_mesh:
+        extra[MESH_EVENTS_ENV] = events
+    run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
+                status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    drv = _Driver(port, script, activedefrag=name == "jemalloc-activedefrag")
+    try:
+        missing = a.missing()
+        if missing:
+            run.error = missing
+            return run
+        with open(out, "wb") as fo:
+            m = runner.measure(argv, runner.clean_env(extra, home=d), hierarchy, hz=hz,
+                               pss_budget=pss_budget, timeout=script.duration_s + 60,
+                               stdout=fo, stderr=subprocess.STDOUT, cwd=d,
+                               tag=f"redis-{name}", on_start=drv.start)
+        drv.close()
+        run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
+        run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
+        run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
+        run.stderr_tail = runner._tail(out, 1500)
+        run.events = runner._read_events(events) if a.is_mesh else []
+        res = dict(drv.result)
+        res["port"] = port
+        res["mark_s"] = script.mark_s
+        res["footprint_at_mark"] = value_at(m.series.t, m.series.footprint, script.mark_s)
+        run.result = res
+        if m.start_error:
+            run.error = m.start_error
+        elif drv.error:
+            run.error = f"driver: {drv.error}"
+        elif m.timed_out:
+            run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
+        elif m.exit_code != 0:
+            run.error = f"redis-server exit status {m.exit_code}"
+        elif res["footprint_at_mark"] is None:
+            run.error = f"no sample at {script.mark_s:g} s"
+        else:
+            run.status = "ok"
+    except CgroupError as e:
+        run.error = str(e)
+    except KeyboardInterrupt:
+        run.status, run.error = "interrupted", "interrupted"
+        raise
+    finally:
+        # measure() has killed and reaped the server and removed its cgroup
+        # by now, whatever happened; the driver may still be waiting on
+        # redis-cli, whose connection is gone.
+        drv.close()
+        shutil.rmtree(d, ignore_errors=True)
+    return run
+
+
+def version() -> dict:
+    """redis-server's own version line, and the jemalloc it links."""
+    try:
+        line = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        line = None
+    return {"redis_server": line, "linked_jemalloc": linked_jemalloc(), "multiarch": MULTIARCH}

@@ -1,0 +1,293 @@
+"""The paper figures (issue 6): the Redis and Ruby drivers end to end at a tiny
+scale under glibc and mesh, the compaction that keeps the committed results
+small, and `make paper` regenerating the report from a fixture.
+
+Needs root (memory cgroups), Debian's redis-server, redis-cli and ruby, the
+built libmesh and workloads; a missing one fails the test, it does not skip.
+"""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import unittest
+
+from harness import results as R
+from harness import runner
+from harness.allocators import REPO_ROOT, registry
+from harness.paper import collect, compact, figures, redis_fig, ruby_fig
+from harness.sampler import CGROUP_PREFIX, CgroupHierarchy
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
+                       "paper-small.json")
+TINY = collect.TINY_REDIS
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def our_cgroups(h: CgroupHierarchy) -> list:
+    return [n for n in os.listdir(h.base) if n.startswith(f"{CGROUP_PREFIX}{os.getpid()}-")]
+
+
+def need(*paths):
+    for p in paths:
+        if not os.access(p, os.X_OK) and not os.path.exists(p):
+            raise AssertionError(f"{p} is missing: the paper tests need it")
+
+
+class TestRedisDriver(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(redis_fig.REDIS_SERVER, redis_fig.REDIS_CLI, redis_fig.GLIBC_SHIM,
+             registry()["mesh"].library)
+        cls.h = CgroupHierarchy.discover()
+        if cls.h is None:
+            raise AssertionError("no writable memory cgroup (run as root)")
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.runs = {a: redis_fig.run_redis(a, cls.h, cls.tmp.name, trial=1, script=TINY)
+                    for a in ("glibc", "mesh")}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_runs_are_ok(self):
+        for a, r in self.runs.items():
+            self.assertEqual(r.status, "ok", f"{a}: {r.error}\n{r.stderr_tail}")
+            self.assertEqual(r.exit_code, 0)
+            self.assertEqual(r.workload, "redis-server")
+            self.assertTrue(r.method.startswith("cgroup"))
+
+    def test_script_results(self):
+        for a, r in self.runs.items():
+            res = r.result
+            self.assertEqual(len(res["populate_s"]), 2)
+            self.assertTrue(all(x > 0 for x in res["populate_s"]))
+            self.assertAlmostEqual(res["populate_total_s"], sum(res["populate_s"]), places=5)
+            # maxmemory 3mb evicts most of the 20,000 + 5,000 keys
+            self.assertGreater(res["dbsize"], 100, a)
+            self.assertLess(res["dbsize"], 20000, a)
+            self.assertGreater(res["info_steady"]["evicted_keys"], 0)
+            self.assertGreaterEqual(res["stopped_at_s"], TINY.duration_s)
+            self.assertLess(res["script_end_s"], TINY.mark_s)
+
+    def test_footprint_at_mark_comes_from_the_series(self):
+        for a, r in self.runs.items():
+            m = r.memory
+            self.assertGreater(m.t[-1], TINY.duration_s - 0.05, "sampled until the stop")
+            before = [f for t, f in zip(m.t, m.footprint) if t <= TINY.mark_s]
+            self.assertEqual(r.result["footprint_at_mark"], before[-1])
+            self.assertGreater(r.result["footprint_at_mark"], 2**20)
+
+    def test_mesh_events_collected_for_mesh_only(self):
+        ev = self.runs["mesh"].events
+        self.assertTrue(ev, "MESH_EVENTS lines are read back")
+        self.assertTrue(all("duration_us" in e and "meshes" in e for e in ev))
+        self.assertEqual(self.runs["glibc"].events, [])
+
+    def test_nothing_left_behind(self):
+        for r in self.runs.values():
+            self.assertFalse(port_open(r.result["port"]), "redis-server still listens")
+        self.assertEqual(our_cgroups(self.h), [])
+
+    def test_failing_script_kills_the_server(self):
+        bad = redis_fig.RedisScript(populates=((100, "asdf", "not-a-number"),),
+                                    duration_s=30.0, mark_s=1.0)
+        r = redis_fig.run_redis("glibc", self.h, self.tmp.name, trial=1, script=bad)
+        self.assertEqual(r.status, "failed")
+        self.assertIn("driver", r.error)
+        self.assertLess(r.wall_s, 10, "killed at once, not at the end of the timeline")
+        self.assertFalse(port_open(r.result["port"]))
+        self.assertEqual(our_cgroups(self.h), [])
+
+    def test_value_at(self):
+        t, v = [0.0, 1.0, 2.0, 3.0], [5, 6, None, 8]
+        self.assertEqual(redis_fig.value_at(t, v, 1.5), 6)
+        self.assertEqual(redis_fig.value_at(t, v, 2.5), 6)
+        self.assertEqual(redis_fig.value_at(t, v, 0.0), 5)
+        self.assertIsNone(redis_fig.value_at(t, v, 3.5), "the series ended before")
+
+
+class TestRubyDriver(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        need(ruby_fig.RUBY_BIN, ruby_fig.SCRIPT)
+        cls.h = CgroupHierarchy.discover()
+        cls.tmp = tempfile.TemporaryDirectory()
+        reg = registry()
+        cls.runs = {}
+        for a, seed in (("glibc", 1), ("mesh", 1), ("glibc", 2)):
+            spec = runner.RunSpec(ruby_fig.RUBY, reg[a], 1, seed, 0.05)
+            cls.runs[(a, seed)] = runner.run_one(spec, cls.h, cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_ok_with_trace(self):
+        for key, r in self.runs.items():
+            self.assertEqual(r.status, "ok", f"{key}: {r.error}\n{r.stderr_tail}")
+            self.assertEqual(r.argv[:2], [ruby_fig.RUBY_BIN, ruby_fig.SCRIPT])
+            phases = [p for i, p in enumerate(r.live.phase) if i == 0 or p != r.live.phase[i - 1]]
+            self.assertEqual(phases[0], "round-496")
+            self.assertEqual(phases[1], "round-1008")
+            self.assertEqual(phases[-1], "end")
+            res = r.result
+            self.assertEqual(res["budget"], int(128 * 2**20 * 0.05))
+            self.assertEqual(res["final_live"], res["held_bytes"])
+            self.assertLessEqual(res["held_bytes"], res["budget"])
+            self.assertGreater(res["held_bytes"], res["budget"] // 2)
+            self.assertGreater(R.summarize(r).mean_footprint, res["held_bytes"] / 2)
+
+    def test_checksums(self):
+        a, b, c = (self.runs[k].result["checksum"] for k in (("glibc", 1), ("mesh", 1), ("glibc", 2)))
+        self.assertEqual(a, b, "the same seed gives the same survivors under every allocator")
+        self.assertNotEqual(a, c)
+
+    def test_mesh_preloaded(self):
+        self.assertTrue(self.runs[("mesh", 1)].events, "libmesh was loaded and logged passes")
+
+    def test_bad_flag(self):
+        p = subprocess.run([ruby_fig.RUBY_BIN, ruby_fig.SCRIPT, "--no-such-flag", "1"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+
+
+class TestCompact(unittest.TestCase):
+    def series(self):
+        m = R.MemorySeries()
+        t = 0.0
+        for i in range(1000):
+            t += 0.01 + (i % 7) * 0.001
+            m.append(t=t, footprint=1000 + (i * 37) % 500 + (5000 if i == 613 else 0),
+                     rss=2000 + i, pss=(3000 + i) if i % 10 == 0 else None)
+        return m
+
+    def test_mean_and_peak_kept(self):
+        m = self.series()
+        c = compact.compact_series(m, 20, ("footprint", "rss", "pss"))
+        self.assertLess(len(c.t), 30)
+        for col in ("footprint", "rss"):
+            want = R.time_weighted_mean(m.t, getattr(m, col))
+            got = R.time_weighted_mean(c.t, getattr(c, col))
+            self.assertAlmostEqual(got / want, 1.0, delta=1e-4, msg=col)
+        self.assertEqual(max(c.footprint), max(m.footprint))
+        self.assertEqual(c.usage, [], "dropped columns are empty")
+
+    def test_live_keeps_phases(self):
+        lv = R.LiveTrace()
+        for i in range(500):
+            lv.t.append(i * 0.01)
+            lv.live.append(i * 10)
+            lv.phase.append("a" if i < 123 else "b" if i < 400 else "end")
+        c = compact.compact_live(lv, 10)
+        self.assertIn(123 * 0.01, [round(x, 2) for x in c.t])
+        self.assertEqual([p for i, p in enumerate(c.phase) if i == 0 or p != c.phase[i - 1]],
+                         ["a", "b", "end"])
+        self.assertAlmostEqual(R.time_weighted_mean(c.t, c.live) / R.time_weighted_mean(lv.t, lv.live),
+                               1.0, delta=1e-4)
+
+    def test_events_merged_exactly(self):
+        ev = [{"t": i * 0.1, "duration_us": 100 + i, "meshes": i % 3, "bytes_released": 4096 * (i % 3),
+               "max_pause_us": 7 * i, "stopped": "time" if i % 4 == 0 else None}
+              for i in range(50)]
+        merged = compact.merge_events(ev, 1.0)
+        self.assertLess(len(merged), 10)
+        a, b = figures.event_summary(ev), figures.event_summary(merged)
+        self.assertAlmostEqual(a.total_s, b.total_s, places=9)
+        a.total_s = b.total_s
+        self.assertEqual(a, b)
+        self.assertEqual(a.passes, 50)
+        self.assertEqual(a.longest_pause_ms, 0.343)
+        self.assertEqual(a.stopped_time, 13)
+        self.assertEqual(compact.merge_events(merged, 1.0), merged, "merging twice changes nothing")
+
+
+class TestReportFromFixture(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.res = R.load(FIXTURE)
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.md = os.path.join(cls.tmp.name, "paper-figures.md")
+        cls.plots = os.path.join(cls.tmp.name, "plots")
+        cls.make = subprocess.run(["make", "-s", "paper", f"PAPER_RESULTS={FIXTURE}",
+                                   f"PAPER_OUT={cls.md}", f"PAPER_PLOTS={cls.plots}"],
+                                  cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def text(self):
+        self.assertEqual(self.make.returncode, 0, self.make.stdout + self.make.stderr)
+        with open(self.md, encoding="utf-8") as f:
+            return f.read()
+
+    def test_fixture_has_every_figure(self):
+        ws = {r.workload for r in self.res.runs}
+        self.assertTrue({"redis-server", "ruby-fragment", "browser-like-paper"} <= ws)
+        self.assertTrue(figures.matrix_workloads(self.res))
+
+    def test_plots_written(self):
+        self.text()
+        for name in ("fig7-redis", "redis-measures", "fig8-ruby", "fig6-browser",
+                     "fragmentation", "summary-time"):
+            p = os.path.join(self.plots, name + ".png")
+            self.assertTrue(os.path.getsize(p) > 1000, name)
+
+    def test_redis_ratio_by_hand(self):
+        text = self.text()
+
+        def at(al):
+            return [r.result["footprint_at_mark"] for r in self.res.runs
+                    if r.workload == "redis-server" and r.allocator == al and r.ok]
+        mesh, nomesh = at("mesh"), at("mesh-nomesh")
+        ratio = statistics.fmean(mesh) / statistics.fmean(nomesh)
+        line = next(l for l in text.splitlines()
+                    if l.startswith("| Redis footprint at 7.5 s, Mesh / Mesh without meshing | <= 0.61 |"))
+        self.assertIn(f"| {ratio:.2f} ± ", line)
+        self.assertTrue(line.endswith(f"| {'yes' if ratio <= 0.61 else '**no**'} |"), line)
+        self.assertIn(f"| mesh | {statistics.fmean(mesh) / 2**20:.1f} ± "
+                      f"{statistics.stdev(mesh) / 2**20:.1f} |", text)
+
+    def test_ruby_ratio_by_hand(self):
+        text = self.text()
+
+        def mean(al):
+            return statistics.fmean(R.summarize(r).mean_footprint for r in self.res.runs
+                                    if r.workload == "ruby-fragment" and r.allocator == al and r.ok)
+        ratio = mean("mesh") / mean("jemalloc")
+        self.assertIn(f"| Ruby mean footprint, Mesh / jemalloc | <= 0.81 | {ratio:.2f} ± ", text)
+
+    def test_events_and_honesty(self):
+        text = self.text()
+        total = statistics.fmean(figures.event_summary(r.events).total_s for r in self.res.runs
+                                 if r.workload == "redis-server" and r.allocator == "mesh" and r.ok)
+        self.assertIn(f"| Redis: total time spent meshing | 0.23 s | {total:.3f}", text)
+        self.assertIn("not Firefox", text)
+        self.assertIn("activedefrag", text)
+        self.assertIn("| paper (Mesh) | - | 0.23 | 22 |", text)
+
+    def test_same_results_same_report(self):
+        first = self.text()
+        again = subprocess.run(["/usr/bin/python3", "-m", "harness.paper", "report", FIXTURE,
+                                "--out", self.md, "--plots", self.plots],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        with open(self.md, encoding="utf-8") as f:
+            self.assertEqual(f.read(), first)
+
+    def test_fixture_is_small(self):
+        self.assertLess(os.path.getsize(FIXTURE), 200 * 1024)
+        with open(FIXTURE, encoding="utf-8") as f:
+            self.assertIn("compacted", json.load(f)["config"])
+
+
+if __name__ == "__main__":
+    unittest.main()
