@@ -135,6 +135,7 @@ void mesh_fatal_errno(const char *what, int err, const char *then) __attribute__
     X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
     X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                      \
     X(pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
+    X(idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")   \
     X(max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)")
 
 typedef struct mesh_options {
@@ -495,6 +496,9 @@ typedef struct mesh_class_heap {
     uint32_t empty;
     uint32_t nempty;
     uint32_t npartial;                   /* spans on the partial lists */
+    uint32_t cursor;                     /* where the next mesh pass's walk resumes */
+    uint8_t cursor_bin;
+
     uint64_t nspans;                     /* spans of this class, in any state */
     uint64_t meshes;                     /* pairs meshed in this class */
 } __attribute__((aligned(64))) mesh_class_heap_t;
@@ -527,8 +531,8 @@ bool mesh_global_is_partial(uint8_t state);
 
 /* Lock order: the mesh lock comes before every class lock. */
 void mesh_mesh_init(void);
-bool mesh_maybe_mesh(void);
-uint64_t mesh_pass(bool forced);
+bool mesh_maybe_mesh(uint64_t idle_ns);
+uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);
 void mesh_maps_add(int64_t n);
 uint64_t mesh_maps_in_use(void);

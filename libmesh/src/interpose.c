@@ -154,7 +154,7 @@ static void idle_point(uint64_t timeout_ns)
         else
             mesh_thread_heap_tick(th);
     }
-    mesh_maybe_mesh();
+    mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_opt.idle_pass_ms * 1000000ULL : timeout_ns);
 }
 
 static uint64_t ts_ns(const struct timespec *ts)

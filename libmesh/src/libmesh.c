@@ -476,13 +476,13 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
         uint64_t pairs = 0, n;
         int passes = 0;
         do {
-            n = mesh_pass(true);
+            n = mesh_pass(true, 0);
             pairs += n;
         } while (n && ++passes < 4096);
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0)
-        return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh());
+        return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0));
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
         pthread_mutex_lock(&mesh_arena.lock);

@@ -49,9 +49,17 @@ static unsigned first_class;            /* where the next pass starts */
 static int events_fd = -1;
 static bool events_opened;
 
-/* Candidate scratch space, under the mesh lock: metadata comes from mmap. */
-static uint32_t *cand_id;
-static uint8_t *cand_chain, *cand_used;
+/* Candidate scratch space, under the mesh lock: metadata comes from mmap.
+ * Each candidate carries a copy of its bitmap, so that probing scans one
+ * dense array instead of chasing records (bits only ever get cleared under
+ * the pass's feet, which cannot make two disjoint bitmaps overlap). */
+typedef struct cand {
+    uint64_t bits[MESH_BITMAP_WORDS];
+    uint32_t id;
+    uint8_t chain, used;
+} cand_t;
+
+static cand_t *cand;
 static size_t cand_cap;
 
 void mesh_mesh_init(void)
@@ -102,13 +110,11 @@ static bool reserve_scratch(size_t n)
     while (cap < n)
         cap *= 2;
     void *p;
-    if (mesh_os_map_anon(cap * (sizeof *cand_id + 2), MESH_PAGE_SIZE, &p) != 0)
+    if (mesh_os_map_anon(cap * sizeof *cand, MESH_PAGE_SIZE, &p) != 0)
         return false;
-    if (cand_id)
-        mesh_os_unmap(cand_id, cand_cap * (sizeof *cand_id + 2));
-    cand_id = p;
-    cand_chain = (uint8_t *)(cand_id + cap);
-    cand_used = cand_chain + cap;
+    if (cand)
+        mesh_os_unmap(cand, cand_cap * sizeof *cand);
+    cand = p;
     cand_cap = cap;
     return true;
 }
@@ -118,13 +124,12 @@ static mesh_miniheap_t *rec(uint32_t id)
     return &mesh_arena.records[id];
 }
 
-static bool disjoint(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
+static bool disjoint(const cand_t *a, const cand_t *b)
 {
+    uint64_t overlap = 0;
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-        if (atomic_load_explicit(&a->bits[w], memory_order_relaxed) &
-            atomic_load_explicit(&b->bits[w], memory_order_relaxed))
-            return false;
-    return true;
+        overlap |= a->bits[w] & b->bits[w];
+    return overlap == 0;
 }
 
 /* Pages of meshed-away spans, punched together once a class is done: one
@@ -261,30 +266,56 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     return MESHED;
 }
 
+static bool in_partial_bin(const mesh_miniheap_t *mh, unsigned cls, unsigned bin)
+{
+    return mh->kind == MESH_KIND_SMALL && mh->cls == cls && mh->state == MESH_MH_PARTIAL + bin;
+}
+
 /* The detached spans of a class below the occupancy cut-off whose chains
- * can grow (class lock held), emptiest bins first, at most
- * MESH_MAX_CANDIDATES of them: a pass has time for a few hundred meshes,
- * and walking every span of a large heap would eat that time. */
+ * can grow (class lock held), at most MESH_MAX_CANDIDATES of them: a pass
+ * has time for a few hundred meshes, and walking every span of a large heap
+ * would eat that time.  The walk goes through the partial lists, emptiest
+ * bin first, and each pass picks up where the last one stopped, so that a
+ * set of spans that cannot mesh with each other is not all a pass ever
+ * sees. */
 static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
 {
     const mesh_size_class_t *sc = &mesh_classes[cls];
     size_t n = 0, max = ch->npartial < MESH_MAX_CANDIDATES ? ch->npartial : MESH_MAX_CANDIDATES;
     if (!reserve_scratch(max))
         return 0;
-    for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
-        for (uint32_t id = ch->partial[b]; id && n < max; id = rec(id)->next) {
-            mesh_miniheap_t *mh = rec(id);
-            if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
-                continue;
-            unsigned chain = mesh_chain_length(mh);
-            if (chain >= MESH_MAX_CHAIN)
-                continue;
-            cand_id[n] = id;
-            cand_chain[n] = (uint8_t)chain;
-            cand_used[n] = 0;
-            n++;
-        }
+    unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
+    uint32_t id = ch->cursor;
+    if (!id || !in_partial_bin(rec(id), cls, b)) {
+        b = 0;
+        id = ch->partial[0];
     }
+    uint64_t visited = 0, empty_bins = 0;
+    while (n < max && visited < ch->npartial && empty_bins <= MESH_PARTIAL_BINS) {
+        if (!id) {
+            b = (b + 1) % MESH_PARTIAL_BINS;
+            id = ch->partial[b];
+            empty_bins += !id;
+            continue;
+        }
+        empty_bins = 0;
+        mesh_miniheap_t *mh = rec(id);
+        id = mh->next;
+        visited++;
+        if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
+            continue;
+        unsigned chain = mesh_chain_length(mh);
+        if (chain >= MESH_MAX_CHAIN)
+            continue;
+        cand_t *c = &cand[n++];
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            c->bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
+        c->id = mesh_mh_id(mh);
+        c->chain = (uint8_t)chain;
+        c->used = 0;
+    }
+    ch->cursor_bin = (uint8_t)b;
+    ch->cursor = id;
     return n;
 }
 
@@ -302,38 +333,52 @@ typedef struct pass_result {
 } pass_result_t;
 
 /* The SplitMesher over one class (class lock held). */
+/* Whether probing candidates of mean occupancy `occupied` (in slots of n)
+ * can be expected to find anything: two random spans with k of n slots
+ * taken are disjoint with probability about (1 - k/n)^k, and a left span
+ * gets MESH_PROBES tries.  Dense classes (hundreds of slots a span, half
+ * full) fail this, and the time goes to classes that can mesh. */
+static bool worth_probing(double occupied, unsigned n)
+{
+    double p = occupied / n, miss = 1.0, pair = 1.0;
+    for (unsigned i = 0; i < (unsigned)(occupied + 0.5); i++)
+        pair *= 1.0 - p;
+    for (unsigned k = 0; k < MESH_PROBES; k++)
+        miss *= 1.0 - pair;
+    return 1.0 - miss >= 0.02;
+}
+
 static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
 {
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     size_t n = collect_locked(ch, cls);
     if (n < 2)
         return;
+    uint64_t occupied = 0;
+    for (size_t i = 0; i < n; i++)
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            occupied += mesh_popcount64(cand[i].bits[w]);
+    if (!worth_probing((double)occupied / n, mesh_classes[cls].nobjects))
+        return;
     for (size_t i = n; i > 1; i--) {
         size_t j = mesh_rng_below(&rng, (uint32_t)i);
-        uint32_t t = cand_id[i - 1];
-        cand_id[i - 1] = cand_id[j];
-        cand_id[j] = t;
-        uint8_t c = cand_chain[i - 1];
-        cand_chain[i - 1] = cand_chain[j];
-        cand_chain[j] = c;
+        cand_t t = cand[i - 1];
+        cand[i - 1] = cand[j];
+        cand[j] = t;
     }
     size_t half = n / 2, nright = n - half;
     for (size_t i = 0; i < half; i++) {
-        mesh_miniheap_t *l = rec(cand_id[i]);
+        cand_t *l = &cand[i];
         size_t probes = nright < MESH_PROBES ? nright : MESH_PROBES;
         for (size_t k = 0; k < probes; k++) {
-            size_t j = half + (i + k) % nright;
-            if (cand_used[j] || cand_chain[i] + cand_chain[j] > MESH_MAX_CHAIN)
-                continue;
-            mesh_miniheap_t *r = rec(cand_id[j]);
-            if (!disjoint(l, r))
+            cand_t *r = &cand[half + (i + k) % nright];
+            if (r->used || l->chain + r->chain > MESH_MAX_CHAIN || !disjoint(l, r))
                 continue;
             /* Keep the longer chain where it is: fewer spans to remap. */
-            mesh_miniheap_t *dst = l, *src = r;
-            if (cand_chain[j] > cand_chain[i] ||
-                (cand_chain[j] == cand_chain[i] && mesh_mh_live(r) > mesh_mh_live(l))) {
-                dst = r;
-                src = l;
+            mesh_miniheap_t *dst = rec(l->id), *src = rec(r->id);
+            if (r->chain > l->chain || (r->chain == l->chain && mesh_mh_live(src) > mesh_mh_live(dst))) {
+                dst = rec(r->id);
+                src = rec(l->id);
             }
             mesh_global_list_remove_locked(ch, dst);
             mesh_global_list_remove_locked(ch, src);
@@ -354,7 +399,7 @@ static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t 
                     MESH_STAT_ADD(mesh_failed, 1);
             }
             mesh_global_place_locked(ch, dst);
-            cand_used[j] = 1;
+            r->used = 1;
             if (o == NO_MAPS) {
                 res->out_of_maps = true;
                 return;
@@ -446,7 +491,7 @@ static uint64_t partial_spans(void)
 /* One pass over every meshable class; returns the pairs meshed.  A forced
  * pass waits for a running one instead of skipping, and runs even when the
  * heap looks as it did after the last pass that found nothing. */
-uint64_t mesh_pass(bool forced)
+uint64_t mesh_pass(bool forced, uint64_t budget_ns)
 {
     if (!mesh_opt.meshing)
         return 0;
@@ -475,7 +520,7 @@ uint64_t mesh_pass(bool forced)
 
     pass_result_t res;
     memset(&res, 0, sizeof res);
-    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + mesh_opt.pass_ms * 1000000ULL;
+    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_opt.pass_ms * 1000000ULL);
     uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
     /* Each pass starts one class further on: a pass that runs out of time
      * in one class leaves the others to the next passes, not to never. */
@@ -483,9 +528,10 @@ uint64_t mesh_pass(bool forced)
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
         nmeshable++;
     first_class = (first_class + 1) % nmeshable;
-    for (unsigned k = 0; k < nmeshable; k++) {
+    for (unsigned k = 0; k < nmeshable && mesh_os_now_ns() < deadline; k++) {
         unsigned c = (first_class + k) % nmeshable;
-        if (!__atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED))
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        if (__atomic_load_n(&ch->npartial, __ATOMIC_RELAXED) < 2)
             continue;
         /* No handler of the program may run here while spans are
          * read-only (it could write to one); faults stay deliverable. */
@@ -494,12 +540,13 @@ uint64_t mesh_pass(bool forced)
         sigdelset(&all, SIGSEGV);
         sigdelset(&all, SIGBUS);
         pthread_sigmask(SIG_BLOCK, &all, &old);
-        pthread_mutex_lock(&mesh_class_heaps[c].lock);
+        pthread_mutex_lock(&ch->lock);
         mesh_class_locked(c, deadline, &res);
-        pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+        pthread_mutex_unlock(&ch->lock);
         punch_flush();
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (res.out_of_time || res.out_of_maps)
+
+        if (res.out_of_maps)
             break;
     }
     uint64_t t1 = mesh_os_now_ns();
@@ -522,13 +569,27 @@ uint64_t mesh_pass(bool forced)
     return res.npairs;
 }
 
+/* A pass run by a thread about to sleep for idle_ns may take longer than
+ * MESH_PASS_MS, a quarter of the sleep, up to MESH_IDLE_PASS_MS: it delays
+ * nobody but the sleeper (and, class by class, allocations that need a
+ * class lock it holds). */
+static uint64_t idle_budget(uint64_t idle_ns)
+{
+    uint64_t base = mesh_opt.pass_ms * 1000000ULL, cap = mesh_opt.idle_pass_ms * 1000000ULL;
+    uint64_t b = idle_ns / 4;
+    if (b < base)
+        b = base;
+    return b < cap ? b : cap > base ? cap : base;
+}
+
 /* Once a period: give back the pages that stayed freed and unused for a
  * period (a crude decay: a free span stays backed for at most two), then,
  * with meshing on, run a pass (which may skip itself if the heap looks as it
- * did when the last pass found nothing).  Returns whether a period had gone
- * by.  Cheap when none has: one clock read.  The scavenging happens with MESH_MESHING=0 too, so that the
+ * did when the last pass found nothing).  idle_ns: how long the calling
+ * thread is about to sleep (0 when it is not).  Returns whether a period
+ * had gone by.  Cheap when none has: one clock read.  The scavenging happens with MESH_MESHING=0 too, so that the
  * no-meshing control differs from libmesh by meshing alone. */
-bool mesh_maybe_mesh(void)
+bool mesh_maybe_mesh(uint64_t idle_ns)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
     if (now - last < mesh_opt.period_ms * 1000000ULL)
@@ -539,7 +600,7 @@ bool mesh_maybe_mesh(void)
     mesh_arena_scavenge_aged_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)
-        mesh_pass(false);
+        mesh_pass(false, idle_budget(idle_ns));
     return true;
 }
 
