@@ -472,13 +472,19 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "stats.mesh_count") == 0)
         return read_u64(oldp, oldlenp, newp, atomic_load(&mesh_stats.mesh_count));
     if (strcmp(name, "mesh.compact") == 0) {
-        /* Passes until one finds nothing more to mesh; each is bounded. */
-        uint64_t pairs = 0, n;
-        int passes = 0;
-        do {
+        /* Passes, each bounded, until they have walked every class's
+         * partial spans (a pass looks at MESH_MAX_CANDIDATES of a class,
+         * from where the last one stopped) without finding anything. */
+        uint64_t pairs = 0, n, windows = 1;
+        for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+            uint64_t w = mesh_class_heaps[c].npartial / MESH_MAX_CANDIDATES + 1;
+            windows = w > windows ? w : windows;
+        }
+        for (uint64_t dry = 0, passes = 0; dry <= windows && passes < 4096; passes++) {
             n = mesh_pass(true, 0);
             pairs += n;
-        } while (n && ++passes < 4096);
+            dry = n ? 0 : dry + 1;
+        }
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0)

@@ -271,19 +271,48 @@ static bool in_partial_bin(const mesh_miniheap_t *mh, unsigned cls, unsigned bin
     return mh->kind == MESH_KIND_SMALL && mh->cls == cls && mh->state == MESH_MH_PARTIAL + bin;
 }
 
+/* Adds mh to the candidates if it is sparse enough and its chain can grow. */
+static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, uint8_t stamp, size_t *n)
+{
+    if (mh->attach_idx == stamp)
+        return; /* already a candidate in this pass */
+    mh->attach_idx = stamp;
+    if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
+        return;
+    unsigned chain = mesh_chain_length(mh);
+    if (chain >= MESH_MAX_CHAIN)
+        return;
+    cand_t *c = &cand[(*n)++];
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        c->bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
+    c->id = mesh_mh_id(mh);
+    c->chain = (uint8_t)chain;
+    c->used = 0;
+}
+
 /* The detached spans of a class below the occupancy cut-off whose chains
  * can grow (class lock held), at most MESH_MAX_CANDIDATES of them: a pass
  * has time for a few hundred meshes, and walking every span of a large heap
- * would eat that time.  The walk goes through the partial lists, emptiest
- * bin first, and each pass picks up where the last one stopped, so that a
- * set of spans that cannot mesh with each other is not all a pass ever
- * sees. */
+ * would eat that time.  Half come from the heads of the partial lists
+ * (emptiest bin first), where the spans meshed or freed into most recently
+ * are, so that chains keep growing; half from a cursor that each pass
+ * moves on through the lists, so that a set of spans that cannot mesh with
+ * each other is not all a pass ever sees.  A detached span's attach_idx is
+ * free; it marks the spans already taken in this pass. */
 static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
 {
+    static uint8_t stamp;
     const mesh_size_class_t *sc = &mesh_classes[cls];
     size_t n = 0, max = ch->npartial < MESH_MAX_CANDIDATES ? ch->npartial : MESH_MAX_CANDIDATES;
     if (!reserve_scratch(max))
         return 0;
+    /* MESH_SV_MAX_ATTACH .. 255: never an attach index a span kept from
+     * its last owner. */
+    stamp = stamp < MESH_SV_MAX_ATTACH || stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(stamp + 1);
+    for (unsigned b = 0; b < MESH_PARTIAL_BINS && n < max / 2; b++)
+        for (uint32_t id = ch->partial[b]; id && n < max / 2; id = rec(id)->next)
+            consider(rec(id), sc, stamp, &n);
+
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
     uint32_t id = ch->cursor;
     if (!id || !in_partial_bin(rec(id), cls, b)) {
@@ -302,17 +331,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
         mesh_miniheap_t *mh = rec(id);
         id = mh->next;
         visited++;
-        if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
-            continue;
-        unsigned chain = mesh_chain_length(mh);
-        if (chain >= MESH_MAX_CHAIN)
-            continue;
-        cand_t *c = &cand[n++];
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            c->bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
-        c->id = mesh_mh_id(mh);
-        c->chain = (uint8_t)chain;
-        c->used = 0;
+        consider(mh, sc, stamp, &n);
     }
     ch->cursor_bin = (uint8_t)b;
     ch->cursor = id;
@@ -333,14 +352,31 @@ typedef struct pass_result {
 } pass_result_t;
 
 /* The SplitMesher over one class (class lock held). */
-/* Whether probing candidates of mean occupancy `occupied` (in slots of n)
- * can be expected to find anything: two random spans with k of n slots
- * taken are disjoint with probability about (1 - k/n)^k, and a left span
- * gets MESH_PROBES tries.  Dense classes (hundreds of slots a span, half
- * full) fail this, and the time goes to classes that can mesh. */
-static bool worth_probing(double occupied, unsigned n)
+/* Whether probing the candidates can be expected to find anything.  Two
+ * random spans with k of n slots taken are disjoint with probability about
+ * (1 - k/n)^k, and a left span gets MESH_PROBES tries; the estimate takes
+ * the emptiest quarter of the candidates, where pairs are likeliest (a
+ * class with many full-ish spans can still hold many sparse ones).  Dense
+ * classes (hundreds of slots a span, half full) fail it, and the time goes
+ * to classes that can mesh. */
+static bool worth_probing(size_t n, unsigned nobjects)
 {
-    double p = occupied / n, miss = 1.0, pair = 1.0;
+    uint32_t count[MESH_MAX_OBJECTS + 1] = {0};
+    for (size_t i = 0; i < n; i++) {
+        unsigned live = 0;
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+            live += mesh_popcount64(cand[i].bits[w]);
+        count[live]++;
+    }
+    size_t quarter = n / 4 ? n / 4 : 1, seen = 0;
+    double occupied = 0;
+    for (unsigned live = 0; live <= nobjects && seen < quarter; live++) {
+        size_t take = count[live] < quarter - seen ? count[live] : quarter - seen;
+        occupied += (double)take * live;
+        seen += take;
+    }
+    occupied /= (double)seen;
+    double p = occupied / nobjects, pair = 1.0, miss = 1.0;
     for (unsigned i = 0; i < (unsigned)(occupied + 0.5); i++)
         pair *= 1.0 - p;
     for (unsigned k = 0; k < MESH_PROBES; k++)
@@ -354,11 +390,7 @@ static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t 
     size_t n = collect_locked(ch, cls);
     if (n < 2)
         return;
-    uint64_t occupied = 0;
-    for (size_t i = 0; i < n; i++)
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            occupied += mesh_popcount64(cand[i].bits[w]);
-    if (!worth_probing((double)occupied / n, mesh_classes[cls].nobjects))
+    if (!worth_probing(n, mesh_classes[cls].nobjects))
         return;
     for (size_t i = n; i > 1; i--) {
         size_t j = mesh_rng_below(&rng, (uint32_t)i);
