@@ -271,10 +271,11 @@ int mesh_arena_init(void)
         }
     }
     uint64_t npages = bytes >> MESH_PAGE_SHIFT;
-    void *table, *records;
+    void *table, *records, *trimmed;
     max_records = npages < MESH_MAX_RECORDS ? (uint32_t)npages : MESH_MAX_RECORDS;
     if ((err = mesh_os_map_reserve(npages * sizeof(uint32_t), &table)) != 0 ||
-        (err = mesh_os_map_reserve((size_t)max_records * sizeof(mesh_miniheap_t), &records)) != 0) {
+        (err = mesh_os_map_reserve((size_t)max_records * sizeof(mesh_miniheap_t), &records)) != 0 ||
+        (err = mesh_os_map_reserve((size_t)max_records * sizeof(uint32_t), &trimmed)) != 0) {
         mesh_os_unmap(base, bytes);
         mesh_os_close(fd);
         return err;
@@ -284,6 +285,7 @@ int mesh_arena_init(void)
     A.npages = (uint32_t)npages;
     A.table = table;
     A.records = records;
+    A.trimmed = trimmed;
     A.fd = fd;
     mesh_os_fd_identity(fd, &A.fd_dev, &A.fd_ino);
     A.nrecords = 1; /* id 0 means "no span" */

@@ -147,12 +147,16 @@ static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
 {
     for (int b = MESH_PARTIAL_BINS - 1; b >= 0; b--) {
         mesh_miniheap_t *mh = list_pop(ch, (uint8_t)(MESH_MH_PARTIAL + b));
-        if (mh)
+        if (mh) {
+            mesh_arena.trimmed[mesh_mh_id(mh)] = 0; /* its free slots will be written */
             return mh;
+        }
     }
     mesh_miniheap_t *mh = list_pop(ch, MESH_MH_EMPTY);
-    if (mh)
+    if (mh) {
+        mesh_arena.trimmed[mesh_mh_id(mh)] = 0;
         return mh;
+    }
     bool clean;
     pthread_mutex_lock(&mesh_arena.lock);
     mh = mesh_arena_alloc_span_locked(mesh_classes[cls].npages, 1, MESH_KIND_SMALL, &clean);
@@ -578,6 +582,78 @@ uint64_t mesh_global_allocated_bytes(void)
     uint64_t reserved = mesh_thread_heaps_reserved_bytes();
     bytes = bytes > reserved ? bytes - reserved : 0;
     return bytes + mesh_huge_bytes();
+}
+
+/* ---- trimming ---- */
+
+/* Bit p set: no live object of mh touches its page p (detached span, class
+ * lock held).  Pages past the last slot hold only the span's tail. */
+static uint32_t free_pages_of(const mesh_miniheap_t *mh, const mesh_size_class_t *sc)
+{
+    uint64_t bits[MESH_BITMAP_WORDS];
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
+    uint32_t pages = 0;
+    for (unsigned p = 0; p < sc->npages; p++) {
+        uint32_t first = (uint32_t)(p * MESH_PAGE_SIZE / sc->object_size);
+        uint32_t last = (uint32_t)(((p + 1) * MESH_PAGE_SIZE - 1) / sc->object_size);
+        if (last >= sc->nobjects)
+            last = sc->nobjects - 1;
+        bool used = false;
+        for (uint32_t s = first; s <= last && !used; s++)
+            used = (bits[s >> 6] >> (s & 63)) & 1;
+        if (!used)
+            pages |= 1U << p;
+    }
+    return pages;
+}
+
+/*
+ * Gives back the pages of partial spans that no live object touches: in a
+ * sparse span of a class whose span has several pages (a 4 KiB object has
+ * a page to itself; two 2 KiB objects share one), freed objects can leave
+ * whole pages unused, which meshing would only recover by merging the span
+ * with another.  A detached span's pages are punched at most once between
+ * attachments (mesh_arena.trimmed); attaching or meshing into a span
+ * forgets that, since its free slots are about to be written.  A page
+ * punched in the head of a chain is gone from every virtual span of it,
+ * which is right: the merged bitmap says no object of any of them is there.
+ * It is not meshing: the no-meshing control does it too.  Returns the
+ * pages given back; stops at deadline_ns (0: none).
+ */
+uint64_t mesh_global_trim(uint64_t deadline_ns)
+{
+    uint64_t pages = 0, seen = 0;
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        const mesh_size_class_t *sc = &mesh_classes[c];
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        if (sc->npages < 2 || sc->npages > 32 || !__atomic_load_n(&ch->npartial, __ATOMIC_RELAXED))
+            continue;
+        pthread_mutex_lock(&ch->lock);
+        for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
+            for (uint32_t id = ch->partial[b]; id; id = rec(id)->next) {
+                mesh_miniheap_t *mh = rec(id);
+                uint32_t todo = free_pages_of(mh, sc) & ~mesh_arena.trimmed[id];
+                while (todo) {
+                    unsigned p = (unsigned)__builtin_ctz(todo), n = 0;
+                    while (p + n < 32 && (todo >> (p + n)) & 1)
+                        n++;
+                    mesh_arena_punch_pages(mh->span_page + p, n);
+                    mesh_arena.trimmed[id] |= ((n == 32 ? 0 : 1U << n) - 1) << p;
+                    todo &= ~mesh_arena.trimmed[id];
+                    pages += n;
+                }
+                if (deadline_ns && (++seen & 63) == 0 && mesh_os_now_ns() > deadline_ns) {
+                    pthread_mutex_unlock(&ch->lock);
+                    goto out;
+                }
+            }
+        }
+        pthread_mutex_unlock(&ch->lock);
+    }
+out:
+    MESH_STAT_ADD(trimmed_pages, pages);
+    return pages;
 }
 
 /* Returns every class's kept empty spans to the arena. */

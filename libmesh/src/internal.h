@@ -164,6 +164,7 @@ void mesh_options_init(void);
     X(refill_count, "shuffle vector refills")                                   \
     X(punch_count, "punch-hole calls")                                          \
     X(punched_bytes, "bytes punched out of the arena file")                     \
+    X(trimmed_pages, "free pages of partial spans given back")                  \
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \
@@ -283,6 +284,8 @@ typedef struct mesh_arena {
     size_t bytes;                /* its length */
     _Atomic uint32_t *table;     /* page -> miniheap id, read without locks */
     mesh_miniheap_t *records;    /* record id -> record; id 0 is never used */
+    uint32_t *trimmed;           /* record id -> pages of a detached small span
+                                    punched since it was detached (bit per page) */
     int fd;                      /* the memfd behind the arena, or -1 if lost */
     uint64_t fd_dev, fd_ino;     /* identity of our memfd, to survive closefrom() */
     uint32_t npages;             /* arena pages */
@@ -517,6 +520,7 @@ void mesh_global_free_large(mesh_miniheap_t *mh, void *p);
 void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);
 uint64_t mesh_global_allocated_bytes(void);
 void mesh_global_release_empty(void);
+uint64_t mesh_global_trim(uint64_t deadline_ns);
 void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *));
 void mesh_global_fork_prepare(void);
 void mesh_global_fork_parent(void);
@@ -532,6 +536,7 @@ bool mesh_global_is_partial(uint8_t state);
 /* Lock order: the mesh lock comes before every class lock. */
 void mesh_mesh_init(void);
 bool mesh_maybe_mesh(uint64_t idle_ns);
+uint64_t mesh_idle_split_ns(uint64_t wait_ns);
 uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);
 void mesh_maps_add(int64_t n);

@@ -14,8 +14,9 @@
  * freed pages and mesh, as the paper does for servers in epoll_wait.  A
  * thread going to sleep for a period or longer also detaches its own spans
  * first, so that what it leaves behind can be meshed while it sleeps.
- * Relative sleeps are shortened by the time this took: a program sleeps as
- * long as it asked, not longer.
+ * Waits with a limit are shortened by the time this took: a program sleeps
+ * as long as it asked, not longer.  A wait during which a period begins is
+ * split there, so that the idle work is not slept through.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -167,12 +168,41 @@ static uint64_t ms_ns(int ms)
     return ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ULL;
 }
 
-/* What is left of a relative sleep of req after the idle work. */
-static struct timespec remaining(const struct timespec *req, uint64_t t0)
+static struct timespec ns_ts(uint64_t ns)
 {
-    uint64_t want = ts_ns(req), spent = mesh_os_now_ns() - t0;
-    uint64_t left = want > spent ? want - spent : 0;
-    return (struct timespec){(time_t)(left / 1000000000ULL), (long)(left % 1000000000ULL)};
+    return (struct timespec){(time_t)(ns / 1000000000ULL), (long)(ns % 1000000000ULL)};
+}
+
+/* Milliseconds, rounded up (a wait never ends early), -1 for no limit. */
+static int ns_ms(uint64_t ns)
+{
+    if (ns == UINT64_MAX)
+        return -1;
+    uint64_t ms = (ns + 999999) / 1000000;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* What is left of a wait of want_ns begun at t0 (UINT64_MAX stays). */
+static uint64_t left_ns(uint64_t want_ns, uint64_t t0)
+{
+    if (want_ns == UINT64_MAX)
+        return want_ns;
+    uint64_t spent = mesh_os_now_ns() - t0;
+    return want_ns > spent ? want_ns - spent : 0;
+}
+
+/*
+ * Waits are split where a period begins during them: a thread that goes to
+ * sleep just before a period is due (Ruby's sleep after a burst of work,
+ * say) would otherwise sleep through it, and its heap would wait for the
+ * next burst.  So the wait goes first until the period begins; if it ends
+ * earlier (an event, a signal, an error), that is the call's result, as it
+ * would have been; if not, the idle work runs and the wait goes on for what
+ * is left of it.  Either way a wait with a limit ends when it would have.
+ */
+static uint64_t split_ns(uint64_t want_ns)
+{
+    return started() && want_ns ? mesh_idle_split_ns(want_ns) : 0;
 }
 
 MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
@@ -187,9 +217,18 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
         idle_point(d);
         return real_clock_nanosleep(clock, flags, req, rem);
     }
-    uint64_t t0 = mesh_os_now_ns();
-    idle_point(ts_ns(req));
-    struct timespec left = remaining(req, t0);
+    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(req), first = split_ns(want);
+    if (first) {
+        struct timespec f = ns_ts(first);
+        int err = real_clock_nanosleep(clock, flags, &f, NULL);
+        if (err) {
+            if (err == EINTR && rem)
+                *rem = ns_ts(left_ns(want, t0));
+            return err;
+        }
+    }
+    idle_point(left_ns(want, t0));
+    struct timespec left = ns_ts(left_ns(want, t0));
     return real_clock_nanosleep(clock, flags, &left, rem);
 }
 
@@ -224,18 +263,32 @@ MESH_EXPORT unsigned int sleep(unsigned int seconds)
 MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     NEXT(poll);
-    idle_point(ms_ns(timeout));
+    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    RETRYING(real_poll(fds, n, timeout), in_arena(fds, n * sizeof *fds));
+    if (first) {
+        RETRYING(real_poll(fds, n, ns_ms(first)), in_arena(fds, n * sizeof *fds));
+        if (r != 0)
+            return r;
+    }
+    idle_point(left_ns(want, t0));
+    RETRYING(real_poll(fds, n, ns_ms(left_ns(want, t0))), in_arena(fds, n * sizeof *fds));
     return r;
 }
 
 MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
 {
     NEXT(ppoll);
-    idle_point(ts_ns(timeout));
+    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout), first = split_ns(want);
     int r;
-    RETRYING(real_ppoll(fds, n, timeout, mask), in_arena(fds, n * sizeof *fds));
+    if (first) {
+        struct timespec f = ns_ts(first);
+        RETRYING(real_ppoll(fds, n, &f, mask), in_arena(fds, n * sizeof *fds));
+        if (r != 0)
+            return r;
+    }
+    idle_point(left_ns(want, t0));
+    struct timespec left = ns_ts(left_ns(want, t0));
+    RETRYING(real_ppoll(fds, n, timeout ? &left : NULL, mask), in_arena(fds, n * sizeof *fds));
     return r;
 }
 
@@ -267,19 +320,31 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
 MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
     NEXT(epoll_wait);
-    idle_point(ms_ns(timeout));
+    size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
+    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    RETRYING(real_epoll_wait(epfd, events, maxevents, timeout),
-             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
+    if (first) {
+        RETRYING(real_epoll_wait(epfd, events, maxevents, ns_ms(first)), in_arena(events, bytes));
+        if (r != 0)
+            return r;
+    }
+    idle_point(left_ns(want, t0));
+    RETRYING(real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))), in_arena(events, bytes));
     return r;
 }
 
 MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *ss)
 {
     NEXT(epoll_pwait);
-    idle_point(ms_ns(timeout));
+    size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
+    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    RETRYING(real_epoll_pwait(epfd, events, maxevents, timeout, ss),
-             in_arena(events, (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events));
+    if (first) {
+        RETRYING(real_epoll_pwait(epfd, events, maxevents, ns_ms(first), ss), in_arena(events, bytes));
+        if (r != 0)
+            return r;
+    }
+    idle_point(left_ns(want, t0));
+    RETRYING(real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss), in_arena(events, bytes));
     return r;
 }

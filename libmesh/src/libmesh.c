@@ -367,10 +367,11 @@ MESH_EXPORT int malloc_trim(size_t pad)
     if (atomic_load(&mesh_init_state) != 2)
         return 0;
     mesh_global_release_empty();
+    uint64_t trimmed = mesh_global_trim(0);
     pthread_mutex_lock(&mesh_arena.lock);
     uint64_t bytes = mesh_arena_scavenge_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
-    return bytes > 0;
+    return bytes > 0 || trimmed > 0;
 }
 
 /* Only M_TRIM_THRESHOLD has a meaning here (how many freed bytes may wait
@@ -485,14 +486,16 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
             pairs += n;
             dry = n ? 0 : dry + 1;
         }
+        mesh_global_trim(0);
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0)
         return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0));
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
+        uint64_t bytes = mesh_global_trim(0) << MESH_PAGE_SHIFT;
         pthread_mutex_lock(&mesh_arena.lock);
-        uint64_t bytes = mesh_arena_scavenge_locked();
+        bytes += mesh_arena_scavenge_locked();
         pthread_mutex_unlock(&mesh_arena.lock);
         return read_u64(oldp, oldlenp, NULL, bytes);
     }

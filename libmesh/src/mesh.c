@@ -247,6 +247,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         mesh_assert((moved & atomic_load(&dst->bits[w])) == 0);
         atomic_fetch_or(&dst->bits[w], moved);
     }
+    mesh_arena.trimmed[dst_id] = 0; /* src's objects landed in its free slots */
     mesh_miniheap_t *last = dst;
     while (last->mesh_next)
         last = rec(last->mesh_next);
@@ -384,14 +385,24 @@ static bool worth_probing(size_t n, unsigned nobjects)
     return 1.0 - miss >= 0.02;
 }
 
-static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
+/* What one slice of a pass did in a class. */
+enum slice_outcome {
+    SLICE_DONE,      /* nothing more to find in this pass */
+    SLICE_MORE,      /* it meshed, and spans it did not look at are left */
+    SLICE_TIME,      /* its time ran out */
+    SLICE_MAPS,      /* the mapping budget ran out */
+};
+
+static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
 {
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    uint64_t before = res->npairs;
+    uint32_t partial = ch->npartial;
     size_t n = collect_locked(ch, cls);
     if (n < 2)
-        return;
+        return SLICE_DONE;
     if (!worth_probing(n, mesh_classes[cls].nobjects))
-        return;
+        return SLICE_DONE;
     for (size_t i = n; i > 1; i--) {
         size_t j = mesh_rng_below(&rng, (uint32_t)i);
         cand_t t = cand[i - 1];
@@ -434,15 +445,14 @@ static void mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t 
             r->used = 1;
             if (o == NO_MAPS) {
                 res->out_of_maps = true;
-                return;
+                return SLICE_MAPS;
             }
-            if (mesh_os_now_ns() > deadline_ns) {
-                res->out_of_time = true;
-                return;
-            }
+            if (mesh_os_now_ns() > deadline_ns)
+                return SLICE_TIME;
             break;
         }
     }
+    return res->npairs > before && n < partial ? SLICE_MORE : SLICE_DONE;
 }
 
 static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced)
@@ -554,32 +564,52 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     memset(&res, 0, sizeof res);
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_opt.pass_ms * 1000000ULL);
     uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
-    /* Each pass starts one class further on: a pass that runs out of time
-     * in one class leaves the others to the next passes, not to never. */
-    unsigned nmeshable = 0;
+    /* The time is shared out: each class with spans to mesh gets a slice
+     * of what is left (none longer than MESH_PASS_MS, so that no class lock
+     * is held for longer), in rounds, until the classes have nothing more
+     * to find or the time is up.  One busy class cannot starve the others,
+     * and the time a class does not need goes to those that do.  Each pass
+     * starts one class further on, so ties do not always go the same way. */
+    unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
         nmeshable++;
     first_class = (first_class + 1) % nmeshable;
-    for (unsigned k = 0; k < nmeshable && mesh_os_now_ns() < deadline; k++) {
+    for (unsigned k = 0; k < nmeshable; k++) {
         unsigned c = (first_class + k) % nmeshable;
-        mesh_class_heap_t *ch = &mesh_class_heaps[c];
-        if (__atomic_load_n(&ch->npartial, __ATOMIC_RELAXED) < 2)
-            continue;
-        /* No handler of the program may run here while spans are
-         * read-only (it could write to one); faults stay deliverable. */
-        sigset_t all, old;
-        sigfillset(&all);
-        sigdelset(&all, SIGSEGV);
-        sigdelset(&all, SIGBUS);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        pthread_mutex_lock(&ch->lock);
-        mesh_class_locked(c, deadline, &res);
-        pthread_mutex_unlock(&ch->lock);
-        punch_flush();
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-        if (res.out_of_maps)
+        if (__atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED) >= 2)
+            order[nactive++] = c;
+    }
+    const uint64_t slice_max = mesh_opt.pass_ms * 1000000ULL;
+    while (nactive && !res.out_of_maps) {
+        unsigned still = 0;
+        for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
+            uint64_t now = mesh_os_now_ns();
+            if (now >= deadline) {
+                res.out_of_time = true;
+                break;
+            }
+            uint64_t slice = (deadline - now) / (nactive - i);
+            uint64_t end = now + (slice < slice_max ? slice : slice_max);
+            unsigned c = order[i];
+            mesh_class_heap_t *ch = &mesh_class_heaps[c];
+            /* No handler of the program may run here while spans are
+             * read-only (it could write to one); faults stay deliverable. */
+            sigset_t all, old;
+            sigfillset(&all);
+            sigdelset(&all, SIGSEGV);
+            sigdelset(&all, SIGBUS);
+            pthread_sigmask(SIG_BLOCK, &all, &old);
+            pthread_mutex_lock(&ch->lock);
+            enum slice_outcome o = mesh_class_locked(c, end, &res);
+            pthread_mutex_unlock(&ch->lock);
+            punch_flush();
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (o == SLICE_MORE || o == SLICE_TIME)
+                order[still++] = c;
+        }
+        if (res.out_of_time)
             break;
+        nactive = still;
     }
     uint64_t t1 = mesh_os_now_ns();
     uint64_t meshed_after = atomic_load(&mesh_stats.meshed_pages);
@@ -633,7 +663,24 @@ bool mesh_maybe_mesh(uint64_t idle_ns)
     pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)
         mesh_pass(false, idle_budget(idle_ns));
+    mesh_global_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
     return true;
+}
+
+/* For a thread about to wait up to wait_ns (UINT64_MAX: no limit): how
+ * long until the next period begins, if it begins during the wait with
+ * time left for a pass after it; 0 if the wait needs no split (a period is
+ * already due, or the wait ends first). */
+uint64_t mesh_idle_split_ns(uint64_t wait_ns)
+{
+    uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
+    uint64_t period = mesh_opt.period_ms * 1000000ULL, since = now - last;
+    if (since >= period)
+        return 0;
+    uint64_t until = period - since;
+    if (wait_ns != UINT64_MAX && wait_ns < until + 4 * mesh_opt.pass_ms * 1000000ULL)
+        return 0;
+    return until;
 }
 
 void mesh_mesh_fork_prepare(void)

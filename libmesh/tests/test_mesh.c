@@ -6,10 +6,12 @@
  * during meshing; programs' own SIGSEGV handlers; the mapping budget.
  */
 #define _GNU_SOURCE
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -666,6 +668,90 @@ static void test_idle_points(void)
     free_all(&f);
 }
 
+static double since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A wait that begins just after a pass, during which the next period
+ * begins, is split there: the pass runs during the wait, which still lasts
+ * what was asked.  A wait that an event ends before then returns at once
+ * with the event, as it would have. */
+static void test_idle_split(void)
+{
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    struct timespec t0;
+
+    ctl("mesh.check_period");          /* a period begins now */
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_EQ(poll(&pfd, 1, 1000), 1);  /* the event, not the split */
+    CHECK(since(&t0) < 0.05);
+
+    for (int kind = 0; kind < 3; kind++) {
+        char c;
+        CHECK_EQ(read(fds[0], &c, 1), 1);
+        ctl("mesh.check_period");
+        frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
+        fragment(&f);
+        uint64_t meshes0 = ctl("stats.mesh_count");
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (kind == 0) {
+            CHECK_EQ(poll(&pfd, 1, 300), 0);
+        } else if (kind == 1) {
+            struct timespec ts = {0, 300 * 1000000L};
+            CHECK_EQ(ppoll(&pfd, 1, &ts, NULL), 0);
+        } else {
+            int ep = epoll_create1(0);
+            struct epoll_event ev = {.events = EPOLLIN}, out;
+            CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fds[0], &ev), 0);
+            CHECK_EQ(epoll_wait(ep, &out, 1, 300), 0);
+            close(ep);
+        }
+        double waited = since(&t0);
+        CHECK(ctl("stats.mesh_count") > meshes0);
+        CHECK(waited >= 0.299 && waited < 0.6);
+        CHECK(all_intact(&f));
+        free_all(&f);
+        CHECK_EQ(write(fds[1], "x", 1), 1);
+    }
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Freed objects that leave whole pages of a partial span unused give
+ * those pages back (mesh.scavenge, and every period), without meshing: a
+ * 4 KiB object has a page to itself.  What is kept stays intact, and the
+ * freed slots work again when they are handed out. */
+static void test_trim(void)
+{
+    ctl("mesh.scavenge");
+    uint64_t before = file_bytes();
+    frag_t f = {.size = 4000, .groups = 4, .max_spans = 8};
+    fragment(&f);                      /* 2 of 8 objects kept per span */
+    CHECK_EQ(f.nkept, 16);
+    ctl("mesh.scavenge");
+    uint64_t after = file_bytes();
+    /* 8 spans of 8 pages each, of which 16 pages hold the kept objects. */
+    CHECK(after < before + 32 * 4096);
+    CHECK(all_intact(&f));
+    void *more[64];
+    for (int i = 0; i < 64; i++) {
+        more[i] = malloc(4000);
+        fill(more[i], 4000, (uint64_t)i);
+    }
+    for (int i = 0; i < 64; i++) {
+        CHECK(intact(more[i], 4000, (uint64_t)i));
+        free(more[i]);
+    }
+    CHECK(all_intact(&f));
+    free_all(&f);
+}
+
 static int child_no_meshing(void)
 {
     frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
@@ -696,6 +782,8 @@ int main(int argc, char **argv)
     TEST_RUN(test_fork_during_meshing);
     TEST_RUN(test_program_segv_handler);
     TEST_RUN(test_idle_points);
+    TEST_RUN(test_idle_split);
+    TEST_RUN(test_trim);
     TEST_RUN(test_low_mapping_budget);
     TEST_RUN(test_meshing_off);
     TEST_DONE();
