@@ -504,6 +504,10 @@ typedef struct mesh_class_heap {
 
     uint64_t nspans;                     /* spans of this class, in any state */
     uint64_t meshes;                     /* pairs meshed in this class */
+    /* under the mesh lock: passes this class sits out after finding nothing */
+    uint32_t fruitless_partial;          /* its partial spans then */
+    uint8_t fruitless_runs, skipped;
+    uint32_t sweep_seen, sweep_pairs;    /* spans the cursor passed, pairs found, this sweep */
 } __attribute__((aligned(64))) mesh_class_heap_t;
 
 extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];

@@ -205,6 +205,15 @@ static uint64_t split_ns(uint64_t want_ns)
     return started() && want_ns ? mesh_idle_split_ns(want_ns) : 0;
 }
 
+/* The idle work for a wait of want_ns begun at t0, with what is left of it.
+ * The work may take a quarter of the whole wait (the thread is idle for
+ * all of it, split or not), but never more than half of what is left. */
+static void idle_rest(uint64_t want_ns, uint64_t t0)
+{
+    uint64_t left = left_ns(want_ns, t0);
+    idle_point(left == UINT64_MAX || want_ns / 2 < left ? want_ns : 2 * left);
+}
+
 MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
 {
     NEXT(clock_nanosleep);
@@ -227,7 +236,7 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
             return err;
         }
     }
-    idle_point(left_ns(want, t0));
+    idle_rest(want, t0);
     struct timespec left = ns_ts(left_ns(want, t0));
     return real_clock_nanosleep(clock, flags, &left, rem);
 }
@@ -270,7 +279,7 @@ MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
         if (r != 0)
             return r;
     }
-    idle_point(left_ns(want, t0));
+    idle_rest(want, t0);
     RETRYING(real_poll(fds, n, ns_ms(left_ns(want, t0))), in_arena(fds, n * sizeof *fds));
     return r;
 }
@@ -286,7 +295,7 @@ MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeo
         if (r != 0)
             return r;
     }
-    idle_point(left_ns(want, t0));
+    idle_rest(want, t0);
     struct timespec left = ns_ts(left_ns(want, t0));
     RETRYING(real_ppoll(fds, n, timeout ? &left : NULL, mask), in_arena(fds, n * sizeof *fds));
     return r;
@@ -328,7 +337,7 @@ MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, 
         if (r != 0)
             return r;
     }
-    idle_point(left_ns(want, t0));
+    idle_rest(want, t0);
     RETRYING(real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))), in_arena(events, bytes));
     return r;
 }
@@ -344,7 +353,7 @@ MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents,
         if (r != 0)
             return r;
     }
-    idle_point(left_ns(want, t0));
+    idle_rest(want, t0);
     RETRYING(real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss), in_arena(events, bytes));
     return r;
 }

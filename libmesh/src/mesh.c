@@ -42,9 +42,6 @@ static _Atomic int64_t maps_in_use;     /* mappings meshing has added, estimated
 static uint64_t map_budget;              /* mappings meshing may add */
 static mesh_rng_t rng;                   /* under the mesh lock */
 static uint64_t start_ns;
-static uint64_t fruitless_partial;       /* partial spans at the last pass that meshed nothing */
-static unsigned fruitless_runs;          /* passes in a row that meshed nothing */
-static unsigned skipped;                 /* periods skipped since */
 static unsigned first_class;            /* where the next pass starts */
 static int events_fd = -1;
 static bool events_opened;
@@ -336,6 +333,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     }
     ch->cursor_bin = (uint8_t)b;
     ch->cursor = id;
+    ch->sweep_seen += (uint32_t)visited;
     return n;
 }
 
@@ -387,22 +385,146 @@ static bool worth_probing(size_t n, unsigned nobjects)
 
 /* What one slice of a pass did in a class. */
 enum slice_outcome {
-    SLICE_DONE,      /* nothing more to find in this pass */
-    SLICE_MORE,      /* it meshed, and spans it did not look at are left */
+    SLICE_EMPTY,     /* nothing to find: not worth probing, or no pair */
+    SLICE_DONE,      /* it probed every candidate it collected */
     SLICE_TIME,      /* its time ran out */
     SLICE_MAPS,      /* the mapping budget ran out */
 };
+
+/* Meshes the candidates l and r (class lock held) and marks both used. */
+static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, cand_t *l, cand_t *r,
+                                           pass_result_t *res)
+{
+    /* Keep the longer chain where it is: fewer spans to remap. */
+    mesh_miniheap_t *dst = rec(l->id), *src = rec(r->id);
+    if (r->chain > l->chain || (r->chain == l->chain && mesh_mh_live(src) > mesh_mh_live(dst))) {
+        dst = rec(r->id);
+        src = rec(l->id);
+    }
+    mesh_global_list_remove_locked(ch, dst);
+    mesh_global_list_remove_locked(ch, src);
+    uint64_t pause = 0;
+    enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause);
+    if (o == MESHED) {
+        res->pairs[cls]++;
+        res->npairs++;
+        if (pause > res->max_pause_ns)
+            res->max_pause_ns = pause;
+        unsigned bucket = 0;
+        while (bucket < PAUSE_BUCKETS - 1 && pause >= pause_bounds_us[bucket] * 1000ULL)
+            bucket++;
+        res->pauses[bucket]++;
+    } else {
+        mesh_global_place_locked(ch, src);
+        if (o == FAILED)
+            MESH_STAT_ADD(mesh_failed, 1);
+    }
+    mesh_global_place_locked(ch, dst);
+    l->used = r->used = 1;
+    if (o == NO_MAPS)
+        res->out_of_maps = true;
+    return o;
+}
+
+/*
+ * Classes with at most MESH_EXACT_OBJECTS objects a span (256 bytes and up)
+ * have bitmaps that fit in 16 bits, so after the SplitMesher the spans it
+ * left unmatched can be matched exactly: candidates are bucketed by bitmap,
+ * and a span looks for a partner among the buckets of the bitmaps inside
+ * its complement, fullest first, up to MESH_EXACT_VISITS buckets.  Random
+ * probing rarely pairs half-full spans (two random 7-of-16 bitmaps are
+ * disjoint 0.3% of the time) though many disjoint pairs exist among
+ * thousands of them; this finds them at the cost of a few hundred table
+ * reads per span.
+ */
+#define MESH_EXACT_OBJECTS 16
+#define MESH_EXACT_VISITS 1024
+static uint32_t *bucket_head;  /* bitmap -> 1 + first candidate with it, under the mesh lock */
+static uint32_t *bucket_next;  /* candidate -> 1 + next in its bucket */
+static size_t bucket_cap;
+
+static bool reserve_buckets(size_t n)
+{
+    if (!bucket_head) {
+        void *p;
+        if (mesh_os_map_anon(((size_t)1 << MESH_EXACT_OBJECTS) * sizeof *bucket_head, MESH_PAGE_SIZE, &p) != 0)
+            return false;
+        bucket_head = p;
+    }
+    if (n <= bucket_cap)
+        return true;
+    size_t cap = bucket_cap ? bucket_cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    void *p;
+    if (mesh_os_map_anon(cap * sizeof *bucket_next, MESH_PAGE_SIZE, &p) != 0)
+        return false;
+    if (bucket_next)
+        mesh_os_unmap(bucket_next, bucket_cap * sizeof *bucket_next);
+    bucket_next = p;
+    bucket_cap = cap;
+    return true;
+}
+
+static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls, size_t n, uint64_t deadline_ns,
+                                            pass_result_t *res)
+{
+    const uint32_t all = (uint32_t)mesh_classes[cls].valid[0];
+    if (!reserve_buckets(n))
+        return SLICE_DONE;
+    for (size_t i = n; i-- > 0;) {
+        if (cand[i].used)
+            continue;
+        uint32_t m = (uint32_t)cand[i].bits[0];
+        bucket_next[i] = bucket_head[m];
+        bucket_head[m] = (uint32_t)i + 1;
+    }
+    enum slice_outcome out = SLICE_DONE;
+    for (size_t i = 0; i < n; i++) {
+        cand_t *l = &cand[i];
+        if (l->used)
+            continue;
+        uint32_t comp = ~(uint32_t)l->bits[0] & all, sub = comp;
+        cand_t *match = NULL;
+        for (unsigned visits = 0; visits < MESH_EXACT_VISITS && !match; visits++) {
+            for (uint32_t j = bucket_head[sub]; j; j = bucket_next[j - 1]) {
+                cand_t *r = &cand[j - 1];
+                if (!r->used && r != l && l->chain + r->chain <= MESH_MAX_CHAIN) {
+                    match = r;
+                    break;
+                }
+            }
+            if (sub == 0)
+                break;
+            sub = (sub - 1) & comp;
+        }
+        if (!match)
+            continue;
+        enum mesh_outcome o = mesh_cands_locked(ch, cls, l, match, res);
+        if (o == NO_MAPS) {
+            out = SLICE_MAPS;
+            break;
+        }
+        if (mesh_os_now_ns() > deadline_ns) {
+            out = SLICE_TIME;
+            break;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        bucket_head[(uint32_t)cand[i].bits[0]] = 0;
+    return out;
+}
 
 static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
 {
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     uint64_t before = res->npairs;
-    uint32_t partial = ch->npartial;
     size_t n = collect_locked(ch, cls);
+    bool exact = mesh_classes[cls].nobjects <= MESH_EXACT_OBJECTS;
     if (n < 2)
-        return SLICE_DONE;
-    if (!worth_probing(n, mesh_classes[cls].nobjects))
-        return SLICE_DONE;
+        return SLICE_EMPTY;
+    if (!exact && !worth_probing(n, mesh_classes[cls].nobjects))
+        return SLICE_EMPTY;
     for (size_t i = n; i > 1; i--) {
         size_t j = mesh_rng_below(&rng, (uint32_t)i);
         cand_t t = cand[i - 1];
@@ -417,42 +539,30 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
             cand_t *r = &cand[half + (i + k) % nright];
             if (r->used || l->chain + r->chain > MESH_MAX_CHAIN || !disjoint(l, r))
                 continue;
-            /* Keep the longer chain where it is: fewer spans to remap. */
-            mesh_miniheap_t *dst = rec(l->id), *src = rec(r->id);
-            if (r->chain > l->chain || (r->chain == l->chain && mesh_mh_live(src) > mesh_mh_live(dst))) {
-                dst = rec(r->id);
-                src = rec(l->id);
-            }
-            mesh_global_list_remove_locked(ch, dst);
-            mesh_global_list_remove_locked(ch, src);
-            uint64_t pause = 0;
-            enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause);
-            if (o == MESHED) {
-                res->pairs[cls]++;
-                res->npairs++;
-                if (pause > res->max_pause_ns)
-                    res->max_pause_ns = pause;
-                unsigned bucket = 0;
-                while (bucket < PAUSE_BUCKETS - 1 && pause >= pause_bounds_us[bucket] * 1000ULL)
-                    bucket++;
-                res->pauses[bucket]++;
-            } else {
-                mesh_global_place_locked(ch, src);
-                if (o == FAILED)
-                    MESH_STAT_ADD(mesh_failed, 1);
-            }
-            mesh_global_place_locked(ch, dst);
-            r->used = 1;
-            if (o == NO_MAPS) {
-                res->out_of_maps = true;
+            enum mesh_outcome o = mesh_cands_locked(ch, cls, l, r, res);
+            if (o == NO_MAPS)
                 return SLICE_MAPS;
-            }
             if (mesh_os_now_ns() > deadline_ns)
                 return SLICE_TIME;
             break;
         }
     }
-    return res->npairs > before && n < partial ? SLICE_MORE : SLICE_DONE;
+    if (exact) {
+        enum slice_outcome o = mesh_exact_locked(ch, cls, n, deadline_ns, res);
+        if (o != SLICE_DONE) {
+            ch->sweep_pairs += (uint32_t)(res->npairs - before);
+            return o;
+        }
+    }
+    /* A class is fruitless when a whole sweep of the cursor through its
+     * partial spans found nothing: one window may hold no pair where the
+     * next holds many. */
+    ch->sweep_pairs += (uint32_t)(res->npairs - before);
+    if (ch->sweep_seen < ch->npartial)
+        return SLICE_DONE;
+    bool fruitless = ch->sweep_pairs == 0;
+    ch->sweep_seen = ch->sweep_pairs = 0;
+    return fruitless ? SLICE_EMPTY : SLICE_DONE;
 }
 
 static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced)
@@ -522,17 +632,9 @@ static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64
     mesh_os_write_all(events_fd, buf, b.len);
 }
 
-static uint64_t partial_spans(void)
-{
-    uint64_t n = 0;
-    for (unsigned c = 0; c < MESH_NUM_CLASSES && mesh_classes[c].object_size <= MESH_MAX_MESHABLE; c++)
-        n += __atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED);
-    return n;
-}
-
 /* One pass over every meshable class; returns the pairs meshed.  A forced
- * pass waits for a running one instead of skipping, and runs even when the
- * heap looks as it did after the last pass that found nothing. */
+ * pass waits for a running one instead of skipping, and looks at every
+ * class, even those whose last sweep found nothing. */
 uint64_t mesh_pass(bool forced, uint64_t budget_ns)
 {
     if (!mesh_opt.meshing)
@@ -541,15 +643,6 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         pthread_mutex_lock(&mesh_lock);
     else if (pthread_mutex_trylock(&mesh_lock) != 0)
         return 0;
-    uint64_t partial = partial_spans();
-    /* After passes that found nothing, skip 1, 2, 4, then 8 periods
-     * before trying again, unless many more spans became partial. */
-    bool grown = partial > fruitless_partial + fruitless_partial / 8;
-    if (!forced && (partial < 2 || (fruitless_runs && !grown && skipped < (1u << (fruitless_runs - 1))))) {
-        skipped++;
-        pthread_mutex_unlock(&mesh_lock);
-        return 0;
-    }
     if (!mesh_arena_fd_ok()) {
         /* Without the arena file there is nothing to map pages onto. */
         pthread_mutex_unlock(&mesh_lock);
@@ -560,25 +653,41 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     if (mesh_tls_heap)
         mesh_thread_heap_flush(mesh_tls_heap);
 
-    pass_result_t res;
-    memset(&res, 0, sizeof res);
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_opt.pass_ms * 1000000ULL);
-    uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
     /* The time is shared out: each class with spans to mesh gets a slice
      * of what is left (none longer than MESH_PASS_MS, so that no class lock
-     * is held for longer), in rounds, until the classes have nothing more
-     * to find or the time is up.  One busy class cannot starve the others,
-     * and the time a class does not need goes to those that do.  Each pass
-     * starts one class further on, so ties do not always go the same way. */
+     * is held for longer), and a class whose slice ran out gets another in
+     * the next round if time is left, until the time is up.  One busy class
+     * cannot starve the others, and the time a class does not need goes to
+     * those that do.  A class whose last sweep through its partial spans
+     * found nothing sits out the next 1, 2, 4, then 8 passes, unless it
+     * gains an eighth more partial spans: collecting candidates walks lists
+     * of cold records, which costs as much as a few meshes.  Each pass starts one class further on, so ties do
+     * not always go the same way. */
     unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
         nmeshable++;
     first_class = (first_class + 1) % nmeshable;
     for (unsigned k = 0; k < nmeshable; k++) {
         unsigned c = (first_class + k) % nmeshable;
-        if (__atomic_load_n(&mesh_class_heaps[c].npartial, __ATOMIC_RELAXED) >= 2)
-            order[nactive++] = c;
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
+        if (np < 2)
+            continue;
+        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
+            ch->skipped < (1u << (ch->fruitless_runs - 1))) {
+            ch->skipped++;
+            continue;
+        }
+        order[nactive++] = c;
     }
+    if (!nactive) {
+        pthread_mutex_unlock(&mesh_lock);
+        return 0;
+    }
+    pass_result_t res;
+    memset(&res, 0, sizeof res);
+    uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
     const uint64_t slice_max = mesh_opt.pass_ms * 1000000ULL;
     while (nactive && !res.out_of_maps) {
         unsigned still = 0;
@@ -601,10 +710,17 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
             pthread_sigmask(SIG_BLOCK, &all, &old);
             pthread_mutex_lock(&ch->lock);
             enum slice_outcome o = mesh_class_locked(c, end, &res);
+            if (o == SLICE_EMPTY) {
+                ch->fruitless_partial = ch->npartial;
+                ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
+            } else {
+                ch->fruitless_runs = 0;
+            }
+            ch->skipped = 0;
             pthread_mutex_unlock(&ch->lock);
             punch_flush();
             pthread_sigmask(SIG_SETMASK, &old, NULL);
-            if (o == SLICE_MORE || o == SLICE_TIME)
+            if (o == SLICE_TIME)
                 order[still++] = c;
         }
         if (res.out_of_time)
@@ -614,9 +730,6 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     uint64_t t1 = mesh_os_now_ns();
     uint64_t meshed_after = atomic_load(&mesh_stats.meshed_pages);
     uint64_t released = meshed_after > meshed_before ? (meshed_after - meshed_before) << MESH_PAGE_SHIFT : 0;
-    fruitless_partial = res.npairs ? 0 : partial_spans();
-    fruitless_runs = res.npairs ? 0 : fruitless_runs < 4 ? fruitless_runs + 1 : 4;
-    skipped = 0;
     MESH_STAT_ADD(mesh_passes, 1);
     MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
     mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
