@@ -441,6 +441,7 @@ static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, 
 #define MESH_EXACT_VISITS 1024
 static uint32_t *bucket_head;  /* bitmap -> 1 + first candidate with it, under the mesh lock */
 static uint32_t *bucket_next;  /* candidate -> 1 + next in its bucket */
+static uint32_t *order_by_live; /* candidates, fullest first */
 static size_t bucket_cap;
 
 static bool reserve_buckets(size_t n)
@@ -459,9 +460,17 @@ static bool reserve_buckets(size_t n)
     void *p;
     if (mesh_os_map_anon(cap * sizeof *bucket_next, MESH_PAGE_SIZE, &p) != 0)
         return false;
-    if (bucket_next)
+    void *q;
+    if (mesh_os_map_anon(cap * sizeof *order_by_live, MESH_PAGE_SIZE, &q) != 0) {
+        mesh_os_unmap(p, cap * sizeof *bucket_next);
+        return false;
+    }
+    if (bucket_next) {
         mesh_os_unmap(bucket_next, bucket_cap * sizeof *bucket_next);
+        mesh_os_unmap(order_by_live, bucket_cap * sizeof *order_by_live);
+    }
     bucket_next = p;
+    order_by_live = q;
     bucket_cap = cap;
     return true;
 }
@@ -472,15 +481,24 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
     const uint32_t all = (uint32_t)mesh_classes[cls].valid[0];
     if (!reserve_buckets(n))
         return SLICE_DONE;
+    uint32_t count[MESH_EXACT_OBJECTS + 2] = {0};
     for (size_t i = n; i-- > 0;) {
+        uint32_t m = (uint32_t)cand[i].bits[0];
+        count[MESH_EXACT_OBJECTS - mesh_popcount64(m) + 1]++;
         if (cand[i].used)
             continue;
-        uint32_t m = (uint32_t)cand[i].bits[0];
         bucket_next[i] = bucket_head[m];
         bucket_head[m] = (uint32_t)i + 1;
     }
+    for (unsigned k = 1; k <= MESH_EXACT_OBJECTS + 1; k++)
+        count[k] += count[k - 1];
+    for (size_t i = 0; i < n; i++)
+        order_by_live[count[MESH_EXACT_OBJECTS - mesh_popcount64((uint32_t)cand[i].bits[0])]++] = (uint32_t)i;
+    /* Fullest spans first: their complements are small, so the search
+     * through them is complete, and they take the sparse spans that fit. */
     enum slice_outcome out = SLICE_DONE;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t idx = 0; idx < n; idx++) {
+        size_t i = order_by_live[idx];
         cand_t *l = &cand[i];
         if (l->used)
             continue;
