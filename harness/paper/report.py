@@ -263,6 +263,21 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                      + ("; the extra time is libmesh's allocation path, not meshing" if same
                         else "; part of the extra time goes with meshing")
                      + ". Populate times vary from run to run here (see the spreads).")
+    split = []
+    for al in ("mesh", "mesh-norand"):
+        vals = sorted(v for v in ((r.result or {}).get("footprint_at_mark")
+                                  for r in F.ok_runs(res, F.REDIS, al)) if v)
+        if len(vals) > 1 and vals[-1] > vals[0] * 1.05:
+            split.append(f"{al} " + ", ".join(f"{v / MIB:.1f}" for v in vals))
+    if split:
+        notes.append(f"The trials disagree ({'; '.join(split)} MiB at {mark:g} s). Runs of this "
+                     "script end in one of two states: in one, about half of the 256-byte spans "
+                     "and a quarter of the 16- and 32-byte ones are full when eviction is over, "
+                     "and meshing brings the 256-byte spans to about 87% occupancy; in the other, "
+                     "the surviving keys are spread evenly (about 42% of every span, almost none "
+                     "full), and meshing stops near 74%, some 16 MiB higher. Which one a run ends "
+                     "in varies from run to run, not with MESH_SEED (found with MALLOCSTATS=2 over "
+                     "repeated runs).")
     if figs.get("activedefrag_supported") is False:
         notes.append("jemalloc with active defragmentation could not be run: Debian's redis-server "
                      f"answers `config set activedefrag yes` with \"{figs.get('activedefrag_reply')}\". "
