@@ -428,17 +428,20 @@ static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, 
 
 /*
  * Classes with at most MESH_EXACT_OBJECTS objects a span (256 bytes and up)
- * have bitmaps that fit in 16 bits, so after the SplitMesher the spans it
- * left unmatched can be matched exactly: candidates are bucketed by bitmap,
- * and a span looks for a partner among the buckets of the bitmaps inside
- * its complement, fullest first, up to MESH_EXACT_VISITS buckets.  Random
- * probing rarely pairs half-full spans (two random 7-of-16 bitmaps are
- * disjoint 0.3% of the time) though many disjoint pairs exist among
- * thousands of them; this finds them at the cost of a few hundred table
- * reads per span.
+ * have bitmaps that fit in 16 bits, so their candidates are first matched
+ * exactly, best fit: bucketed by bitmap, each span, fullest first, looks for
+ * a partner among the buckets of the bitmaps inside its complement, from the
+ * complement itself downwards, up to MESH_EXACT_VISITS buckets (a span with
+ * at most 8 free slots searches all of them).  Dense spans thus take the sparse spans that fit
+ * them, where random pairing would mesh sparse spans with each other into
+ * half-full ones that nothing fits any more; what is left unmatched then
+ * goes to the SplitMesher.  Measured: mesh_bench's 256-byte spans end 85%
+ * full instead of 73% (footprint 39.3 MB instead of 44.5), Redis's 92%
+ * instead of 86%.  A cap of 1024 visits matched as well but took so long
+ * per span that time-limited passes meshed less; 64 matched worse.
  */
 #define MESH_EXACT_OBJECTS 16
-#define MESH_EXACT_VISITS 1024
+#define MESH_EXACT_VISITS 256
 static uint32_t *bucket_head;  /* bitmap -> 1 + first candidate with it, under the mesh lock */
 static uint32_t *bucket_next;  /* candidate -> 1 + next in its bucket */
 static uint32_t *order_by_live; /* candidates, fullest first */
@@ -549,33 +552,32 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
         cand[i - 1] = cand[j];
         cand[j] = t;
     }
+    enum slice_outcome o = SLICE_DONE;
+    if (exact)
+        o = mesh_exact_locked(ch, cls, n, deadline_ns, res);
     size_t half = n / 2, nright = n - half;
-    for (size_t i = 0; i < half; i++) {
+    for (size_t i = 0; i < half && o == SLICE_DONE; i++) {
         cand_t *l = &cand[i];
+        if (l->used)
+            continue;
         size_t probes = nright < MESH_PROBES ? nright : MESH_PROBES;
         for (size_t k = 0; k < probes; k++) {
             cand_t *r = &cand[half + (i + k) % nright];
             if (r->used || l->chain + r->chain > MESH_MAX_CHAIN || !disjoint(l, r))
                 continue;
-            enum mesh_outcome o = mesh_cands_locked(ch, cls, l, r, res);
-            if (o == NO_MAPS)
-                return SLICE_MAPS;
-            if (mesh_os_now_ns() > deadline_ns)
-                return SLICE_TIME;
+            if (mesh_cands_locked(ch, cls, l, r, res) == NO_MAPS)
+                o = SLICE_MAPS;
+            else if (mesh_os_now_ns() > deadline_ns)
+                o = SLICE_TIME;
             break;
         }
     }
-    if (exact) {
-        enum slice_outcome o = mesh_exact_locked(ch, cls, n, deadline_ns, res);
-        if (o != SLICE_DONE) {
-            ch->sweep_pairs += (uint32_t)(res->npairs - before);
-            return o;
-        }
-    }
+    ch->sweep_pairs += (uint32_t)(res->npairs - before);
+    if (o != SLICE_DONE)
+        return o;
     /* A class is fruitless when a whole sweep of the cursor through its
      * partial spans found nothing: one window may hold no pair where the
      * next holds many. */
-    ch->sweep_pairs += (uint32_t)(res->npairs - before);
     if (ch->sweep_seen < ch->npartial)
         return SLICE_DONE;
     bool fruitless = ch->sweep_pairs == 0;
