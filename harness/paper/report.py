@@ -272,12 +272,11 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
     if split:
         notes.append(f"The trials disagree ({'; '.join(split)} MiB at {mark:g} s). Runs of this "
                      "script end in one of two states: in one, about half of the 256-byte spans "
-                     "and a quarter of the 16- and 32-byte ones are full when eviction is over, "
-                     "and meshing brings the 256-byte spans to about 87% occupancy; in the other, "
-                     "the surviving keys are spread evenly (about 42% of every span, almost none "
-                     "full), and meshing stops near 74%, some 16 MiB higher. Which one a run ends "
-                     "in varies from run to run, not with MESH_SEED (found with MALLOCSTATS=2 over "
-                     "repeated runs).")
+                     "and a quarter of the 16- and 32-byte ones are full when eviction is over; "
+                     "in the other, the surviving keys are spread evenly (about 42% of every span, "
+                     "almost none full), and meshing packs the 256-byte spans less tightly. Which "
+                     "one a run ends in varies from run to run, not with MESH_SEED (found with "
+                     "MALLOCSTATS=2 over repeated runs).")
     if figs.get("activedefrag_supported") is False:
         notes.append("jemalloc with active defragmentation could not be run: Debian's redis-server "
                      f"answers `config set activedefrag yes` with \"{figs.get('activedefrag_reply')}\". "

@@ -174,6 +174,13 @@ static void punch_later(uint32_t page, uint32_t npages)
     punch_page[punch_n++] = npages;
 }
 
+/* Whether a slice must stop: its deadline, less the time the punches it
+ * has queued will take once it stops (a couple of microseconds each). */
+static bool out_of_time(uint64_t deadline_ns)
+{
+    return mesh_os_now_ns() + (uint64_t)(punch_n / 2) * 2000 > deadline_ns;
+}
+
 enum mesh_outcome { MESHED, FAILED, NO_MAPS };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
@@ -526,7 +533,7 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
             out = SLICE_MAPS;
             break;
         }
-        if (mesh_os_now_ns() > deadline_ns) {
+        if (out_of_time(deadline_ns)) {
             out = SLICE_TIME;
             break;
         }
@@ -567,7 +574,7 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
                 continue;
             if (mesh_cands_locked(ch, cls, l, r, res) == NO_MAPS)
                 o = SLICE_MAPS;
-            else if (mesh_os_now_ns() > deadline_ns)
+            else if (out_of_time(deadline_ns))
                 o = SLICE_TIME;
             break;
         }
