@@ -54,6 +54,8 @@ typedef struct cand {
     uint64_t bits[MESH_BITMAP_WORDS];
     uint32_t id;
     uint8_t chain, used;
+    uint32_t bucket_next;        /* exact matching: 1 + next candidate with the same bitmap */
+    uint32_t by_live;            /* exact matching: the candidates, fullest first */
 } cand_t;
 
 static cand_t *cand;
@@ -449,39 +451,16 @@ static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, 
  */
 #define MESH_EXACT_OBJECTS 16
 #define MESH_EXACT_VISITS 256
-static uint32_t *bucket_head;  /* bitmap -> 1 + first candidate with it, under the mesh lock */
-static uint32_t *bucket_next;  /* candidate -> 1 + next in its bucket */
-static uint32_t *order_by_live; /* candidates, fullest first */
-static size_t bucket_cap;
+static uint32_t *bucket_head;   /* bitmap -> 1 + first candidate with it, under the mesh lock */
 
-static bool reserve_buckets(size_t n)
+static bool reserve_buckets(void)
 {
-    if (!bucket_head) {
-        void *p;
-        if (mesh_os_map_anon(((size_t)1 << MESH_EXACT_OBJECTS) * sizeof *bucket_head, MESH_PAGE_SIZE, &p) != 0)
-            return false;
-        bucket_head = p;
-    }
-    if (n <= bucket_cap)
-        return true;
-    size_t cap = bucket_cap ? bucket_cap : 1024;
-    while (cap < n)
-        cap *= 2;
     void *p;
-    if (mesh_os_map_anon(cap * sizeof *bucket_next, MESH_PAGE_SIZE, &p) != 0)
+    if (bucket_head)
+        return true;
+    if (mesh_os_map_anon(((size_t)1 << MESH_EXACT_OBJECTS) * sizeof *bucket_head, MESH_PAGE_SIZE, &p) != 0)
         return false;
-    void *q;
-    if (mesh_os_map_anon(cap * sizeof *order_by_live, MESH_PAGE_SIZE, &q) != 0) {
-        mesh_os_unmap(p, cap * sizeof *bucket_next);
-        return false;
-    }
-    if (bucket_next) {
-        mesh_os_unmap(bucket_next, bucket_cap * sizeof *bucket_next);
-        mesh_os_unmap(order_by_live, bucket_cap * sizeof *order_by_live);
-    }
-    bucket_next = p;
-    order_by_live = q;
-    bucket_cap = cap;
+    bucket_head = p;
     return true;
 }
 
@@ -489,7 +468,7 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
                                             pass_result_t *res)
 {
     const uint32_t all = (uint32_t)mesh_classes[cls].valid[0];
-    if (!reserve_buckets(n))
+    if (!reserve_buckets())
         return SLICE_DONE;
     uint32_t count[MESH_EXACT_OBJECTS + 2] = {0};
     for (size_t i = n; i-- > 0;) {
@@ -497,25 +476,25 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
         count[MESH_EXACT_OBJECTS - mesh_popcount64(m) + 1]++;
         if (cand[i].used)
             continue;
-        bucket_next[i] = bucket_head[m];
+        cand[i].bucket_next = bucket_head[m];
         bucket_head[m] = (uint32_t)i + 1;
     }
     for (unsigned k = 1; k <= MESH_EXACT_OBJECTS + 1; k++)
         count[k] += count[k - 1];
     for (size_t i = 0; i < n; i++)
-        order_by_live[count[MESH_EXACT_OBJECTS - mesh_popcount64((uint32_t)cand[i].bits[0])]++] = (uint32_t)i;
+        cand[count[MESH_EXACT_OBJECTS - mesh_popcount64((uint32_t)cand[i].bits[0])]++].by_live = (uint32_t)i;
     /* Fullest spans first: their complements are small, so the search
      * through them is complete, and they take the sparse spans that fit. */
     enum slice_outcome out = SLICE_DONE;
     for (size_t idx = 0; idx < n; idx++) {
-        size_t i = order_by_live[idx];
+        size_t i = cand[idx].by_live;
         cand_t *l = &cand[i];
         if (l->used)
             continue;
         uint32_t comp = ~(uint32_t)l->bits[0] & all, sub = comp;
         cand_t *match = NULL;
         for (unsigned visits = 0; visits < MESH_EXACT_VISITS && !match; visits++) {
-            for (uint32_t j = bucket_head[sub]; j; j = bucket_next[j - 1]) {
+            for (uint32_t j = bucket_head[sub]; j; j = cand[j - 1].bucket_next) {
                 cand_t *r = &cand[j - 1];
                 if (!r->used && r != l && l->chain + r->chain <= MESH_MAX_CHAIN) {
                     match = r;
