@@ -633,14 +633,14 @@ uint64_t mesh_global_trim(uint64_t deadline_ns)
         for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
             for (uint32_t id = ch->partial[b]; id; id = rec(id)->next) {
                 mesh_miniheap_t *mh = rec(id);
-                uint32_t todo = free_pages_of(mh, sc) & ~mesh_arena.trimmed[id];
-                while (todo) {
-                    unsigned p = (unsigned)__builtin_ctz(todo), n = 0;
-                    while (p + n < 32 && (todo >> (p + n)) & 1)
+                uint32_t due = free_pages_of(mh, sc) & ~mesh_arena.trimmed[id];
+                while (due) {
+                    unsigned p = (unsigned)__builtin_ctz(due), n = 0;
+                    while (p + n < 32 && (due >> (p + n)) & 1)
                         n++;
                     mesh_arena_punch_pages(mh->span_page + p, n);
                     mesh_arena.trimmed[id] |= ((n == 32 ? 0 : 1U << n) - 1) << p;
-                    todo &= ~mesh_arena.trimmed[id];
+                    due &= ~mesh_arena.trimmed[id];
                     pages += n;
                 }
                 if (deadline_ns && (++seen & 63) == 0 && mesh_os_now_ns() > deadline_ns) {

@@ -441,10 +441,10 @@ static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, 
  * exactly, best fit: bucketed by bitmap, each span, fullest first, looks for
  * a partner among the buckets of the bitmaps inside its complement, from the
  * complement itself downwards, up to MESH_EXACT_VISITS buckets (a span with
- * at most 8 free slots searches all of them).  Dense spans thus take the sparse spans that fit
- * them, where random pairing would mesh sparse spans with each other into
- * half-full ones that nothing fits any more; what is left unmatched then
- * goes to the SplitMesher.  Measured: mesh_bench's 256-byte spans end 85%
+ * at most 8 free slots searches all of them).  Dense spans thus take the
+ * sparse spans that fit them, where random pairing would mesh sparse spans
+ * with each other into half-full ones that nothing fits any more; what is
+ * left unmatched then goes to the SplitMesher.  Measured: mesh_bench's 256-byte spans end 85%
  * full instead of 73% (footprint 39.3 MB instead of 44.5), Redis's 92%
  * instead of 86%.  A cap of 1024 visits matched as well but took so long
  * per span that time-limited passes meshed less; 64 matched worse.
@@ -668,8 +668,8 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
      * those that do.  A class whose last sweep through its partial spans
      * found nothing sits out the next 1, 2, 4, then 8 passes, unless it
      * gains an eighth more partial spans: collecting candidates walks lists
-     * of cold records, which costs as much as a few meshes.  Each pass starts one class further on, so ties do
-     * not always go the same way. */
+     * of cold records, which costs as much as a few meshes.  Each pass
+     * starts one class further on, so ties do not always go the same way. */
     unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
         nmeshable++;
