@@ -388,6 +388,36 @@ static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
                               (uint64_t)file_page << MESH_PAGE_SHIFT, true, &p);
 }
 
+/* The file page mapped at virtual page vpage: an alias's pages map its
+ * head's, every other page its own.  Read without locks (only an estimate
+ * may rest on it: an alias can go back to its own pages meanwhile). */
+uint32_t mesh_arena_file_page(uint32_t vpage)
+{
+    mesh_miniheap_t *r = rec(table_get(vpage));
+    if (r->kind == MESH_KIND_ALIAS && vpage - r->span_page < r->npages)
+        return mesh_alias_head(r)->span_page + (vpage - r->span_page);
+    return vpage;
+}
+
+/* How many mappings the kernel keeps more (or fewer) once the npages at
+ * vpage map the file from new_file instead of old_file.  A mapping ends
+ * where neighbouring virtual pages stop mapping neighbouring file pages;
+ * the kernel merges the rest.  Meshing spans whose neighbours were meshed
+ * onto the neighbours of their partner adds none. */
+int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, uint32_t new_file)
+{
+    int cost = 0;
+    if (vpage > 0) {
+        uint32_t left = mesh_arena_file_page(vpage - 1) + 1;
+        cost += (left != new_file) - (left != old_file);
+    }
+    if (vpage + npages < A.npages) {
+        uint32_t right = mesh_arena_file_page(vpage + npages) - npages;
+        cost += (right != new_file) - (right != old_file);
+    }
+    return cost;
+}
+
 /* A chain's last object is gone: each alias gets its own pages back (an
  * identity mapping of its own, punched, file range) and becomes free,
  * clean pages. */
@@ -401,6 +431,7 @@ static void release_aliases_locked(mesh_miniheap_t *head)
         a->mesh_next = 0;
         A.active_pages -= a->npages;
         atomic_fetch_sub_explicit(&mesh_stats.meshed_pages, a->npages, memory_order_relaxed);
+        int cost = mesh_arena_remap_cost(a->span_page, a->npages, head->span_page, a->span_page);
         if (map_at_locked(a->span_page, a->npages, a->span_page) != 0) {
             /* Without the arena file the alias cannot map its own pages
              * again: its address range is given up rather than reused. */
@@ -408,7 +439,7 @@ static void release_aliases_locked(mesh_miniheap_t *head)
             MESH_STAT_ADD(retired_pages, a->npages);
             continue;
         }
-        mesh_maps_add(-2);
+        mesh_maps_add(cost);
         MESH_STAT_ADD(unmesh_count, 1);
         atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
         insert_free(a, a->span_page, a->npages, MESH_MH_FREE_CLEAN);

@@ -319,6 +319,8 @@ void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
 int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page);
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable);
+uint32_t mesh_arena_file_page(uint32_t vpage);
+int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, uint32_t new_file);
 void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
 bool mesh_arena_fd_ok(void);
 void mesh_arena_fork_prepare(void);
@@ -508,6 +510,7 @@ typedef struct mesh_class_heap {
     uint32_t fruitless_partial;          /* its partial spans then */
     uint8_t fruitless_runs, skipped;
     uint32_t sweep_seen, sweep_pairs;    /* spans the cursor passed, pairs found, this sweep */
+    bool dense;                          /* candidates include spans above the cut-off */
 } __attribute__((aligned(64))) mesh_class_heap_t;
 
 extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];

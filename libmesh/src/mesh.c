@@ -54,12 +54,14 @@ typedef struct cand {
     uint64_t bits[MESH_BITMAP_WORDS];
     uint32_t id;
     uint8_t chain, used;
-    uint32_t bucket_next;        /* exact matching: 1 + next candidate with the same bitmap */
     uint32_t by_live;            /* exact matching: the candidates, fullest first */
 } cand_t;
 
+#define MESH_EXACT_OBJECTS 16
 static cand_t *cand;
 static size_t cand_cap;
+static size_t ncand;            /* candidates of the slice under way */
+static uint32_t *cand_of;       /* record id -> index in cand (stale unless it points back) */
 
 void mesh_mesh_init(void)
 {
@@ -103,12 +105,17 @@ static uint64_t budget(void)
 
 static bool reserve_scratch(size_t n)
 {
+    void *p;
+    if (!cand_of) {
+        if (mesh_os_map_reserve((size_t)MESH_MAX_RECORDS * sizeof *cand_of, &p) != 0)
+            return false;
+        cand_of = p;
+    }
     if (n <= cand_cap)
         return true;
     size_t cap = cand_cap ? cand_cap : 1024;
     while (cap < n)
         cap *= 2;
-    void *p;
     if (mesh_os_map_anon(cap * sizeof *cand, MESH_PAGE_SIZE, &p) != 0)
         return false;
     if (cand)
@@ -191,17 +198,19 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
                                           uint64_t *pause_ns)
 {
     const mesh_size_class_t *sc = &mesh_classes[dst->cls];
-    uint32_t spans[MESH_MAX_CHAIN], n = 0;
+    uint32_t spans[MESH_MAX_CHAIN], n = 0, k;
     for (uint32_t id = mesh_mh_id(src); id && n < MESH_MAX_CHAIN; id = rec(id)->mesh_next)
         spans[n++] = id;
-    /* src's span becomes a mapping of its own; protecting it splits one
-     * more for a moment. */
-    if (mesh_maps_in_use() + 4 > budget())
+    /* The mappings the kernel will keep more once src's spans map dst's
+     * pages; protecting a span splits up to two more for a moment. */
+    int cost = 0;
+    for (k = 0; k < n; k++)
+        cost += mesh_arena_remap_cost(rec(spans[k])->span_page, sc->npages, src->span_page, dst->span_page);
+    if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > budget())
         return NO_MAPS;
 
     uint64_t t0 = mesh_os_now_ns();
     mesh_barrier_begin();
-    uint32_t k;
     for (k = 0; k < n; k++)
         if (mesh_arena_protect(rec(spans[k])->span_page, sc->npages, false) != 0)
             break;
@@ -262,7 +271,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     *pause_ns = mesh_os_now_ns() - t0;
 
     punch_later(src->span_page, sc->npages);
-    mesh_maps_add(2);
+    mesh_maps_add(cost);
     ch->nspans--;
     ch->meshes++;
     MESH_STAT_ADD(mesh_count, 1);
@@ -278,13 +287,15 @@ static bool in_partial_bin(const mesh_miniheap_t *mh, unsigned cls, unsigned bin
     return mh->kind == MESH_KIND_SMALL && mh->cls == cls && mh->state == MESH_MH_PARTIAL + bin;
 }
 
-/* Adds mh to the candidates if it is sparse enough and its chain can grow. */
-static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, uint8_t stamp, size_t *n)
+/* Adds mh to the candidates if it is sparse enough (dense: if it has two
+ * free slots) and its chain can grow. */
+static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dense, uint8_t stamp, size_t *n)
 {
     if (mh->attach_idx == stamp)
         return; /* already a candidate in this pass */
     mh->attach_idx = stamp;
-    if (mesh_mh_live(mh) * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
+    unsigned live = mesh_mh_live(mh);
+    if (dense ? live + 2 > sc->nobjects : live * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
         return;
     unsigned chain = mesh_chain_length(mh);
     if (chain >= MESH_MAX_CHAIN)
@@ -318,7 +329,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     stamp = stamp < MESH_SV_MAX_ATTACH || stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(stamp + 1);
     for (unsigned b = 0; b < MESH_PARTIAL_BINS && n < max / 2; b++)
         for (uint32_t id = ch->partial[b]; id && n < max / 2; id = rec(id)->next)
-            consider(rec(id), sc, stamp, &n);
+            consider(rec(id), sc, ch->dense, stamp, &n);
 
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
     uint32_t id = ch->cursor;
@@ -338,7 +349,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
         mesh_miniheap_t *mh = rec(id);
         id = mh->next;
         visited++;
-        consider(mh, sc, stamp, &n);
+        consider(mh, sc, ch->dense, stamp, &n);
     }
     ch->cursor_bin = (uint8_t)b;
     ch->cursor = id;
@@ -400,16 +411,18 @@ enum slice_outcome {
     SLICE_MAPS,      /* the mapping budget ran out */
 };
 
-/* Meshes the candidates l and r (class lock held) and marks both used. */
-static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, cand_t *l, cand_t *r,
-                                           pass_result_t *res)
+static cand_t *cand_lookup(uint32_t id)
 {
-    /* Keep the longer chain where it is: fewer spans to remap. */
-    mesh_miniheap_t *dst = rec(l->id), *src = rec(r->id);
-    if (r->chain > l->chain || (r->chain == l->chain && mesh_mh_live(src) > mesh_mh_live(dst))) {
-        dst = rec(r->id);
-        src = rec(l->id);
-    }
+    uint32_t i = cand_of[id];
+    return i < ncand && cand[i].id == id ? &cand[i] : NULL;
+}
+
+/* Meshes src onto dst, detached partial spans of the class (class lock
+ * held), and marks them used where they are candidates. */
+static enum mesh_outcome mesh_two_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst,
+                                         mesh_miniheap_t *src, pass_result_t *res)
+{
+    cand_t *cd = cand_lookup(mesh_mh_id(dst)), *cs = cand_lookup(mesh_mh_id(src));
     mesh_global_list_remove_locked(ch, dst);
     mesh_global_list_remove_locked(ch, src);
     uint64_t pause = 0;
@@ -429,85 +442,244 @@ static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, 
             MESH_STAT_ADD(mesh_failed, 1);
     }
     mesh_global_place_locked(ch, dst);
-    l->used = r->used = 1;
+    if (cd)
+        cd->used = 1;
+    if (cs)
+        cs->used = 1;
     if (o == NO_MAPS)
         res->out_of_maps = true;
     return o;
 }
 
 /*
- * Classes with at most MESH_EXACT_OBJECTS objects a span (256 bytes and up)
- * have bitmaps that fit in 16 bits, so their candidates are first matched
- * exactly, best fit: bucketed by bitmap, each span, fullest first, looks for
- * a partner among the buckets of the bitmaps inside its complement, from the
- * complement itself downwards, up to MESH_EXACT_VISITS buckets (a span with
- * at most 8 free slots searches all of them).  Dense spans thus take the
- * sparse spans that fit them, where random pairing would mesh sparse spans
- * with each other into half-full ones that nothing fits any more; what is
- * left unmatched then goes to the SplitMesher.  Measured: mesh_bench's 256-byte spans end 85%
- * full instead of 73% (footprint 39.3 MB instead of 44.5), Redis's 92%
- * instead of 86%.  A cap of 1024 visits matched as well but took so long
- * per span that time-limited passes meshed less; 64 matched worse.
+ * Runs.  Each meshed span is a mapping of its own unless its virtual
+ * neighbours map the file pages next to its new ones: then the kernel merges
+ * them into one.  Left to chance, nearly every mesh costs the kernel two
+ * mappings (about 200 bytes each, charged to the program's memory: in Redis
+ * 35k of them, 6.6 MiB, a twentieth of what it uses).  So a span whose
+ * neighbour was meshed onto span D is meshed, when it can be, onto D's
+ * neighbour on the same side, which makes the two one mapping; after each
+ * mesh the run is grown both ways for as long as the next two spans fit.
  */
-#define MESH_EXACT_OBJECTS 16
-#define MESH_EXACT_VISITS 256
-static uint32_t *bucket_head;   /* bitmap -> 1 + first candidate with it, under the mesh lock */
 
-static bool reserve_buckets(void)
+/* The detached partial span of cls that starts at page, or NULL. */
+static mesh_miniheap_t *span_at(uint32_t page, unsigned cls)
 {
-    void *p;
-    if (bucket_head)
-        return true;
-    if (mesh_os_map_anon(((size_t)1 << MESH_EXACT_OBJECTS) * sizeof *bucket_head, MESH_PAGE_SIZE, &p) != 0)
+    if (page >= mesh_arena.npages)
+        return NULL;
+    mesh_miniheap_t *mh = rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
+    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page ||
+        mh->state < MESH_MH_PARTIAL || mh->state >= MESH_MH_PARTIAL + MESH_PARTIAL_BINS)
+        return NULL;
+    return mh;
+}
+
+/* Whether a and b (from span_at) can be meshed now. */
+static bool can_mesh(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
+{
+    const cand_t *ca = cand_lookup(mesh_mh_id(a)), *cb = cand_lookup(mesh_mh_id(b));
+    if (a == b || (ca && ca->used) || (cb && cb->used))
         return false;
-    bucket_head = p;
+    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
+        if (atomic_load_explicit(&a->bits[w], memory_order_relaxed) &
+            atomic_load_explicit(&b->bits[w], memory_order_relaxed))
+            return false;
+    return mesh_chain_length(a) + mesh_chain_length(b) <= MESH_MAX_CHAIN;
+}
+
+/* The mappings meshing src onto dst adds (fewer than none: it removes). */
+static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
+{
+    int cost = 0;
+    unsigned k = 0;
+    for (uint32_t id = mesh_mh_id(src); id && k < MESH_MAX_CHAIN; id = rec(id)->mesh_next, k++)
+        cost += mesh_arena_remap_cost(rec(id)->span_page, src->npages, src->span_page, dst->span_page);
+    return cost;
+}
+
+/* A partner for mh that continues a run: (dst, src) with mh one of them and
+ * the mesh adding no mapping.  mh as src: the span after the one its left
+ * neighbour maps, or before the one its right neighbour maps.  mh as dst:
+ * the spans next to the virtual spans that map the file pages on either
+ * side of mh's. */
+static bool run_partner(mesh_miniheap_t *mh, mesh_miniheap_t **dst, mesh_miniheap_t **src)
+{
+    const uint32_t v = mh->span_page, np = mh->npages;
+    mesh_miniheap_t *opt[2 + 2 * MESH_MAX_CHAIN][2];
+    unsigned nopt = 0;
+    if (v > 0) {
+        uint32_t f = mesh_arena_file_page(v - 1);
+        if (f != v - 1 && (opt[nopt][0] = span_at(f + 1, mh->cls)))
+            opt[nopt++][1] = mh;
+    }
+    if (v + np < mesh_arena.npages) {
+        uint32_t f = mesh_arena_file_page(v + np);
+        if (f != v + np && (opt[nopt][0] = span_at(f - np, mh->cls)))
+            opt[nopt++][1] = mh;
+    }
+    for (int side = -1; side <= 1; side += 2) {
+        /* the span whose pages are next to mh's, and its aliases */
+        uint32_t page = side < 0 ? v - 1 : v + np;
+        if (page >= mesh_arena.npages)
+            continue;
+        mesh_miniheap_t *h = rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
+        if (h->kind != MESH_KIND_SMALL || (side < 0 ? h->span_page + h->npages != v : h->span_page != page))
+            continue;
+        unsigned k = 0;
+        for (uint32_t id = h->mesh_next; id && k < MESH_MAX_CHAIN; id = rec(id)->mesh_next, k++) {
+            const mesh_miniheap_t *a = rec(id);
+            if ((opt[nopt][1] = span_at(side < 0 ? a->span_page + a->npages : a->span_page - np, mh->cls)))
+                opt[nopt++][0] = mh;
+        }
+    }
+    int best = 1;
+    for (unsigned i = 0; i < nopt; i++) {
+        if (!can_mesh(opt[i][0], opt[i][1]))
+            continue;
+        int cost = mesh_cost(opt[i][0], opt[i][1]);
+        if (cost < best) {
+            best = cost;
+            *dst = opt[i][0];
+            *src = opt[i][1];
+        }
+    }
+    return best <= 0;
+}
+
+/* Meshes src onto dst, then grows the run both ways: the spans next to
+ * src's virtual span onto the spans next to dst's, for as long as they fit
+ * and add no mapping. */
+static enum mesh_outcome mesh_run_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst,
+                                         mesh_miniheap_t *src, pass_result_t *res, uint64_t deadline_ns)
+{
+    enum mesh_outcome o = mesh_two_locked(ch, cls, dst, src, res);
+    if (o != MESHED)
+        return o;
+    const uint32_t np = src->npages;
+    for (int side = -1; side <= 1; side += 2) {
+        uint32_t v = src->span_page, f = dst->span_page;
+        for (;;) {
+            v += side * (int32_t)np;
+            f += side * (int32_t)np;
+            mesh_miniheap_t *s = span_at(v, cls), *d = span_at(f, cls);
+            if (!s || !d || !can_mesh(d, s) || mesh_cost(d, s) > 0)
+                break;
+            if (out_of_time(deadline_ns))
+                return MESHED;
+            o = mesh_two_locked(ch, cls, d, s, res);
+            if (o == NO_MAPS)
+                return NO_MAPS;
+            if (o != MESHED)
+                break;
+        }
+    }
+    return MESHED;
+}
+
+/* Meshes the candidates l and r (class lock held) and marks both used:
+ * the way round that adds fewer mappings, else the longer chain stays where
+ * it is (fewer spans to remap), else the fuller span. */
+static enum mesh_outcome mesh_cands_locked(mesh_class_heap_t *ch, unsigned cls, cand_t *l, cand_t *r,
+                                           pass_result_t *res, uint64_t deadline_ns)
+{
+    mesh_miniheap_t *dst = rec(l->id), *src = rec(r->id);
+    int keep_l = mesh_cost(dst, src), keep_r = mesh_cost(src, dst);
+    if (keep_r < keep_l || (keep_r == keep_l && (r->chain > l->chain ||
+                                                 (r->chain == l->chain && mesh_mh_live(src) > mesh_mh_live(dst))))) {
+        dst = rec(r->id);
+        src = rec(l->id);
+    }
+    return mesh_run_locked(ch, cls, dst, src, res, deadline_ns);
+}
+
+/* Meshes cand l with a partner continuing a run, if it has one. */
+static bool mesh_run_partner_locked(mesh_class_heap_t *ch, unsigned cls, cand_t *l, pass_result_t *res,
+                                    uint64_t deadline_ns, enum mesh_outcome *o)
+{
+    mesh_miniheap_t *dst, *src;
+    if (!run_partner(rec(l->id), &dst, &src))
+        return false;
+    *o = mesh_run_locked(ch, cls, dst, src, res, deadline_ns);
     return true;
 }
+
+/*
+ * Classes with at most MESH_EXACT_OBJECTS objects a span (256 bytes and up)
+ * have bitmaps that fit in 16 bits, so their candidates are first matched
+ * exactly, best fit: each span, fullest first, takes the fullest candidate
+ * that fits its free slots, found by one scan through the candidates'
+ * bitmaps sorted fullest first, from the first that has few enough objects
+ * (a dense span's scan is short: few candidates are sparse enough).  Dense
+ * spans thus take the sparse spans that fit them, where random pairing
+ * would mesh sparse spans with each other into half-full ones that nothing
+ * fits any more; what is left unmatched then goes to the SplitMesher.
+ * Measured in Redis (256-byte spans after eviction, 43% full): spans end
+ * 87% full; the earlier search through a span's complement, subset by
+ * subset in numeric order and at most 256 of them, got 85%.
+ */
+static uint16_t *sorted;        /* the candidates' bitmaps, fullest first; all ones once used */
 
 static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls, size_t n, uint64_t deadline_ns,
                                             pass_result_t *res)
 {
-    const uint32_t all = (uint32_t)mesh_classes[cls].valid[0];
-    if (!reserve_buckets())
+    const unsigned nobjects = mesh_classes[cls].nobjects;
+    if (!sorted && mesh_os_map_anon(MESH_MAX_CANDIDATES * sizeof *sorted, MESH_PAGE_SIZE, (void **)&sorted) != 0)
         return SLICE_DONE;
-    uint32_t count[MESH_EXACT_OBJECTS + 2] = {0};
-    for (size_t i = n; i-- > 0;) {
-        uint32_t m = (uint32_t)cand[i].bits[0];
-        count[MESH_EXACT_OBJECTS - mesh_popcount64(m) + 1]++;
-        if (cand[i].used)
-            continue;
-        cand[i].bucket_next = bucket_head[m];
-        bucket_head[m] = (uint32_t)i + 1;
-    }
-    for (unsigned k = 1; k <= MESH_EXACT_OBJECTS + 1; k++)
-        count[k] += count[k - 1];
+    /* first[k]: where the candidates with at most k objects begin */
+    uint32_t first[MESH_EXACT_OBJECTS + 2] = {0};
     for (size_t i = 0; i < n; i++)
-        cand[count[MESH_EXACT_OBJECTS - mesh_popcount64((uint32_t)cand[i].bits[0])]++].by_live = (uint32_t)i;
-    /* Fullest spans first: their complements are small, so the search
-     * through them is complete, and they take the sparse spans that fit. */
+        first[MESH_EXACT_OBJECTS - mesh_popcount64(cand[i].bits[0]) + 1]++;
+    for (unsigned k = 1; k <= MESH_EXACT_OBJECTS + 1; k++)
+        first[k] += first[k - 1];
+    for (size_t i = 0; i < n; i++) {
+        uint32_t at = first[MESH_EXACT_OBJECTS - mesh_popcount64(cand[i].bits[0])]++;
+        cand[at].by_live = (uint32_t)i;
+        sorted[at] = cand[i].used ? 0xffff : (uint16_t)cand[i].bits[0];
+    }
+    /* now first[MESH_EXACT_OBJECTS - k] is where the candidates with
+     * fewer than k objects begin */
     enum slice_outcome out = SLICE_DONE;
+    unsigned misses = 0;
     for (size_t idx = 0; idx < n; idx++) {
-        size_t i = cand[idx].by_live;
-        cand_t *l = &cand[i];
+        cand_t *l = &cand[cand[idx].by_live];
         if (l->used)
             continue;
-        uint32_t comp = ~(uint32_t)l->bits[0] & all, sub = comp;
-        cand_t *match = NULL;
-        for (unsigned visits = 0; visits < MESH_EXACT_VISITS && !match; visits++) {
-            for (uint32_t j = bucket_head[sub]; j; j = cand[j - 1].bucket_next) {
-                cand_t *r = &cand[j - 1];
-                if (!r->used && r != l && l->chain + r->chain <= MESH_MAX_CHAIN) {
-                    match = r;
-                    break;
-                }
-            }
-            if (sub == 0)
+        enum mesh_outcome o;
+        if (mesh_run_partner_locked(ch, cls, l, res, deadline_ns, &o)) {
+            if (o == NO_MAPS) {
+                out = SLICE_MAPS;
                 break;
-            sub = (sub - 1) & comp;
-        }
-        if (!match)
+            }
+            if (out_of_time(deadline_ns)) {
+                out = SLICE_TIME;
+                break;
+            }
             continue;
-        enum mesh_outcome o = mesh_cands_locked(ch, cls, l, match, res);
+        }
+        /* Fuller spans than l had no partner that fits them, so none fits
+         * l: the scan starts after l and at the spans with at most as many
+         * objects as l has free slots. */
+        const uint16_t mine = (uint16_t)l->bits[0];
+        unsigned nfree = nobjects - mesh_popcount64(mine);
+        size_t j = nfree < MESH_EXACT_OBJECTS ? first[MESH_EXACT_OBJECTS - nfree - 1] : 0;
+        cand_t *match = NULL;
+        for (j = j > idx + 1 ? j : idx + 1; j < n && !match; j++) {
+            if (sorted[j] & mine)
+                continue;
+            cand_t *r = &cand[cand[j].by_live];
+            if (r->used)
+                sorted[j] = 0xffff;
+            else if (l->chain + r->chain <= MESH_MAX_CHAIN)
+                match = r;
+        }
+        if (!match) {
+            if (++misses % 64 == 0 && out_of_time(deadline_ns)) {
+                out = SLICE_TIME;
+                break;
+            }
+            continue;
+        }
+        o = mesh_cands_locked(ch, cls, l, match, res, deadline_ns);
         if (o == NO_MAPS) {
             out = SLICE_MAPS;
             break;
@@ -517,8 +689,6 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
             break;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        bucket_head[(uint32_t)cand[i].bits[0]] = 0;
     return out;
 }
 
@@ -538,6 +708,9 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
         cand[i - 1] = cand[j];
         cand[j] = t;
     }
+    ncand = n;
+    for (size_t i = 0; i < n; i++)
+        cand_of[cand[i].id] = (uint32_t)i;
     enum slice_outcome o = SLICE_DONE;
     if (exact)
         o = mesh_exact_locked(ch, cls, n, deadline_ns, res);
@@ -546,12 +719,20 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
         cand_t *l = &cand[i];
         if (l->used)
             continue;
+        enum mesh_outcome mo;
+        if (mesh_run_partner_locked(ch, cls, l, res, deadline_ns, &mo)) {
+            if (mo == NO_MAPS)
+                o = SLICE_MAPS;
+            else if (out_of_time(deadline_ns))
+                o = SLICE_TIME;
+            continue;
+        }
         size_t probes = nright < MESH_PROBES ? nright : MESH_PROBES;
         for (size_t k = 0; k < probes; k++) {
             cand_t *r = &cand[half + (i + k) % nright];
             if (r->used || l->chain + r->chain > MESH_MAX_CHAIN || !disjoint(l, r))
                 continue;
-            if (mesh_cands_locked(ch, cls, l, r, res) == NO_MAPS)
+            if (mesh_cands_locked(ch, cls, l, r, res, deadline_ns) == NO_MAPS)
                 o = SLICE_MAPS;
             else if (out_of_time(deadline_ns))
                 o = SLICE_TIME;
@@ -567,6 +748,17 @@ static enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, 
     if (ch->sweep_seen < ch->npartial)
         return SLICE_DONE;
     bool fruitless = ch->sweep_pairs == 0;
+    /* Exactly matched classes alternate between sweeps over the spans
+     * below the cut-off and sweeps that take the denser spans too, once a
+     * sweep finds less than a pair in 64 spans: a dense span's few free
+     * slots are filled by a sparse span when one fits them (searching its
+     * complement costs little).  Left for last, because it is the sparse
+     * spans that mesh with each other first.  Measured in Redis: the
+     * 256-byte spans end 96% full instead of 92%. */
+    if (exact && (ch->dense ? ch->sweep_pairs * 64 < ch->sweep_seen : fruitless)) {
+        ch->dense = !ch->dense;
+        fruitless &= !ch->dense;
+    }
     ch->sweep_seen = ch->sweep_pairs = 0;
     return fruitless ? SLICE_EMPTY : SLICE_DONE;
 }
