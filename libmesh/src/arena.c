@@ -345,6 +345,15 @@ mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pa
         }
     }
     A.frontier = start + npages;
+    if (kind == MESH_KIND_SMALL && A.frontier > A.populated) {
+        /* A small span is written from its first allocation on: fault it
+         * in with the next few, one call instead of a fault a page (in
+         * Redis's populate, 10% of its time went to shmem faults). */
+        uint32_t from = start > A.populated ? start : A.populated;
+        uint32_t to = A.npages - A.frontier > MESH_POPULATE_PAGES ? A.frontier + MESH_POPULATE_PAGES : A.npages;
+        mesh_os_populate(A.base + ((size_t)from << MESH_PAGE_SHIFT), (size_t)(to - from) << MESH_PAGE_SHIFT);
+        A.populated = to;
+    }
 
 found:
     atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);

@@ -56,6 +56,7 @@
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
+#define MESH_POPULATE_PAGES 32       /* pages faulted in at once past the frontier */
 #define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
 #define MESH_PROBES 64               /* SplitMesher: right-half spans tried per left span */
 #define MESH_OCCUPANCY_CUTOFF 80     /* percent: fuller spans are not meshed */
@@ -91,6 +92,7 @@ int mesh_os_punch(int fd, uint64_t off, uint64_t bytes);
 int mesh_os_remove(void *addr, size_t bytes);                  /* MADV_REMOVE */
 int mesh_os_dontneed(void *addr, size_t bytes);
 int mesh_os_protect(void *addr, size_t bytes, bool writable);
+void mesh_os_populate(void *addr, size_t bytes);
 int mesh_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
 void mesh_os_futex_wake_all(_Atomic uint32_t *word);
 int mesh_os_open_append(const char *path, int *fd_out);
@@ -292,6 +294,7 @@ typedef struct mesh_arena {
     pthread_mutex_t lock;
     /* below: protected by lock */
     uint32_t frontier;           /* pages [0, frontier) have been handed out */
+    uint32_t populated;          /* pages [frontier, populated) are faulted in already */
     uint32_t nrecords;           /* records [1, nrecords) exist */
     uint32_t free_record;        /* free list of records, through next */
     uint64_t dirty_pages;        /* pages in FREE_DIRTY spans */
