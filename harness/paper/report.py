@@ -271,12 +271,15 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
             split.append(f"{al} " + ", ".join(f"{v / MIB:.1f}" for v in vals))
     if split:
         notes.append(f"The trials disagree ({'; '.join(split)} MiB at {mark:g} s). Runs of this "
-                     "script end in one of two states: in one, about half of the 256-byte spans "
-                     "and a quarter of the 16- and 32-byte ones are full when eviction is over; "
-                     "in the other, the surviving keys are spread evenly (about 42% of every span, "
-                     "almost none full), and meshing packs the 256-byte spans less tightly. Which "
-                     "one a run ends in varies from run to run, not with MESH_SEED (found with "
-                     "MALLOCSTATS=2 over repeated runs).")
+                     "script end in one of two states, under every allocator: the second populate "
+                     "looks up keys asdf:0 to asdf:169999, which the first created, and a lookup "
+                     "renews a key's LRU time, whose clock ticks once a second. If it ticked since "
+                     "the first populate, those keys are newer than the rest and all survive "
+                     "eviction, so the spans they fill stay full (about half of the 256-byte spans "
+                     "and a quarter of the 16- and 32-byte ones); if not, eviction picks among all "
+                     "keys alike and the survivors are spread evenly (about 42% of every span), "
+                     "which meshing packs less tightly. Found by counting the surviving keys by "
+                     "number (redis-cli --scan), under jemalloc and mesh.")
     if figs.get("activedefrag_supported") is False:
         notes.append("jemalloc with active defragmentation could not be run: Debian's redis-server "
                      f"answers `config set activedefrag yes` with \"{figs.get('activedefrag_reply')}\". "
