@@ -227,10 +227,13 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
            f"harness did, `dbsize` and `info` {script.get('settle_s')} s later and `info` again "
            f"{script.get('steady_s')} s after that; SIGTERM at {script.get('duration_s')} s. "
            f"Footprint = anonymous + shmem + kernel memory of the cgroup, read at {mark:g} s. "
-           f"Populate = the two DEBUG POPULATE round trips.", "",
+           f"Populate = the two DEBUG POPULATE round trips. Keys = DBSIZE "
+           f"{script.get('settle_s')} s after the script, while Redis may still be evicting "
+           f"(it evicts in time-bounded steps): an allocator whose runs evict more slowly shows "
+           f"more keys there, not a different live set at {mark:g} s.", "",
            comparison_table_block(res, "7"), "",
            f"| allocator | footprint at {mark:g} s (MiB) | / mesh-nomesh | / jemalloc | "
-           "mean footprint (MiB) | populate (s) | / jemalloc | keys at the end | ok runs |",
+           "mean footprint (MiB) | populate (s) | / jemalloc | keys (DBSIZE) | ok runs |",
            "|---|---|---|---|---|---|---|---|---|"]
     for al, row in rows.items():
         if not row.trials:
