@@ -406,6 +406,7 @@ mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_
  * into a span this thread does not own (a remote free). */
 void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
 {
+    bool waited = false;
     for (int tries = 0;; tries++) {
         uint32_t slot;
         mesh_miniheap_t *head = mesh_global_span_of(mh, p, &slot);
@@ -461,6 +462,17 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         if (!(old & mask)) {
             /* Meshed into another span meanwhile: its bits moved there. */
             if (__atomic_load_n(&head->kind, __ATOMIC_ACQUIRE) == MESH_KIND_ALIAS && tries < 2 * MESH_MAX_CHAIN) {
+                mh = mesh_arena_lookup(p);
+                continue;
+            }
+            /* A mesh moves the bits word by word under the class lock,
+             * clearing src's before setting dst's: a free that followed
+             * src to dst in between finds the bit in neither.  Once the
+             * lock is free, the mesh is done: one more look. */
+            if (tries > 0 && !waited) {
+                pthread_mutex_lock(&mesh_class_heaps[cls].lock);
+                pthread_mutex_unlock(&mesh_class_heaps[cls].lock);
+                waited = true;
                 mh = mesh_arena_lookup(p);
                 continue;
             }

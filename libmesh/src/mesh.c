@@ -915,8 +915,12 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
                 ch->fruitless_runs = 0;
             }
             ch->skipped = 0;
-            pthread_mutex_unlock(&ch->lock);
+            /* The punches go before the lock: once it is released, the
+             * last free of a chain can give a meshed-away span its own
+             * pages back, as clean pages that a new span may be writing to
+             * by the time a late punch would zero them. */
             punch_flush();
+            pthread_mutex_unlock(&ch->lock);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             if (o == SLICE_TIME)
                 order[still++] = c;
