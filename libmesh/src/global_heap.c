@@ -465,11 +465,12 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
                 mh = mesh_arena_lookup(p);
                 continue;
             }
-            /* A mesh moves the bits word by word under the class lock,
-             * clearing src's before setting dst's: a free that followed
-             * src to dst in between finds the bit in neither.  Once the
-             * lock is free, the mesh is done: one more look. */
-            if (tries > 0 && !waited) {
+            /* A mesh marks src an alias, then moves the bits word by word
+             * under the class lock, clearing src's before setting dst's: a
+             * free that followed src to dst in between (here, or already
+             * in the lookup of the head) finds the bit in neither.  Once
+             * the lock is free, the mesh is done: one more look. */
+            if ((tries > 0 || __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE) == MESH_KIND_ALIAS) && !waited) {
                 pthread_mutex_lock(&mesh_class_heaps[cls].lock);
                 pthread_mutex_unlock(&mesh_class_heaps[cls].lock);
                 waited = true;
