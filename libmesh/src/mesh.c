@@ -190,6 +190,16 @@ static bool out_of_time(uint64_t deadline_ns)
     return mesh_os_now_ns() + (uint64_t)(punch_n / 2) * 2000 > deadline_ns;
 }
 
+/* The mappings meshing src onto dst adds (fewer than none: it removes). */
+static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
+{
+    int cost = 0;
+    unsigned k = 0;
+    for (uint32_t id = mesh_mh_id(src); id && k < MESH_MAX_CHAIN; id = rec(id)->mesh_next, k++)
+        cost += mesh_arena_remap_cost(rec(id)->span_page, src->npages, src->span_page, dst->span_page);
+    return cost;
+}
+
 enum mesh_outcome { MESHED, FAILED, NO_MAPS };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
@@ -203,9 +213,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         spans[n++] = id;
     /* The mappings the kernel will keep more once src's spans map dst's
      * pages; protecting a span splits up to two more for a moment. */
-    int cost = 0;
-    for (k = 0; k < n; k++)
-        cost += mesh_arena_remap_cost(rec(spans[k])->span_page, sc->npages, src->span_page, dst->span_page);
+    int cost = mesh_cost(dst, src);
     if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > budget())
         return NO_MAPS;
 
@@ -485,16 +493,6 @@ static bool can_mesh(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
             atomic_load_explicit(&b->bits[w], memory_order_relaxed))
             return false;
     return mesh_chain_length(a) + mesh_chain_length(b) <= MESH_MAX_CHAIN;
-}
-
-/* The mappings meshing src onto dst adds (fewer than none: it removes). */
-static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
-{
-    int cost = 0;
-    unsigned k = 0;
-    for (uint32_t id = mesh_mh_id(src); id && k < MESH_MAX_CHAIN; id = rec(id)->mesh_next, k++)
-        cost += mesh_arena_remap_cost(rec(id)->span_page, src->npages, src->span_page, dst->span_page);
-    return cost;
 }
 
 /* A partner for mh that continues a run: (dst, src) with mh one of them and
