@@ -11,7 +11,16 @@ with redis-cli, which runs outside the cgroup and without any preload:
   debug populate 170000 asdf 492
   (0.5 s) dbsize; info                 <- commands: Redis evicts before each
   (5 s)   info
+  (after 7.5 s) EXISTS on samples of the keys, to tell the end state
   at 10 s from spawn: SIGTERM, as the paper's harness did.
+
+Runs of this script end in one of two states (end_state() below): the
+second populate looks up the keys the first created under its own
+numbers, and a lookup renews a key's LRU time, whose clock ticks once a
+second. If it ticked in between, those keys are the newest and all survive
+eviction; if not, eviction picks among all keys alike. The probe counts,
+with EXISTS (which leaves LRU times alone), how many of an even sample of
+each group still exist, after the footprint at 7.5 s has been read.
 
 The footprint at 7.5 s is read from the sampled series (the value in
 force at that moment); populate time is the wall time of the two DEBUG
@@ -76,6 +85,34 @@ class RedisScript:
 
 
 PAPER_SCRIPT = RedisScript()
+
+# The end states (see the module's docstring), and how many keys of each
+# group the probe asks about.
+RENEWED, EVEN = "renewed", "even"
+PROBE_KEYS = 500
+
+
+def probe_groups(script: RedisScript) -> Optional[tuple[list[str], list[str]]]:
+    """Even samples of the keys the later populates look up again (renewed
+    when the clock ticked) and of the first populate's other keys; None when
+    the script has no such overlap."""
+    if len(script.populates) < 2:
+        return None
+    first_n, prefix, _ = script.populates[0]
+    looked_up = max((int(n) for n, p, _ in script.populates[1:] if p == prefix), default=0)
+    looked_up = min(looked_up, int(first_n))
+    if looked_up < 1 or looked_up >= int(first_n):
+        return None
+
+    def sample(lo: int, hi: int) -> list[str]:
+        k = min(PROBE_KEYS, hi - lo)
+        return [f"{prefix}:{lo + (hi - lo) * i // k}" for i in range(k)]
+    return sample(0, looked_up), sample(looked_up, int(first_n))
+
+
+def end_state(renewed_alive: float, others_alive: float) -> str:
+    """RENEWED when the looked-up keys outlived the others clearly, else EVEN."""
+    return RENEWED if renewed_alive - others_alive > 0.25 else EVEN
 
 
 def redis_allocators() -> dict[str, Allocator]:
@@ -272,6 +309,14 @@ class _Driver:
             res["info_steady_at_s"] = self.since()
             if self.activedefrag:
                 cli(self.port, "config", "set", "activedefrag", "no")
+            groups = probe_groups(s)
+            if groups is not None and s.mark_s + 0.1 < s.duration_s:
+                self._sleep_until(s.mark_s + 0.05)
+                alive = [int(cli(self.port, "exists", *g)) / len(g) for g in groups]
+                res["end_state"] = {"renewed_alive": round(alive[0], 4),
+                                    "others_alive": round(alive[1], 4),
+                                    "probed_at_s": self.since(),
+                                    "state": end_state(*alive)}
             self._sleep_until(s.duration_s)
             res["stopped_at_s"] = self.since()
             self._signal(signal.SIGTERM)

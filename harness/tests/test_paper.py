@@ -85,6 +85,18 @@ class TestRedisDriver(unittest.TestCase):
             self.assertEqual(r.result["footprint_at_mark"], before[-1])
             self.assertGreater(r.result["footprint_at_mark"], 2**20)
 
+    def test_end_state_probed_after_the_mark(self):
+        for a, r in self.runs.items():
+            st = r.result["end_state"]
+            self.assertIn(st["state"], (redis_fig.RENEWED, redis_fig.EVEN), a)
+            self.assertGreater(st["probed_at_s"], TINY.mark_s)
+            for k in ("renewed_alive", "others_alive"):
+                self.assertTrue(0.0 <= st[k] <= 1.0, (a, st))
+            # 3 MiB holds far fewer than the 20,000 keys: some were evicted
+            self.assertLess(min(st["renewed_alive"], st["others_alive"]), 1.0, (a, st))
+            self.assertEqual(st["state"], redis_fig.end_state(st["renewed_alive"],
+                                                              st["others_alive"]))
+
     def test_mesh_events_collected_for_mesh_only(self):
         ev = self.runs["mesh"].events
         self.assertTrue(ev, "MESH_EVENTS lines are read back")
@@ -112,6 +124,54 @@ class TestRedisDriver(unittest.TestCase):
         self.assertEqual(redis_fig.value_at(t, v, 2.5), 6)
         self.assertEqual(redis_fig.value_at(t, v, 0.0), 5)
         self.assertIsNone(redis_fig.value_at(t, v, 3.5), "the series ended before")
+
+
+class TestEndState(unittest.TestCase):
+    def test_probe_groups(self):
+        renewed, others = redis_fig.probe_groups(redis_fig.PAPER_SCRIPT)
+        self.assertEqual(len(renewed), redis_fig.PROBE_KEYS)
+        self.assertEqual(renewed[0], "asdf:0")
+        self.assertTrue(all(int(k.split(":")[1]) < 170000 for k in renewed))
+        self.assertTrue(all(170000 <= int(k.split(":")[1]) < 700000 for k in others))
+        self.assertEqual(len(set(others)), len(others))
+        small = redis_fig.RedisScript(populates=((300, "k", 10), (100, "k", 20)))
+        self.assertEqual(redis_fig.probe_groups(small)[0], [f"k:{i}" for i in range(100)])
+        self.assertIsNone(redis_fig.probe_groups(redis_fig.RedisScript(populates=((300, "k", 10),))))
+        self.assertIsNone(redis_fig.probe_groups(
+            redis_fig.RedisScript(populates=((300, "k", 10), (100, "other", 20)))))
+
+    def test_end_state(self):
+        self.assertEqual(redis_fig.end_state(1.0, 0.24), redis_fig.RENEWED)
+        self.assertEqual(redis_fig.end_state(0.45, 0.44), redis_fig.EVEN)
+        self.assertEqual(redis_fig.end_state(0.50, 0.35), redis_fig.EVEN)
+
+    def test_rows_and_targets_by_state(self):
+        res = R.load(FIXTURE)
+        runs = [r for r in res.runs if r.workload == "redis-server" and r.ok]
+        mesh = [r for r in runs if r.allocator == "mesh"]
+        nomesh = [r for r in runs if r.allocator == "mesh-nomesh"]
+        self.assertGreaterEqual(len(mesh), 2)
+        for r in runs:
+            r.result["end_state"] = {"state": redis_fig.EVEN}
+        mesh[0].result["end_state"]["state"] = redis_fig.RENEWED
+        rows = figures.redis_state_rows(res)
+        renewed, even = rows[redis_fig.RENEWED], rows[redis_fig.EVEN]
+        self.assertEqual(list(renewed), ["mesh"])
+        want = mesh[0].result["footprint_at_mark"] / statistics.fmean(
+            r.result["footprint_at_mark"] for r in nomesh)
+        self.assertAlmostEqual(renewed["mesh"].vs_nomesh.mean, want, places=9)
+        self.assertFalse(renewed["mesh"].nomesh_same_state)
+        self.assertTrue(even["mesh"].nomesh_same_state)
+        self.assertEqual(even["mesh"].at_mark.n, len(mesh) - 1)
+        ts = [t for t in figures.targets(res) if "end state" in t.what]
+        self.assertEqual(len(ts), 3, [t.what for t in ts])   # renewed has no other allocator
+        self.assertEqual(ts[0].met, want <= 0.61)
+        self.assertIn("n=1", ts[0].what)
+        # results from before the probe: no rows, no extra targets
+        for r in runs:
+            del r.result["end_state"]
+        self.assertEqual(figures.redis_state_rows(res), {})
+        self.assertFalse([t for t in figures.targets(res) if "end state" in t.what])
 
 
 class TestRubyDriver(unittest.TestCase):
