@@ -460,6 +460,7 @@ void mesh_arena_free_span_locked(mesh_miniheap_t *mh)
     mesh_assert(mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE);
     if (mh->mesh_next)
         release_aliases_locked(mh);
+    mesh_untrim(mesh_mh_id(mh), 0);
     A.active_pages -= mh->npages;
     MESH_STAT_ADD(mh_free_count, 1);
     atomic_fetch_sub_explicit(&mesh_stats.mh_live, 1, memory_order_relaxed);

@@ -148,13 +148,13 @@ static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
     for (int b = MESH_PARTIAL_BINS - 1; b >= 0; b--) {
         mesh_miniheap_t *mh = list_pop(ch, (uint8_t)(MESH_MH_PARTIAL + b));
         if (mh) {
-            mesh_arena.trimmed[mesh_mh_id(mh)] = 0; /* its free slots will be written */
+            mesh_untrim(mesh_mh_id(mh), 0); /* its free slots will be written */
             return mh;
         }
     }
     mesh_miniheap_t *mh = list_pop(ch, MESH_MH_EMPTY);
     if (mh) {
-        mesh_arena.trimmed[mesh_mh_id(mh)] = 0;
+        mesh_untrim(mesh_mh_id(mh), 0);
         return mh;
     }
     bool clean;
@@ -601,8 +601,9 @@ uint64_t mesh_global_allocated_bytes(void)
 
 /* Bit p set: no live object of mh touches its page p (detached span, class
  * lock held).  Pages past the last slot hold only the span's tail. */
-static uint32_t free_pages_of(const mesh_miniheap_t *mh, const mesh_size_class_t *sc)
+uint32_t mesh_global_free_pages(const mesh_miniheap_t *mh)
 {
+    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
     uint64_t bits[MESH_BITMAP_WORDS];
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
         bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
@@ -619,6 +620,18 @@ static uint32_t free_pages_of(const mesh_miniheap_t *mh, const mesh_size_class_t
             pages |= 1U << p;
     }
     return pages;
+}
+
+/* Forgets that span id's trimmed pages are given back, except those in
+ * keep: they are about to be written (or the span is going away). */
+void mesh_untrim(uint32_t id, uint32_t keep)
+{
+    uint32_t t = mesh_arena.trimmed[id];
+    if (t & ~keep) {
+        mesh_arena.trimmed[id] = t & keep;
+        atomic_fetch_sub_explicit(&mesh_stats.trimmed_now, mesh_popcount64(t & ~keep),
+                                  memory_order_relaxed);
+    }
 }
 
 /*
@@ -646,13 +659,14 @@ uint64_t mesh_global_trim(uint64_t deadline_ns)
         for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
             for (uint32_t id = ch->partial[b]; id; id = rec(id)->next) {
                 mesh_miniheap_t *mh = rec(id);
-                uint32_t due = free_pages_of(mh, sc) & ~mesh_arena.trimmed[id];
+                uint32_t due = mesh_global_free_pages(mh) & ~mesh_arena.trimmed[id];
                 while (due) {
                     unsigned p = (unsigned)__builtin_ctz(due), n = 0;
                     while (p + n < 32 && (due >> (p + n)) & 1)
                         n++;
                     mesh_arena_punch_pages(mh->span_page + p, n);
                     mesh_arena.trimmed[id] |= ((n == 32 ? 0 : 1U << n) - 1) << p;
+                    MESH_STAT_ADD(trimmed_now, n);
                     due &= ~mesh_arena.trimmed[id];
                     pages += n;
                 }

@@ -167,6 +167,7 @@ void mesh_options_init(void);
     X(punch_count, "punch-hole calls")                                          \
     X(punched_bytes, "bytes punched out of the arena file")                     \
     X(trimmed_pages, "free pages of partial spans given back")                  \
+    X(trimmed_now, "pages of live spans given back and not written since")      \
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \
@@ -531,6 +532,8 @@ void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);
 uint64_t mesh_global_allocated_bytes(void);
 void mesh_global_release_empty(void);
 uint64_t mesh_global_trim(uint64_t deadline_ns);
+uint32_t mesh_global_free_pages(const mesh_miniheap_t *mh);
+void mesh_untrim(uint32_t id, uint32_t keep);
 void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *));
 void mesh_global_fork_prepare(void);
 void mesh_global_fork_parent(void);

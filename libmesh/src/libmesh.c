@@ -463,12 +463,13 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "stats.allocated") == 0)
         return read_u64(oldp, oldlenp, newp, mesh_global_allocated_bytes());
     if (strcmp(name, "stats.active") == 0) {
-        /* Physical pages of spans in use: meshed-away virtual spans cost none. */
+        /* Physical pages of spans in use: meshed-away virtual spans cost
+         * none, nor do pages trim gave back. */
         pthread_mutex_lock(&mesh_arena.lock);
         uint64_t pages = mesh_arena.active_pages;
         pthread_mutex_unlock(&mesh_arena.lock);
-        uint64_t meshed = atomic_load(&mesh_stats.meshed_pages);
-        pages = pages > meshed ? pages - meshed : 0;
+        uint64_t gone = atomic_load(&mesh_stats.meshed_pages) + atomic_load(&mesh_stats.trimmed_now);
+        pages = pages > gone ? pages - gone : 0;
         return read_u64(oldp, oldlenp, newp, (pages << MESH_PAGE_SHIFT) + mesh_huge_bytes());
     }
     if (strcmp(name, "stats.resident") == 0)

@@ -203,9 +203,11 @@ static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
 enum mesh_outcome { MESHED, FAILED, NO_MAPS };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
- * lists).  Returns the write-protect pause in *pause_ns. */
+ * lists).  Returns the write-protect pause in *pause_ns and the physical
+ * pages the mesh gives back in *released: src's, less those trim gave back
+ * before, less dst's trimmed pages that src's objects now land on. */
 static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
-                                          uint64_t *pause_ns)
+                                          uint64_t *pause_ns, uint32_t *released)
 {
     const mesh_size_class_t *sc = &mesh_classes[dst->cls];
     uint32_t spans[MESH_MAX_CHAIN], n = 0, k;
@@ -228,6 +230,9 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         mesh_barrier_end();
         return FAILED;
     }
+
+    /* Pages src has no object on: dst's stay given back where trimmed. */
+    uint32_t src_free = mesh_global_free_pages(src);
 
     /* Copy src's objects (a superset of the live ones: frees may race,
      * allocations cannot) to the same offsets in dst's free slots. */
@@ -270,7 +275,10 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         mesh_assert((moved & atomic_load(&dst->bits[w])) == 0);
         atomic_fetch_or(&dst->bits[w], moved);
     }
-    mesh_arena.trimmed[dst_id] = 0; /* src's objects landed in its free slots */
+    uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
+    uint32_t written = mesh_arena.trimmed[dst_id] & ~src_free; /* src's objects landed there */
+    mesh_untrim(mesh_mh_id(src), 0);
+    mesh_untrim(dst_id, ~written);
     mesh_miniheap_t *last = dst;
     while (last->mesh_next)
         last = rec(last->mesh_next);
@@ -283,7 +291,8 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     ch->nspans--;
     ch->meshes++;
     MESH_STAT_ADD(mesh_count, 1);
-    MESH_STAT_ADD(meshed_pages_total, sc->npages);
+    *released = sc->npages - mesh_popcount64(src_trimmed) - mesh_popcount64(written);
+    MESH_STAT_ADD(meshed_pages_total, *released);
     uint64_t meshed = MESH_STAT_ADD(meshed_pages, sc->npages) + sc->npages;
     mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
     mesh_stat_max(&mesh_stats.mesh_pause_max_ns, *pause_ns);
@@ -374,6 +383,7 @@ typedef struct pass_result {
     uint64_t pairs[MESH_NUM_CLASSES];
     uint64_t npairs;
     uint64_t max_pause_ns;
+    uint64_t released_pages;
     uint64_t pauses[PAUSE_BUCKETS];
     bool out_of_time, out_of_maps;
 } pass_result_t;
@@ -434,10 +444,12 @@ static enum mesh_outcome mesh_two_locked(mesh_class_heap_t *ch, unsigned cls, me
     mesh_global_list_remove_locked(ch, dst);
     mesh_global_list_remove_locked(ch, src);
     uint64_t pause = 0;
-    enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause);
+    uint32_t released = 0;
+    enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause, &released);
     if (o == MESHED) {
         res->pairs[cls]++;
         res->npairs++;
+        res->released_pages += released;
         if (pause > res->max_pause_ns)
             res->max_pause_ns = pause;
         unsigned bucket = 0;
@@ -883,7 +895,6 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     }
     pass_result_t res;
     memset(&res, 0, sizeof res);
-    uint64_t meshed_before = atomic_load(&mesh_stats.meshed_pages);
     const uint64_t slice_max = mesh_opt.pass_ms * 1000000ULL;
     while (nactive && !res.out_of_maps) {
         unsigned still = 0;
@@ -928,8 +939,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         nactive = still;
     }
     uint64_t t1 = mesh_os_now_ns();
-    uint64_t meshed_after = atomic_load(&mesh_stats.meshed_pages);
-    uint64_t released = meshed_after > meshed_before ? (meshed_after - meshed_before) << MESH_PAGE_SHIFT : 0;
+    uint64_t released = res.released_pages << MESH_PAGE_SHIFT;
     MESH_STAT_ADD(mesh_passes, 1);
     MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
     mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);

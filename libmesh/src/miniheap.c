@@ -33,7 +33,7 @@ void mesh_mh_init_small(mesh_miniheap_t *mh, unsigned cls)
     mh->cls = (uint8_t)cls;
     mh->state = MESH_MH_NONE;
     mh->attach_idx = 0;
-    mesh_arena.trimmed[mesh_mh_id(mh)] = 0;
+    mesh_untrim(mesh_mh_id(mh), 0);
     atomic_store_explicit(&mh->owner, 0, memory_order_relaxed);
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
         atomic_store_explicit(&mh->bits[w], 0, memory_order_relaxed);

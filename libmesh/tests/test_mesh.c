@@ -759,6 +759,42 @@ static void test_trim(void)
     free_all(&f);
 }
 
+/* The numbers say what trim and meshing did to the file: pages trim gives
+ * back leave stats.active, and a mesh of trimmed spans counts as released
+ * only the pages it really gave back (src's pages still there, less dst's
+ * trimmed pages that src's objects now land on). */
+static void test_trim_accounting(void)
+{
+    ctl("mesh.scavenge");
+    CHECK_EQ(mesh_classes[mesh_size_class(2048)].npages, 4);
+    CHECK_EQ(mesh_classes[mesh_size_class(2048)].nobjects, 8);
+    frag_t f = {.size = 2048, .groups = 4, .max_spans = 8};
+    fragment(&f);                      /* 2 of 8 objects kept per span */
+    mesh_global_release_empty();
+    uint64_t active0 = ctl("stats.active"), trimmed0 = atomic_load(&mesh_stats.trimmed_now);
+    CHECK(mesh_global_trim(0) >= 8 * 2); /* slots k and k + 4 leave 2 of 4 pages */
+    uint64_t trimmed1 = atomic_load(&mesh_stats.trimmed_now);
+    CHECK(trimmed1 >= trimmed0 + 8 * 2);
+    CHECK_EQ(active0 - ctl("stats.active"), (trimmed1 - trimmed0) * 4096);
+    CHECK(all_intact(&f));
+
+    uint64_t file0 = file_bytes(), total0 = atomic_load(&mesh_stats.meshed_pages_total);
+    uint64_t meshes0 = atomic_load(&mesh_stats.mesh_count);
+    mesh_pass(true, 1000000000ULL);
+    CHECK(atomic_load(&mesh_stats.mesh_count) >= meshes0 + 4);
+    uint64_t file1 = file_bytes(), total1 = atomic_load(&mesh_stats.meshed_pages_total);
+    /* A mesh gives back src's two pages in use; it gains nothing where
+     * src's objects land on dst's two trimmed pages, and claims nothing. */
+    CHECK(total1 > total0);
+    CHECK_EQ(file0 - file1, (total1 - total0) * 4096);
+    CHECK(all_intact(&f));
+
+    /* Spans that go back to the arena take their count with them. */
+    free_all(&f);
+    mesh_global_release_empty();
+    CHECK(atomic_load(&mesh_stats.trimmed_now) <= trimmed0);
+}
+
 /* Spans 2p and 2p + 1 keep complementary random halves of their 16 slots:
  * each span has exactly one partner among the 64, which random probing
  * finds only when the two fall into different halves of the split. */
@@ -926,6 +962,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_idle_points);
     TEST_RUN(test_idle_split);
     TEST_RUN(test_trim);
+    TEST_RUN(test_trim_accounting);
     TEST_RUN(test_exact_matching);
     TEST_RUN(test_mesh_runs);
     TEST_RUN(test_dense_spans);
