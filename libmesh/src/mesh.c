@@ -200,7 +200,7 @@ static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
     return cost;
 }
 
-enum mesh_outcome { MESHED, FAILED, NO_MAPS };
+enum mesh_outcome { MESHED, FAILED, NO_MAPS, NO_GAIN };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
  * lists).  Returns the write-protect pause in *pause_ns and the physical
@@ -218,6 +218,17 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     int cost = mesh_cost(dst, src);
     if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > budget())
         return NO_MAPS;
+    /* Pages src has no object on: dst's stay given back where trimmed.  A
+     * mesh that would bring back as many of dst's trimmed pages as it
+     * gives back of src's is not worth its mapping. */
+    uint32_t src_free = mesh_global_free_pages(src);
+    uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
+    uint32_t written = mesh_arena.trimmed[mesh_mh_id(dst)] & ~src_free;
+    uint32_t gain = sc->npages - (uint32_t)mesh_popcount64(src_trimmed) - (uint32_t)mesh_popcount64(written);
+    if (!gain) {
+        MESH_STAT_ADD(mesh_no_gain, 1);
+        return NO_GAIN;
+    }
 
     uint64_t t0 = mesh_os_now_ns();
     mesh_barrier_begin();
@@ -230,9 +241,6 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         mesh_barrier_end();
         return FAILED;
     }
-
-    /* Pages src has no object on: dst's stay given back where trimmed. */
-    uint32_t src_free = mesh_global_free_pages(src);
 
     /* Copy src's objects (a superset of the live ones: frees may race,
      * allocations cannot) to the same offsets in dst's free slots. */
@@ -275,8 +283,6 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         mesh_assert((moved & atomic_load(&dst->bits[w])) == 0);
         atomic_fetch_or(&dst->bits[w], moved);
     }
-    uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
-    uint32_t written = mesh_arena.trimmed[dst_id] & ~src_free; /* src's objects landed there */
     mesh_untrim(mesh_mh_id(src), 0);
     mesh_untrim(dst_id, ~written);
     mesh_miniheap_t *last = dst;
@@ -291,7 +297,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     ch->nspans--;
     ch->meshes++;
     MESH_STAT_ADD(mesh_count, 1);
-    *released = sc->npages - mesh_popcount64(src_trimmed) - mesh_popcount64(written);
+    *released = gain;
     MESH_STAT_ADD(meshed_pages_total, *released);
     uint64_t meshed = MESH_STAT_ADD(meshed_pages, sc->npages) + sc->npages;
     mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
@@ -629,6 +635,30 @@ static bool mesh_run_partner_locked(mesh_class_heap_t *ch, unsigned cls, cand_t 
  */
 static uint16_t *sorted;        /* the candidates' bitmaps, fullest first; all ones once used */
 
+/* The first j in [from, n) whose bitmap has no slot of mine, or n: eight
+ * bitmaps at a time (SSE2, the x86-64 baseline, or its like elsewhere). */
+static size_t next_disjoint(const uint16_t *bitmaps, size_t from, size_t n, uint16_t mine)
+{
+    typedef uint16_t v8u16 __attribute__((vector_size(16)));
+    typedef uint64_t v2u64 __attribute__((vector_size(16)));
+    size_t j = from;
+    for (; j < n && (j & 7); j++)
+        if (!(bitmaps[j] & mine))
+            return j;
+    const v8u16 m = (v8u16){0} + mine;
+    for (; j + 8 <= n; j += 8) {
+        v8u16 x;
+        memcpy(&x, bitmaps + j, sizeof x);
+        v2u64 hit = (v2u64)((x & m) == (v8u16){0});
+        if (hit[0] | hit[1])
+            break;
+    }
+    for (; j < n; j++)
+        if (!(bitmaps[j] & mine))
+            return j;
+    return n;
+}
+
 static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls, size_t n, uint64_t deadline_ns,
                                             pass_result_t *res)
 {
@@ -673,9 +703,7 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
         unsigned nfree = nobjects - mesh_popcount64(mine);
         size_t j = nfree < MESH_EXACT_OBJECTS ? first[MESH_EXACT_OBJECTS - nfree - 1] : 0;
         cand_t *match = NULL;
-        for (j = j > idx + 1 ? j : idx + 1; j < n && !match; j++) {
-            if (sorted[j] & mine)
-                continue;
+        for (j = j > idx + 1 ? j : idx + 1; !match && (j = next_disjoint(sorted, j, n, mine)) < n; j++) {
             cand_t *r = &cand[cand[j].by_live];
             if (r->used)
                 sorted[j] = 0xffff;
@@ -916,11 +944,21 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
             sigdelset(&all, SIGBUS);
             pthread_sigmask(SIG_BLOCK, &all, &old);
             pthread_mutex_lock(&ch->lock);
-            enum slice_outcome o = mesh_class_locked(c, end, &res);
+            /* Window after window of candidates while the slice lasts, to
+             * the end of the cursor's sweep at most: a window that held
+             * nothing says little about the next.  A class sits out passes
+             * after a sweep that found nothing, and only a pass that meshes
+             * in it ends that. */
+            enum slice_outcome o;
+            uint64_t pairs_before = res.npairs;
+            uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;
+            do
+                o = mesh_class_locked(c, end, &res);
+            while (o == SLICE_DONE && ch->sweep_seen && --windows && !out_of_time(end));
             if (o == SLICE_EMPTY) {
                 ch->fruitless_partial = ch->npartial;
                 ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
-            } else {
+            } else if (res.npairs > pairs_before) {
                 ch->fruitless_runs = 0;
             }
             ch->skipped = 0;

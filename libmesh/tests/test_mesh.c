@@ -762,17 +762,27 @@ static void test_trim(void)
 /* The numbers say what trim and meshing did to the file: pages trim gives
  * back leave stats.active, and a mesh of trimmed spans counts as released
  * only the pages it really gave back (src's pages still there, less dst's
- * trimmed pages that src's objects now land on). */
-static void test_trim_accounting(void)
+ * trimmed pages that src's objects now land on).  A 2 KiB span has 8 slots
+ * on 4 pages, 2 to a page: even-ranked spans keep slots 0 and 4 (pages 0
+ * and 2); odd-ranked ones keep slots odd_slot and odd_slot + 4. */
+static unsigned odd_slot;
+
+static bool keep_trimmed(unsigned rank, unsigned slot)
 {
+    unsigned first = rank % 2 ? odd_slot : 0;
+    return slot == first || slot == first + 4;
+}
+
+static void trim_then_mesh(unsigned slot, uint64_t pages_per_mesh, uint64_t want_meshes)
+{
+    odd_slot = slot;
     ctl("mesh.scavenge");
-    CHECK_EQ(mesh_classes[mesh_size_class(2048)].npages, 4);
-    CHECK_EQ(mesh_classes[mesh_size_class(2048)].nobjects, 8);
-    frag_t f = {.size = 2048, .groups = 4, .max_spans = 8};
-    fragment(&f);                      /* 2 of 8 objects kept per span */
+    frag_t f = {.size = 2048, .max_spans = 8, .keep = keep_trimmed};
+    fragment(&f);
+    CHECK_EQ(f.nkept, 16);
     mesh_global_release_empty();
     uint64_t active0 = ctl("stats.active"), trimmed0 = atomic_load(&mesh_stats.trimmed_now);
-    CHECK(mesh_global_trim(0) >= 8 * 2); /* slots k and k + 4 leave 2 of 4 pages */
+    CHECK(mesh_global_trim(0) >= 8 * 2);
     uint64_t trimmed1 = atomic_load(&mesh_stats.trimmed_now);
     CHECK(trimmed1 >= trimmed0 + 8 * 2);
     CHECK_EQ(active0 - ctl("stats.active"), (trimmed1 - trimmed0) * 4096);
@@ -781,11 +791,10 @@ static void test_trim_accounting(void)
     uint64_t file0 = file_bytes(), total0 = atomic_load(&mesh_stats.meshed_pages_total);
     uint64_t meshes0 = atomic_load(&mesh_stats.mesh_count);
     mesh_pass(true, 1000000000ULL);
-    CHECK(atomic_load(&mesh_stats.mesh_count) >= meshes0 + 4);
+    uint64_t meshes = atomic_load(&mesh_stats.mesh_count) - meshes0;
     uint64_t file1 = file_bytes(), total1 = atomic_load(&mesh_stats.meshed_pages_total);
-    /* A mesh gives back src's two pages in use; it gains nothing where
-     * src's objects land on dst's two trimmed pages, and claims nothing. */
-    CHECK(total1 > total0);
+    CHECK_EQ(meshes, want_meshes);
+    CHECK_EQ(total1 - total0, meshes * pages_per_mesh);
     CHECK_EQ(file0 - file1, (total1 - total0) * 4096);
     CHECK(all_intact(&f));
 
@@ -793,6 +802,25 @@ static void test_trim_accounting(void)
     free_all(&f);
     mesh_global_release_empty();
     CHECK(atomic_load(&mesh_stats.trimmed_now) <= trimmed0);
+}
+
+static void test_trim_accounting(void)
+{
+    CHECK_EQ(mesh_classes[mesh_size_class(2048)].npages, 4);
+    CHECK_EQ(mesh_classes[mesh_size_class(2048)].nobjects, 8);
+    /* No periodic pass may mesh or trim the spans before the test does. */
+    uint64_t period = mesh_opt.period_ms;
+    mesh_opt.period_ms = 3600000;
+    /* Odd spans on pages 0 and 2 as well: each even span meshes with an
+     * odd one, giving back src's two pages. */
+    trim_then_mesh(1, 2, 4);
+    /* Odd spans on pages 1 and 3: src's objects would land on dst's
+     * trimmed pages and bring them back; such meshes gain nothing and are
+     * not made. */
+    uint64_t no_gain = atomic_load(&mesh_stats.mesh_no_gain);
+    trim_then_mesh(2, 0, 0);
+    CHECK(atomic_load(&mesh_stats.mesh_no_gain) >= no_gain + 4);
+    mesh_opt.period_ms = period;
 }
 
 /* Spans 2p and 2p + 1 keep complementary random halves of their 16 slots:
