@@ -216,6 +216,76 @@ def redis_state_rows(res: R.MatrixResult, order: tuple = ()) -> dict[str, dict[s
     return out
 
 
+@dataclass
+class ClassUse:
+    """One size class of libmesh at the end of the Redis runs (MALLOCSTATS=2
+    at exit), averaged over trials."""
+    size: int
+    objects: int                 # per span
+    span_bytes: R.Stat           # physical spans
+    live_bytes: R.Stat
+    occupancy: float             # live / slots of the physical spans
+    aliases: R.Stat              # spans meshed away
+
+
+@dataclass
+class Breakdown:
+    """Where one allocator's memory is in the trials of one end state."""
+    allocator: str
+    state: str
+    trials: int
+    at_mark: Optional[R.Stat]
+    kernel: Optional[R.Stat]     # kernel memory charged at the mark
+    anon: Optional[R.Stat]       # anonymous memory (outside libmesh's arena file)
+    classes: list = field(default_factory=list)   # ClassUse, most bytes first
+    large: Optional[R.Stat] = None
+
+
+def redis_breakdown(res: R.MatrixResult, allocators: tuple = ("mesh", "mesh-nomesh"),
+                    min_bytes: int = MIB) -> dict[str, dict[str, Breakdown]]:
+    """state -> allocator -> Breakdown, for the allocators whose runs carry
+    the probe and libmesh's class report; classes under min_bytes of spans
+    are left out."""
+    out: dict[str, dict[str, Breakdown]] = {}
+    for state in (redis_fig.RENEWED, redis_fig.EVEN):
+        for al in allocators:
+            runs = [r for r in ok_runs(res, REDIS, al)
+                    if run_state(r) == state and (r.result or {}).get("mallocstats")]
+            if not runs:
+                continue
+            stats = [r.result["mallocstats"] for r in runs]
+            sizes = sorted({int(k) for st in stats for k in st["classes"]})
+            classes = []
+            for size in sizes:
+                cl = [st["classes"].get(str(size)) for st in stats]
+                cl = [c for c in cl if c]
+                if len(cl) != len(stats):
+                    cl += [{"pages": cl[0]["pages"], "objects": cl[0]["objects"], "spans": 0,
+                            "live": 0, "aliases": 0}] * (len(stats) - len(cl))
+                span_bytes = R.Stat.of(c["spans"] * c["pages"] * 4096 for c in cl)
+                if span_bytes.mean < min_bytes:
+                    continue
+                slots = sum(c["spans"] * c["objects"] for c in cl)
+                classes.append(ClassUse(
+                    size, cl[0]["objects"], span_bytes, R.Stat.of(c["live"] * size for c in cl),
+                    sum(c["live"] for c in cl) / slots if slots else 0.0,
+                    R.Stat.of(c["aliases"] for c in cl)))
+            classes.sort(key=lambda c: -c.span_bytes.mean)
+            out.setdefault(state, {})[al] = Breakdown(
+                al, state, len(runs), R.Stat.of(r.result.get("footprint_at_mark") for r in runs),
+                R.Stat.of(r.result.get("kernel_at_mark") for r in runs),
+                R.Stat.of(r.result.get("anon_at_mark") for r in runs), classes,
+                R.Stat.of(st.get("large_bytes") for st in stats))
+    return out
+
+
+def disjoint_chance(objects: int, occupancy: float) -> float:
+    """The chance that two spans of `objects` slots, each slot used with
+    probability `occupancy` independently, use no slot in common: whether
+    two randomly filled spans can mesh."""
+    return (1.0 - occupancy * occupancy) ** objects
+
+
 def matrix_like_rows(res: R.MatrixResult, workload: str, baseline: str,
                      order: tuple = ()) -> dict[str, Row]:
     """Ruby and browser: mean and peak footprint, time, frag, score; ratios to baseline."""

@@ -340,6 +340,33 @@ def value_at(t: list, v: list, when: float) -> Optional[float]:
     return best if covered else None
 
 
+def parse_mallocstats(text: str) -> Optional[dict]:
+    """libmesh's MALLOCSTATS=2 report at exit: per size class (by object
+    size) its pages and objects per span, physical spans, live objects and
+    meshed-away spans; and the large objects' bytes. None if absent."""
+    lines = text.splitlines()
+    try:
+        i = next(k for k, l in enumerate(lines) if l.strip() == "-- size classes --")
+    except StopIteration:
+        return None
+    classes, large = {}, None
+    for line in lines[i + 2:]:
+        f = line.split()
+        if len(f) == 12 and all(x.isdigit() for x in f):
+            size, pages, objs, spans, live, _, _, _, _, _, aliases, _ = map(int, f)
+            classes[str(size)] = {"pages": pages, "objects": objs, "spans": spans, "live": live,
+                                  "aliases": aliases}
+        elif line.startswith("large objects:"):
+            try:
+                large = int(float(line.split(" in ")[1].split()[0]) * 2**20)
+            except (IndexError, ValueError):
+                large = None
+            break
+        else:
+            break
+    return {"classes": classes, "large_bytes": large} if classes else None
+
+
 def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
               script: RedisScript = PAPER_SCRIPT, hz: float = 100.0,
               pss_budget: float = 0.02, allocators: Optional[dict] = None) -> R.Run:
@@ -356,6 +383,7 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
     extra = a.child_env()
     if a.is_mesh:
         extra[MESH_EVENTS_ENV] = events
+        extra["MALLOCSTATS"] = "2"   # where the memory is, printed at exit
     run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
                 status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     drv = _Driver(port, script, activedefrag=name == "jemalloc-activedefrag")
@@ -379,6 +407,11 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
         res["port"] = port
         res["mark_s"] = script.mark_s
         res["footprint_at_mark"] = value_at(m.series.t, m.series.footprint, script.mark_s)
+        for col in ("anon", "shmem", "kernel"):
+            res[f"{col}_at_mark"] = value_at(m.series.t, getattr(m.series, col), script.mark_s)
+        if a.is_mesh:
+            with open(out, encoding="utf-8", errors="replace") as fo:
+                res["mallocstats"] = parse_mallocstats(fo.read())
         run.result = res
         if m.start_error:
             run.error = m.start_error

@@ -251,6 +251,8 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                    f"{fmt(v['dbsize'], digits=0)} | {row.trials}"
                    + (f" ({row.failed} failed)" if row.failed else "") + " |")
     out += state_table(res, mark)
+    where, where_notes = breakdown_section(res, mark)
+    out += where
     out += ["", "Meshing, from the MESH_EVENTS log (mean ± sd per run; the longest pause and "
             "pass are the maxima over all runs):", ""]
     out += events_table({a: r for a, r in rows.items() if a.startswith("mesh")}, "0.23", "22")
@@ -261,6 +263,7 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
     notes += mesh_diagnosis(rows.get("mesh"), "at_mark", [(rows.get("mesh-nomesh"), 0.61),
                                                          (rows.get("jemalloc"), None)],
                             F.ok_runs(res, F.REDIS, "mesh"))
+    notes += where_notes
     mesh, nomesh = rows.get("mesh"), rows.get("mesh-nomesh")
     p_mesh = mesh.ratios.get("populate/jemalloc") if mesh else None
     p_nomesh = nomesh.ratios.get("populate/jemalloc") if nomesh else None
@@ -346,6 +349,72 @@ def state_table(res: R.MatrixResult, mark: float) -> list[str]:
         out += ["", "(*) no mesh-nomesh trial ended in this state: the ratio is to all of "
                 "mesh-nomesh's trials."]
     return out
+
+
+def breakdown_section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
+    """The table of where mesh's and mesh-nomesh's memory is, by end state,
+    and the notes it supports."""
+    bd = F.redis_breakdown(res)
+    if not bd:
+        return [], []
+    out = ["", f"Where the memory is, by end state: kernel and anonymous memory from the cgroup at "
+           f"{mark:g} s; the size classes (at least 1 MiB of spans) and large objects from "
+           "libmesh's MALLOCSTATS=2 report at exit (10 s; Redis is idle after the script). "
+           "Spans are physical (meshed-away spans, counted apart, cost none).", "",
+           "| end state | allocator | what | objects per span | MiB | live MiB | occupancy | "
+           "spans meshed away |", "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for state, rows in bd.items():
+        words = F.STATE_WORDS[state]
+        for al, b in rows.items():
+            lead = f"| {words} | {al} (n={b.trials})"
+            out.append(f"{lead} | footprint at {mark:g} s | | {fmt(b.at_mark, 1 / MIB, 1)} | | | |")
+            out.append(f"{lead} | kernel memory | | {fmt(b.kernel, 1 / MIB, 1)} | | | |")
+            out.append(f"{lead} | anonymous (outside the arena) | | {fmt(b.anon, 1 / MIB, 1)} | | | |")
+            for c in b.classes:
+                out.append(f"{lead} | {c.size}-byte class | {c.objects} | "
+                           f"{fmt(c.span_bytes, 1 / MIB, 1)} | {fmt(c.live_bytes, 1 / MIB, 1)} | "
+                           f"{100 * c.occupancy:.0f}% | {fmt(c.aliases, digits=0)} |")
+            out.append(f"{lead} | large objects | | {fmt(b.large, 1 / MIB, 1)} | | | |")
+        mesh, nomesh = rows.get("mesh"), rows.get("mesh-nomesh")
+        if mesh is None or nomesh is None or not (mesh.at_mark and nomesh.at_mark):
+            continue
+        ratio = mesh.at_mark.mean / nomesh.at_mark.mean
+        line = f"In the {words} state mesh's footprint is {ratio:.2f} of mesh-nomesh's"
+        if mesh.kernel and nomesh.kernel:
+            extra = mesh.kernel.mean - nomesh.kernel.mean
+            line += (f"; meshing's mappings cost {extra / MIB:.1f} MiB of kernel memory, without "
+                     f"which it would be {(mesh.at_mark.mean - extra) / nomesh.at_mark.mean:.2f}")
+        # How full each class is without meshing says whether its spans can mesh.
+        before = {c.size: c for c in nomesh.classes}
+        stuck = [(c, before[c.size]) for c in mesh.classes if c.size in before
+                 and F.disjoint_chance(c.objects, before[c.size].occupancy) < 1e-3]
+        if stuck:
+            span = sum(c.span_bytes.mean for c, _ in stuck)
+            live = sum(c.live_bytes.mean for c, _ in stuck)
+            which = ", ".join(f"{c.size} B ({c.objects} objects per span, "
+                              f"{100 * b.occupancy:.0f}% full without meshing: "
+                              f"{F.disjoint_chance(c.objects, b.occupancy):.0e}"
+                              + (f"; {c.aliases.mean:.0f} spans meshed away"
+                                 if c.aliases.mean >= 1 else "") + ")" for c, b in stuck)
+            line += (f". The classes {which} hold {span / MIB:.1f} MiB of spans for "
+                     f"{live / MIB:.1f} MiB of objects under mesh; the chance that two of their "
+                     "spans, filled at random, have no slot in common (and so can mesh) is given "
+                     "in brackets: meshing can do next to nothing there (where spans did mesh, "
+                     "their objects were not spread at random), nor for the kernel's memory or "
+                     "the large objects")
+        stuck_sizes = {c.size for c, _ in stuck}
+        best = max((c for c in mesh.classes if c.size not in stuck_sizes),
+                   key=lambda c: c.aliases.mean, default=None)
+        if best is not None and best.aliases.mean:
+            was = before.get(best.size)
+            line += (f". Meshing works on the {best.size}-byte class: {best.aliases.mean:.0f} spans "
+                     f"meshed away, the rest {100 * best.occupancy:.0f}% full"
+                     + (f" ({100 * was.occupancy:.0f}% without meshing; two spans that full "
+                        f"mesh with chance {F.disjoint_chance(best.objects, was.occupancy):.2f})"
+                        if was else ""))
+        notes.append(line + ".")
+    return out, notes
 
 
 def measures_line(res: R.MatrixResult, mark: float) -> str:

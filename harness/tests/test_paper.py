@@ -17,7 +17,7 @@ import unittest
 from harness import results as R
 from harness import runner
 from harness.allocators import REPO_ROOT, registry
-from harness.paper import collect, compact, figures, redis_fig, ruby_fig
+from harness.paper import collect, compact, figures, redis_fig, report, ruby_fig
 from harness.sampler import CGROUP_PREFIX, CgroupHierarchy
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures",
@@ -97,6 +97,18 @@ class TestRedisDriver(unittest.TestCase):
             self.assertEqual(st["state"], redis_fig.end_state(st["renewed_alive"],
                                                               st["others_alive"]))
 
+    def test_where_the_memory_is(self):
+        for a, r in self.runs.items():
+            res = r.result
+            for col in ("anon", "shmem", "kernel"):
+                self.assertIsNotNone(res[f"{col}_at_mark"], (a, col))
+        st = self.runs["mesh"].result["mallocstats"]
+        self.assertIn("256", st["classes"], "the 240-byte values' class")
+        c = st["classes"]["256"]
+        self.assertEqual((c["pages"], c["objects"]), (1, 16))
+        self.assertGreater(c["live"], 100)
+        self.assertNotIn("mallocstats", self.runs["glibc"].result)
+
     def test_mesh_events_collected_for_mesh_only(self):
         ev = self.runs["mesh"].events
         self.assertTrue(ev, "MESH_EVENTS lines are read back")
@@ -172,6 +184,49 @@ class TestEndState(unittest.TestCase):
             del r.result["end_state"]
         self.assertEqual(figures.redis_state_rows(res), {})
         self.assertFalse([t for t in figures.targets(res) if "end state" in t.what])
+
+
+class TestBreakdown(unittest.TestCase):
+    REPORT = """MESH COUNT: 3
+-- size classes --
+ class  pages objs   spans  live objs occupancy%  attached    full partial   empty  meshed  meshes
+    16      1  256     100      11008         43         0      10      90       0       0       0
+   256      1   16    2000      28000         87         1    1500     499       0    1900    1900
+  2048      4    8       3          9         37         0       0       3       0       0       0
+large objects: 8 in 8.5 MB; arena resident: 10.0 MB
+"""
+
+    def test_parse_mallocstats(self):
+        st = redis_fig.parse_mallocstats("noise\n" + self.REPORT + "more noise\n")
+        self.assertEqual(st["classes"]["256"], {"pages": 1, "objects": 16, "spans": 2000,
+                                                 "live": 28000, "aliases": 1900})
+        self.assertEqual(st["classes"]["2048"]["pages"], 4)
+        self.assertEqual(st["large_bytes"], int(8.5 * 2**20))
+        self.assertIsNone(redis_fig.parse_mallocstats("MESH COUNT: 3\n"))
+
+    def test_breakdown_and_its_notes(self):
+        res = R.load(FIXTURE)
+        runs = [r for r in res.runs if r.workload == "redis-server" and r.ok
+                and r.allocator in ("mesh", "mesh-nomesh")]
+        nomesh_report = self.REPORT.replace("    2000      28000         87", "    4000      28000         43") \
+                                   .replace("1900    1900", "   0       0")
+        for r in runs:
+            r.result["end_state"] = {"state": redis_fig.EVEN}
+            r.result["kernel_at_mark"] = 7 * 2**20 if r.allocator == "mesh" else 2**20
+            r.result["mallocstats"] = redis_fig.parse_mallocstats(
+                self.REPORT if r.allocator == "mesh" else nomesh_report)
+        bd = figures.redis_breakdown(res)[redis_fig.EVEN]
+        c256 = next(c for c in bd["mesh"].classes if c.size == 256)
+        self.assertEqual(c256.span_bytes.mean, 2000 * 4096)
+        self.assertAlmostEqual(c256.occupancy, 28000 / (2000 * 16))
+        self.assertEqual([c.size for c in bd["mesh"].classes], [256],
+                         "classes under 1 MiB of spans are left out")
+        _, notes = report.breakdown_section(res, 7.5)
+        self.assertEqual(len(notes), 1)
+        self.assertIn("meshing's mappings cost 6.0 MiB of kernel memory", notes[0])
+        self.assertIn("Meshing works on the 256-byte class: 1900 spans meshed away, the rest 88% "
+                      "full (44% without meshing", notes[0])
+        self.assertAlmostEqual(figures.disjoint_chance(16, 0.5), 0.75 ** 16)
 
 
 class TestRubyDriver(unittest.TestCase):
