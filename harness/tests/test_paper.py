@@ -229,6 +229,25 @@ large objects: 8 in 8.5 MB; arena resident: 10.0 MB
         self.assertAlmostEqual(figures.disjoint_chance(16, 0.5), 0.75 ** 16)
 
 
+class TestNorandNote(unittest.TestCase):
+    def test_says_why_when_norand_is_lowest(self):
+        res = R.load(FIXTURE)
+        mesh = [r for r in res.runs if r.workload == "redis-server" and r.allocator == "mesh" and r.ok]
+        self.assertEqual(report.norand_note(res), [], "mesh is lowest in the fixture")
+        for r in [r for r in res.runs if r.workload == "redis-server" and r.allocator == "mesh-nomesh"]:
+            r.allocator = "mesh-norand"
+            r.result["footprint_at_mark"] = 0.9 * mesh[0].result["footprint_at_mark"]
+        for r in mesh:
+            r.result["end_state"] = {"state": redis_fig.EVEN}
+        for r in res.runs:
+            if r.allocator == "mesh-norand" and r.workload == "redis-server":
+                r.result["end_state"] = {"state": redis_fig.EVEN}
+        notes = report.norand_note(res)
+        self.assertEqual(len(notes), 1)
+        self.assertIn("randomized placement off", notes[0])
+        self.assertIn("even eviction 1.", notes[0])
+
+
 class TestRubyDriver(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
