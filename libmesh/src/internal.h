@@ -175,7 +175,7 @@ void mesh_options_init(void);
     X(mesh_pause_max_ns, "longest write-protect pause of one mesh, ns")         \
     X(mesh_map_limited, "passes stopped by the mapping budget")                 \
     X(mesh_time_limited, "passes stopped by their time budget")                 \
-    X(mesh_no_gain, "meshes not made: they would give back no page")              \
+    X(mesh_no_gain, "meshes not made: they would give back no page")            \
     X(mesh_failed, "meshes abandoned because a system call failed")             \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
