@@ -481,6 +481,11 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         }
         if (atomic_load(&head->owner))
             return; /* the owner harvests the slot at its next refill */
+        /* Tells meshing the class has changed: a plain load and store, as
+         * a lost count does no harm and a locked add would cost every
+         * thread that frees here. */
+        _Atomic uint32_t *nfree = &mesh_class_heaps[cls].detached_frees;
+        atomic_store_explicit(nfree, atomic_load_explicit(nfree, memory_order_relaxed) + 1, memory_order_relaxed);
 
         bool was_full = old == sc->valid[w];
         bool now_empty = (old & ~mask) == 0;

@@ -513,7 +513,9 @@ typedef struct mesh_class_heap {
     uint64_t meshes;                     /* pairs meshed in this class */
     /* under the mesh lock: passes this class sits out after finding nothing */
     uint32_t fruitless_partial;          /* its partial spans then */
+    uint32_t fruitless_frees;            /* detached_frees then */
     uint8_t fruitless_runs, skipped;
+    _Atomic uint32_t detached_frees;     /* frees into detached spans (a count that may lose some) */
     uint32_t sweep_seen, sweep_pairs;    /* spans the cursor passed, pairs found, this sweep */
     bool dense;                          /* candidates include spans above the cut-off */
 } __attribute__((aligned(64))) mesh_class_heap_t;

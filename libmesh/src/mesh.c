@@ -896,9 +896,12 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
      * the next round if time is left, until the time is up.  One busy class
      * cannot starve the others, and the time a class does not need goes to
      * those that do.  A class whose last sweep through its partial spans
-     * found nothing sits out the next 1, 2, 4, then 8 passes, unless it
-     * gains an eighth more partial spans: collecting candidates walks lists
-     * of cold records, which costs as much as a few meshes.  Each pass
+     * found nothing sits out the next 1, 2, 4, then 8 passes (64 while
+     * fewer than a sixteenth of its partial spans, plus 64, objects are
+     * freed into its detached spans: an idle program's heap stays as
+     * unmeshable as it was), unless it gains an eighth more partial spans:
+     * collecting candidates walks lists of cold records, which costs as
+     * much as a few meshes.  Each pass
      * starts one class further on, so ties do not always go the same way. */
     unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
@@ -910,8 +913,10 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
         if (np < 2)
             continue;
+        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
+        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
         if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
-            ch->skipped < (1u << (ch->fruitless_runs - 1))) {
+            ch->skipped < sit_out) {
             ch->skipped++;
             continue;
         }
@@ -957,6 +962,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
             while (o == SLICE_DONE && ch->sweep_seen && --windows && !out_of_time(end));
             if (o == SLICE_EMPTY) {
                 ch->fruitless_partial = ch->npartial;
+                ch->fruitless_frees = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed);
                 ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
             } else if (res.npairs > pairs_before) {
                 ch->fruitless_runs = 0;

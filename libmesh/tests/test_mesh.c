@@ -823,6 +823,52 @@ static void test_trim_accounting(void)
     mesh_opt.period_ms = period;
 }
 
+/* A class whose spans cannot mesh (every span keeps its first four
+ * slots) sits out passes once a sweep has found nothing, for longer than
+ * the 1, 2, 4, 8 passes of a class that keeps changing while nothing is
+ * freed into it; frees bring it back at the next pass. */
+static bool keep_first_four(unsigned rank, unsigned slot)
+{
+    (void)rank;
+    return slot < 4;
+}
+
+static void test_idle_class_sits_out(void)
+{
+    unsigned cls = mesh_size_class(512);
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    CHECK_EQ(mesh_classes[cls].nobjects, 8);
+    uint64_t period = mesh_opt.period_ms;
+    mesh_opt.period_ms = 3600000;
+    frag_t f = {.size = 512, .max_spans = 48, .keep = keep_first_four};
+    fragment(&f);
+    CHECK_EQ(f.nkept, 48 * 4);
+    uint64_t meshes = ch->meshes;
+    for (int i = 0; i < 8 && !ch->fruitless_runs; i++)
+        mesh_pass(false, 100000000ULL);
+    CHECK(ch->fruitless_runs > 0);
+    for (int i = 0; i < 20; i++)
+        mesh_pass(false, 100000000ULL);
+    CHECK_EQ(ch->skipped, 20);
+    CHECK_EQ(ch->meshes, meshes);
+
+    /* Half of what each span keeps is freed (96 frees): still no pair,
+     * but the class is swept again. */
+    for (size_t i = 0; i < f.nkept; i++) {
+        if (slot_of(f.kept[i]) < 2) {
+            free(f.kept[i]);
+            f.kept[i] = f.kept[--f.nkept];
+            i--;
+        }
+    }
+    CHECK_EQ(f.nkept, 48 * 2);
+    mesh_pass(false, 100000000ULL);
+    CHECK_EQ(ch->skipped, 0);
+    CHECK(all_intact(&f));
+    free_all(&f);
+    mesh_opt.period_ms = period;
+}
+
 /* Spans 2p and 2p + 1 keep complementary random halves of their 16 slots:
  * each span has exactly one partner among the 64, which random probing
  * finds only when the two fall into different halves of the split. */
@@ -890,7 +936,8 @@ static int by_page(const void *a, const void *b)
  * runs, and the kernel keeps a few mappings for them, not one or two for
  * each mesh (left to chance, 32 meshes here cost 45-64 mappings).  In a
  * fresh process, so that the spans come out next to each other; the bound
- * allows for those that do not (each gap may start a run). */
+ * allows for those that do not (each gap may start a run), and for a run
+ * the shuffled candidates break in two (one run in about 150 added 9). */
 static int child_mesh_runs(void)
 {
     frag_t f = {.size = 256, .max_spans = 64, .keep = keep_halves};
@@ -911,7 +958,7 @@ static int child_mesh_runs(void)
     mesh_pass(true, 1000000000ULL);
     unsigned added = arena_mappings() - maps_before;
     bool ok = f.nkept == 64 * 8 && n == 64 && ch->meshes >= 32 && all_intact(&f) && gaps <= 2 &&
-              added <= 8 + 4 * gaps;
+              added <= 12 + 4 * gaps;
     if (!ok)
         fprintf(stderr, "  %zu objects kept in %u spans (%u gaps); %u mappings added for %u meshes\n", f.nkept, n,
                 gaps, added, (unsigned)ch->meshes);
@@ -991,6 +1038,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_idle_split);
     TEST_RUN(test_trim);
     TEST_RUN(test_trim_accounting);
+    TEST_RUN(test_idle_class_sits_out);
     TEST_RUN(test_exact_matching);
     TEST_RUN(test_mesh_runs);
     TEST_RUN(test_dense_spans);
