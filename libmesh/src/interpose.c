@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -306,13 +307,57 @@ static bool fdsets_in_arena(fd_set *r, fd_set *w, fd_set *e)
     return in_arena(r, sizeof *r) || in_arena(w, sizeof *w) || in_arena(e, sizeof *e);
 }
 
+/* The sets a select watches, kept for the rest of a split wait: the first
+ * part, when it times out, leaves them all empty.  Only for the sets of
+ * the standard size (n <= FD_SETSIZE); larger waits are not split. */
+typedef struct fdsets {
+    fd_set r, w, e;
+} fdsets_t;
+
+static void sets_copy(fdsets_t *s, fd_set *r, fd_set *w, fd_set *e, bool save)
+{
+    fd_set *user[3] = {r, w, e}, *kept[3] = {&s->r, &s->w, &s->e};
+    for (int i = 0; i < 3; i++)
+        if (user[i])
+            memcpy(save ? kept[i] : user[i], save ? user[i] : kept[i], sizeof(fd_set));
+}
+
+static uint64_t tv_ns(const struct timeval *tv)
+{
+    return tv ? (uint64_t)tv->tv_sec * 1000000000ULL + (uint64_t)tv->tv_usec * 1000ULL : UINT64_MAX;
+}
+
+static struct timeval ns_tv(uint64_t ns)
+{
+    return (struct timeval){(time_t)(ns / 1000000000ULL), (suseconds_t)((ns % 1000000000ULL + 999) / 1000)};
+}
+
 MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
 {
     NEXT(select);
-    idle_point(timeout ? (uint64_t)timeout->tv_sec * 1000000000ULL + (uint64_t)timeout->tv_usec * 1000ULL
-                       : UINT64_MAX);
+    uint64_t t0 = mesh_os_now_ns(), want = tv_ns(timeout);
+    uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
     int r;
-    RETRYING(real_select(n, rd, wr, ex, timeout), fdsets_in_arena(rd, wr, ex));
+    if (first) {
+        fdsets_t kept;
+        sets_copy(&kept, rd, wr, ex, true);
+        struct timeval f = ns_tv(first);
+        RETRYING(real_select(n, rd, wr, ex, &f), fdsets_in_arena(rd, wr, ex));
+        if (r != 0) {
+            if (timeout) /* Linux tells what is left of the wait */
+                *timeout = ns_tv(left_ns(want, t0));
+            return r;
+        }
+        sets_copy(&kept, rd, wr, ex, false);
+    }
+    idle_rest(want, t0);
+    if (!timeout) {
+        RETRYING(real_select(n, rd, wr, ex, NULL), fdsets_in_arena(rd, wr, ex));
+        return r;
+    }
+    struct timeval left = ns_tv(left_ns(want, t0));
+    RETRYING(real_select(n, rd, wr, ex, &left), fdsets_in_arena(rd, wr, ex));
+    *timeout = left;
     return r;
 }
 
@@ -320,9 +365,21 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
                         const sigset_t *mask)
 {
     NEXT(pselect);
-    idle_point(ts_ns(timeout));
+    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout);
+    uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
     int r;
-    RETRYING(real_pselect(n, rd, wr, ex, timeout, mask), fdsets_in_arena(rd, wr, ex));
+    if (first) {
+        fdsets_t kept;
+        sets_copy(&kept, rd, wr, ex, true);
+        struct timespec f = ns_ts(first);
+        RETRYING(real_pselect(n, rd, wr, ex, &f, mask), fdsets_in_arena(rd, wr, ex));
+        if (r != 0)
+            return r;
+        sets_copy(&kept, rd, wr, ex, false);
+    }
+    idle_rest(want, t0);
+    struct timespec left = ns_ts(left_ns(want, t0));
+    RETRYING(real_pselect(n, rd, wr, ex, timeout ? &left : NULL, mask), fdsets_in_arena(rd, wr, ex));
     return r;
 }
 

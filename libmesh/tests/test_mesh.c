@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -699,7 +700,7 @@ static void test_idle_split(void)
     CHECK_EQ(poll(&pfd, 1, 1000), 1);  /* the event, not the split */
     CHECK(since(&t0) < 0.05);
 
-    for (int kind = 0; kind < 3; kind++) {
+    for (int kind = 0; kind < 5; kind++) {
         char c;
         CHECK_EQ(read(fds[0], &c, 1), 1);
         ctl("mesh.check_period");
@@ -712,12 +713,26 @@ static void test_idle_split(void)
         } else if (kind == 1) {
             struct timespec ts = {0, 300 * 1000000L};
             CHECK_EQ(ppoll(&pfd, 1, &ts, NULL), 0);
-        } else {
+        } else if (kind == 2) {
             int ep = epoll_create1(0);
             struct epoll_event ev = {.events = EPOLLIN}, out;
             CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fds[0], &ev), 0);
             CHECK_EQ(epoll_wait(ep, &out, 1, 300), 0);
             close(ep);
+        } else if (kind == 3) {
+            fd_set rd;
+            FD_ZERO(&rd);
+            FD_SET(fds[0], &rd);
+            struct timeval tv = {0, 300 * 1000};
+            CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &tv), 0);
+            CHECK(!FD_ISSET(fds[0], &rd));
+            CHECK(tv.tv_sec == 0 && tv.tv_usec == 0); /* Linux: nothing left */
+        } else {
+            fd_set rd;
+            FD_ZERO(&rd);
+            FD_SET(fds[0], &rd);
+            struct timespec ts = {0, 300 * 1000000L};
+            CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &ts, NULL), 0);
         }
         double waited = since(&t0);
         CHECK(ctl("stats.mesh_count") > meshes0);
@@ -725,6 +740,50 @@ static void test_idle_split(void)
         CHECK(all_intact(&f));
         free_all(&f);
         CHECK_EQ(write(fds[1], "x", 1), 1);
+    }
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void *write_later(void *arg)
+{
+    int fd = *(int *)arg;
+    usleep(200 * 1000);
+    if (write(fd, "y", 1) != 1)
+        abort();
+    return NULL;
+}
+
+/* A select split where a period begins watches the same descriptors in
+ * the rest of its wait: an event 200 ms into a 1 s wait (the period began
+ * at about 100 ms) is seen, and the timeout says what was left. */
+static void test_select_split_keeps_its_sets(void)
+{
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    for (int kind = 0; kind < 2; kind++) {
+        ctl("mesh.check_period");
+        pthread_t t;
+        pthread_create(&t, NULL, write_later, &fds[1]);
+        fd_set rd;
+        FD_ZERO(&rd);
+        FD_SET(fds[0], &rd);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (kind == 0) {
+            struct timeval tv = {1, 0};
+            CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &tv), 1);
+            CHECK(tv.tv_sec == 0 && tv.tv_usec > 500 * 1000);
+        } else {
+            struct timespec ts = {1, 0};
+            CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &ts, NULL), 1);
+        }
+        double waited = since(&t0);
+        CHECK(waited >= 0.19 && waited < 0.5);
+        CHECK(FD_ISSET(fds[0], &rd));
+        pthread_join(t, NULL);
+        char c;
+        CHECK_EQ(read(fds[0], &c, 1), 1);
     }
     close(fds[0]);
     close(fds[1]);
@@ -1036,6 +1095,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_program_segv_handler);
     TEST_RUN(test_idle_points);
     TEST_RUN(test_idle_split);
+    TEST_RUN(test_select_split_keeps_its_sets);
     TEST_RUN(test_trim);
     TEST_RUN(test_trim_accounting);
     TEST_RUN(test_idle_class_sits_out);
