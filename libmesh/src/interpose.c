@@ -219,11 +219,22 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
 {
     NEXT(clock_nanosleep);
     if (flags & TIMER_ABSTIME) {
-        /* A deadline: the idle work cannot make the sleep longer. */
+        /* A deadline: the idle work cannot make the sleep longer.  On the
+         * wall and monotonic clocks the sleep is split where a period
+         * begins, the first part relative, the rest to the deadline. */
         struct timespec now;
         uint64_t until = ts_ns(req), d = 0;
         if (req && clock_gettime(clock, &now) == 0 && until > ts_ns(&now))
             d = until - ts_ns(&now);
+        bool wall = clock == CLOCK_REALTIME || clock == CLOCK_MONOTONIC || clock == CLOCK_BOOTTIME;
+        uint64_t first = wall ? split_ns(d) : 0;
+        if (first) {
+            struct timespec f = ns_ts(first);
+            int err = real_clock_nanosleep(clock, 0, &f, NULL);
+            if (err)
+                return err;
+            d = clock_gettime(clock, &now) == 0 && until > ts_ns(&now) ? until - ts_ns(&now) : 0;
+        }
         idle_point(d);
         return real_clock_nanosleep(clock, flags, req, rem);
     }
