@@ -159,6 +159,20 @@ static void idle_point(uint64_t timeout_ns)
     mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_opt.idle_pass_ms * 1000000ULL : timeout_ns);
 }
 
+/* A timeout the kernel refuses (EINVAL): such a call goes straight
+ * through, neither split nor preceded by idle work. */
+static bool bad_ts(const struct timespec *ts)
+{
+    return ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000L);
+}
+
+/* select's, which Linux first normalizes (a million microseconds or more
+ * make whole seconds). */
+static bool bad_tv(const struct timeval *tv)
+{
+    return tv && (tv->tv_sec + tv->tv_usec / 1000000L < 0 || tv->tv_usec % 1000000L < 0);
+}
+
 static uint64_t ts_ns(const struct timespec *ts)
 {
     return ts ? (uint64_t)ts->tv_sec * 1000000000ULL + (uint64_t)ts->tv_nsec : UINT64_MAX;
@@ -218,6 +232,8 @@ static void idle_rest(uint64_t want_ns, uint64_t t0)
 MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
 {
     NEXT(clock_nanosleep);
+    if (!req || bad_ts(req))
+        return real_clock_nanosleep(clock, flags, req, rem);
     if (flags & TIMER_ABSTIME) {
         /* A deadline: the idle work cannot make the sleep longer.  On the
          * wall and monotonic clocks the sleep is split where a period
@@ -299,8 +315,12 @@ MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
 {
     NEXT(ppoll);
-    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout), first = split_ns(want);
     int r;
+    if (bad_ts(timeout)) {
+        RETRYING(real_ppoll(fds, n, timeout, mask), in_arena(fds, n * sizeof *fds));
+        return r;
+    }
+    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout), first = split_ns(want);
     if (first) {
         struct timespec f = ns_ts(first);
         RETRYING(real_ppoll(fds, n, &f, mask), in_arena(fds, n * sizeof *fds));
@@ -346,9 +366,13 @@ static struct timeval ns_tv(uint64_t ns)
 MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
 {
     NEXT(select);
+    int r;
+    if (bad_tv(timeout)) {
+        RETRYING(real_select(n, rd, wr, ex, timeout), fdsets_in_arena(rd, wr, ex));
+        return r;
+    }
     uint64_t t0 = mesh_os_now_ns(), want = tv_ns(timeout);
     uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
-    int r;
     if (first) {
         fdsets_t kept;
         sets_copy(&kept, rd, wr, ex, true);
@@ -376,9 +400,13 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
                         const sigset_t *mask)
 {
     NEXT(pselect);
+    int r;
+    if (bad_ts(timeout)) {
+        RETRYING(real_pselect(n, rd, wr, ex, timeout, mask), fdsets_in_arena(rd, wr, ex));
+        return r;
+    }
     uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout);
     uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
-    int r;
     if (first) {
         fdsets_t kept;
         sets_copy(&kept, rd, wr, ex, true);

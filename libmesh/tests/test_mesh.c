@@ -6,6 +6,7 @@
  * during meshing; programs' own SIGSEGV handlers; the mapping budget.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -753,6 +754,38 @@ static void test_idle_split(void)
     close(fds[1]);
 }
 
+/* Timeouts the kernel refuses still fail at once with EINVAL, as they
+ * would without libmesh: no split wait, no idle work first. */
+static void test_bad_timeouts(void)
+{
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    struct timespec bad = {0, 1000000000L}, neg = {-1, 0}, t0;
+    struct timeval badtv = {0, -1};
+    fd_set rd;
+    ctl("mesh.check_period");          /* a period begins now */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    errno = 0;
+    CHECK_EQ(ppoll(&pfd, 1, &bad, NULL), -1);
+    CHECK_EQ(errno, EINVAL);
+    FD_ZERO(&rd);
+    FD_SET(fds[0], &rd);
+    errno = 0;
+    CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &neg, NULL), -1);
+    CHECK_EQ(errno, EINVAL);
+    FD_ZERO(&rd);
+    FD_SET(fds[0], &rd);
+    errno = 0;
+    CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &badtv), -1);
+    CHECK_EQ(errno, EINVAL);
+    CHECK_EQ(clock_nanosleep(CLOCK_MONOTONIC, 0, &bad, NULL), EINVAL);
+    CHECK_EQ(clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &bad, NULL), EINVAL);
+    CHECK(since(&t0) < 0.05);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 static void *write_later(void *arg)
 {
     int fd = *(int *)arg;
@@ -1104,6 +1137,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_idle_points);
     TEST_RUN(test_idle_split);
     TEST_RUN(test_select_split_keeps_its_sets);
+    TEST_RUN(test_bad_timeouts);
     TEST_RUN(test_trim);
     TEST_RUN(test_trim_accounting);
     TEST_RUN(test_idle_class_sits_out);
