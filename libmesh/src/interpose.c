@@ -363,6 +363,33 @@ static struct timeval ns_tv(uint64_t ns)
     return (struct timeval){(time_t)(ns / 1000000000ULL), (suseconds_t)((ns % 1000000000ULL + 999) / 1000)};
 }
 
+/* select and pselect, both through pselect: a wait of want_ns (UINT64_MAX:
+ * no limit), split where a period begins; *left_ns_out is what is left of
+ * it when the call returns. */
+static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want, const sigset_t *mask,
+                        uint64_t *left_ns_out)
+{
+    NEXT(pselect);
+    uint64_t t0 = mesh_os_now_ns(), first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
+    int r;
+    if (first) {
+        fdsets_t kept;
+        sets_copy(&kept, rd, wr, ex, true);
+        struct timespec f = ns_ts(first);
+        RETRYING(real_pselect(n, rd, wr, ex, &f, mask), fdsets_in_arena(rd, wr, ex));
+        if (r != 0) {
+            *left_ns_out = left_ns(want, t0);
+            return r;
+        }
+        sets_copy(&kept, rd, wr, ex, false);
+    }
+    idle_rest(want, t0);
+    struct timespec left = ns_ts(left_ns(want, t0));
+    RETRYING(real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask), fdsets_in_arena(rd, wr, ex));
+    *left_ns_out = left_ns(want, t0);
+    return r;
+}
+
 MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
 {
     NEXT(select);
@@ -371,28 +398,10 @@ MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval
         RETRYING(real_select(n, rd, wr, ex, timeout), fdsets_in_arena(rd, wr, ex));
         return r;
     }
-    uint64_t t0 = mesh_os_now_ns(), want = tv_ns(timeout);
-    uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
-    if (first) {
-        fdsets_t kept;
-        sets_copy(&kept, rd, wr, ex, true);
-        struct timeval f = ns_tv(first);
-        RETRYING(real_select(n, rd, wr, ex, &f), fdsets_in_arena(rd, wr, ex));
-        if (r != 0) {
-            if (timeout) /* Linux tells what is left of the wait */
-                *timeout = ns_tv(left_ns(want, t0));
-            return r;
-        }
-        sets_copy(&kept, rd, wr, ex, false);
-    }
-    idle_rest(want, t0);
-    if (!timeout) {
-        RETRYING(real_select(n, rd, wr, ex, NULL), fdsets_in_arena(rd, wr, ex));
-        return r;
-    }
-    struct timeval left = ns_tv(left_ns(want, t0));
-    RETRYING(real_select(n, rd, wr, ex, &left), fdsets_in_arena(rd, wr, ex));
-    *timeout = left;
+    uint64_t left;
+    r = select_split(n, rd, wr, ex, tv_ns(timeout), NULL, &left);
+    if (timeout) /* Linux tells what is left of the wait */
+        *timeout = ns_tv(left);
     return r;
 }
 
@@ -405,21 +414,8 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
         RETRYING(real_pselect(n, rd, wr, ex, timeout, mask), fdsets_in_arena(rd, wr, ex));
         return r;
     }
-    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout);
-    uint64_t first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
-    if (first) {
-        fdsets_t kept;
-        sets_copy(&kept, rd, wr, ex, true);
-        struct timespec f = ns_ts(first);
-        RETRYING(real_pselect(n, rd, wr, ex, &f, mask), fdsets_in_arena(rd, wr, ex));
-        if (r != 0)
-            return r;
-        sets_copy(&kept, rd, wr, ex, false);
-    }
-    idle_rest(want, t0);
-    struct timespec left = ns_ts(left_ns(want, t0));
-    RETRYING(real_pselect(n, rd, wr, ex, timeout ? &left : NULL, mask), fdsets_in_arena(rd, wr, ex));
-    return r;
+    uint64_t left;
+    return select_split(n, rd, wr, ex, ts_ns(timeout), mask, &left);
 }
 
 MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
