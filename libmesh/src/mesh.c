@@ -218,12 +218,13 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     int cost = mesh_cost(dst, src);
     if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > budget())
         return NO_MAPS;
-    /* Pages src has no object on: dst's stay given back where trimmed.  A
+    /* dst's trimmed pages stay given back where src has no object.  A
      * mesh that would bring back as many of dst's trimmed pages as it
-     * gives back of src's is not worth its mapping. */
-    uint32_t src_free = mesh_global_free_pages(src);
+     * gives back of src's is not worth its mapping.  (Single-page spans
+     * are never trimmed: the common case looks at no bitmap here.) */
     uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
-    uint32_t written = mesh_arena.trimmed[mesh_mh_id(dst)] & ~src_free;
+    uint32_t dst_trimmed = mesh_arena.trimmed[mesh_mh_id(dst)];
+    uint32_t written = dst_trimmed ? dst_trimmed & ~mesh_global_free_pages(src) : 0;
     uint32_t gain = sc->npages - (uint32_t)mesh_popcount64(src_trimmed) - (uint32_t)mesh_popcount64(written);
     if (!gain) {
         MESH_STAT_ADD(mesh_no_gain, 1);
@@ -901,8 +902,8 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
      * freed into its detached spans: an idle program's heap stays as
      * unmeshable as it was), unless it gains an eighth more partial spans:
      * collecting candidates walks lists of cold records, which costs as
-     * much as a few meshes.  Each pass
-     * starts one class further on, so ties do not always go the same way. */
+     * much as a few meshes.  Each pass starts one class further on, so
+     * ties do not always go the same way. */
     unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
     while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
         nmeshable++;
