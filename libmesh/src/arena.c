@@ -40,7 +40,6 @@ static uint32_t max_records;
 
 static bool fd_is_ours(void);
 static void punch(uint32_t page, uint32_t npages, bool use_fd);
-static int fork_errno;
 
 #define A mesh_arena
 
@@ -564,12 +563,14 @@ uint64_t mesh_arena_scavenge_locked(void)
     return pages << MESH_PAGE_SHIFT;
 }
 
-int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page)
+int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
 {
-    pthread_mutex_lock(&A.lock);
-    int err = map_at_locked(vpage, npages, file_page);
-    pthread_mutex_unlock(&A.lock);
-    return err;
+    return map_at_locked(vpage, npages, file_page);
+}
+
+bool mesh_arena_fd_is_ours_locked(void)
+{
+    return fd_is_ours();
 }
 
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
@@ -634,92 +635,6 @@ uint64_t mesh_arena_resident_bytes(void)
         bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
     pthread_mutex_unlock(&A.lock);
     return bytes;
-}
-
-/* ---- fork ---- */
-
-/* Copies the arena into a new memfd for the child.  Runs in the parent with
- * every allocator lock held, just before the process is cloned, so the copy
- * is the heap as the child must see it.  Only pages that exist in the file
- * are copied (SEEK_DATA), so untouched reservations stay free. */
-void mesh_arena_fork_prepare(void)
-{
-    int fd, err;
-    A.fork_fd = -1;
-    fork_errno = 0;
-    if ((err = mesh_os_memfd("mesh-arena", &fd)) != 0) {
-        fork_errno = err;
-        return;
-    }
-    mesh_os_dup_high(fd, &fd);
-    if ((err = mesh_os_truncate(fd, A.bytes)) != 0)
-        goto fail;
-    uint64_t limit = (uint64_t)A.frontier << MESH_PAGE_SHIFT, pos = 0, copied = 0;
-    if (fd_is_ours()) {
-        uint64_t data, hole;
-        while (pos < limit && (err = mesh_os_seek_data(A.fd, pos, &data, &hole)) == 0) {
-            if (data >= limit)
-                break;
-            if (hole > limit)
-                hole = limit;
-            if ((err = mesh_os_pwrite_all(fd, A.base + data, hole - data, data)) != 0)
-                goto fail;
-            copied += hole - data;
-            pos = hole;
-        }
-        if (err == ENXIO)
-            err = 0;
-    } else {
-        /* Without the file, walk the spans and copy the ones in use. */
-        for (uint32_t p = 0; p < A.frontier;) {
-            mesh_miniheap_t *mh = rec(table_get(p));
-            uint64_t off = (uint64_t)p << MESH_PAGE_SHIFT, len = (uint64_t)mh->npages << MESH_PAGE_SHIFT;
-            if (mh->kind != MESH_KIND_FREE) {
-                if ((err = mesh_os_pwrite_all(fd, A.base + off, len, off)) != 0)
-                    goto fail;
-                copied += len;
-            }
-            p += mh->npages;
-        }
-    }
-    if (err)
-        goto fail;
-    MESH_STAT_ADD(fork_copy_bytes, copied);
-    A.fork_fd = fd;
-    return;
-fail:
-    fork_errno = err;
-    mesh_os_close(fd);
-}
-
-void mesh_arena_fork_parent(void)
-{
-    if (A.fork_fd >= 0)
-        mesh_os_close(A.fork_fd);
-    A.fork_fd = -1;
-}
-
-/* In the child: switch the whole arena to the private copy before the
- * program runs again, so neither process sees the other's later writes. */
-void mesh_arena_fork_child(void)
-{
-    void *p;
-    int err = fork_errno;
-    if (A.fork_fd < 0 || (err = mesh_os_map_shared(A.base, A.bytes, A.fork_fd, 0, true, &p)) != 0)
-        mesh_fatal_errno("fork: could not give the child its own copy of the heap", err,
-                         "; stopping the child rather than sharing the parent's heap");
-    if (A.fd >= 0)
-        mesh_os_close(A.fd);
-    A.fd = A.fork_fd;
-    A.fork_fd = -1;
-    mesh_os_fd_identity(A.fd, &A.fd_dev, &A.fd_ino);
-    /* The new mapping is all identity: make every alias an alias again. */
-    for (uint32_t id = 1; id < A.nrecords; id++) {
-        mesh_miniheap_t *a = rec(id);
-        if (a->kind == MESH_KIND_ALIAS &&
-            (err = map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page)) != 0)
-            mesh_fatal_errno("fork: could not map a meshed span in the child", err, "; stopping the child");
-    }
 }
 
 /* ---- invariants ---- */

@@ -16,7 +16,9 @@
 #ifndef MESH_INTERNAL_H
 #define MESH_INTERNAL_H
 
+#include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -93,6 +95,8 @@ int mesh_os_remove(void *addr, size_t bytes);                  /* MADV_REMOVE */
 int mesh_os_dontneed(void *addr, size_t bytes);
 int mesh_os_protect(void *addr, size_t bytes, bool writable);
 void mesh_os_populate(void *addr, size_t bytes);
+int mesh_os_sigmask(int how, const sigset_t *set, sigset_t *old);  /* the kernel's, unfiltered */
+uint32_t mesh_os_getpid(void);
 int mesh_os_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns);
 void mesh_os_futex_wake_all(_Atomic uint32_t *word);
 int mesh_os_open_append(const char *path, int *fd_out);
@@ -179,7 +183,9 @@ void mesh_options_init(void);
     X(mesh_failed, "meshes abandoned because a system call failed")             \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
-    X(barrier_waits, "writes that waited for a mesh to finish")                 \
+    X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
+    X(pin_waits, "system calls that waited for a mesh or fork before starting") \
+    X(mesh_pinned, "meshes not made: a system call was writing into src")       \
     X(efault_retries, "system calls retried after EFAULT during a mesh")
 
 typedef struct mesh_stats {
@@ -322,15 +328,13 @@ uint64_t mesh_arena_scavenge_locked(void);
 uint64_t mesh_arena_scavenge_aged_locked(void);
 void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
-int mesh_arena_map_at(uint32_t vpage, uint32_t npages, uint32_t file_page);
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable);
 uint32_t mesh_arena_file_page(uint32_t vpage);
 int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, uint32_t new_file);
 void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
 bool mesh_arena_fd_ok(void);
-void mesh_arena_fork_prepare(void);
-void mesh_arena_fork_parent(void);
-void mesh_arena_fork_child(void);
+int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page);
+bool mesh_arena_fd_is_ours_locked(void);
 void mesh_arena_check_locked(void);
 
 MESH_INLINE uint32_t mesh_mh_id(const mesh_miniheap_t *mh)
@@ -566,10 +570,50 @@ void mesh_mesh_fork_child(void);
 void mesh_barrier_install(void);
 void mesh_barrier_begin(void);
 void mesh_barrier_end(void);
+void mesh_barrier_fork_begin(void);
+void mesh_barrier_fork_end(void);
 void mesh_barrier_wait(void);
 bool mesh_barrier_active(void);
 uint32_t mesh_barrier_seq(void);
 void mesh_barrier_fork_child(void);
+
+/* ---- signals.c: the program's handlers and masks ------------------------------------ */
+
+void mesh_signals_take_faults(void (*handler)(int, siginfo_t *, void *));
+void mesh_signals_chain(int sig, siginfo_t *si, void *ctx);
+void mesh_signals_strip(sigset_t *set);
+const sigset_t *mesh_signals_wait_mask(const sigset_t *mask, sigset_t *copy);
+void mesh_signals_fork_child(void);
+
+/* ---- pin.c: buffers a system call is writing into ------------------------------------ */
+
+#define MESH_PINSET_MAX 8          /* ranges one call pins; more are merged into them */
+typedef struct mesh_pinset {
+    uint8_t n, held;
+    int slot[MESH_PINSET_MAX];
+    uintptr_t range[MESH_PINSET_MAX][2];
+} mesh_pinset_t;
+
+void mesh_pinset_add_range(mesh_pinset_t *ps, uintptr_t start, size_t len);
+/* An address, not an access: the kernel will write there, libmesh does not. */
+#define mesh_pinset_add(ps, p, len) mesh_pinset_add_range((ps), (uintptr_t)(p), (len))
+bool mesh_pinset_hold(mesh_pinset_t *ps);
+void mesh_pinset_release(mesh_pinset_t *ps);
+bool mesh_pins_overlap(uintptr_t start, uintptr_t end);
+size_t mesh_pins_collect(uintptr_t out[][2], size_t max);
+
+/* The next definition of a libc function libmesh interposes. */
+#define NEXT_SYMBOL(name)                 \
+    static __typeof__(name) *real_##name; \
+    if (!real_##name)                     \
+    real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+
+/* ---- fork.c: the child's own heap --------------------------------------------------- */
+
+void mesh_fork_prepare(void);
+void mesh_fork_parent(void);
+void mesh_fork_child(void);
+void mesh_fork_child_heap(void);
 
 /* ---- libmesh.c ---------------------------------------------------------------- */
 

@@ -1,13 +1,18 @@
 /*
- * The libc calls libmesh interposes besides the malloc family and
- * sigaction (barrier.c), for two reasons.
+ * The libc calls libmesh interposes besides the malloc family and the
+ * signal calls (signals.c), for two reasons.
  *
- * EFAULT: while a span is being meshed its pages are read-only, and the
- * kernel does not raise SIGSEGV when a system call writes there: the call
- * fails with EFAULT.  The calls through which programs most often receive
- * data into heap buffers (read, pread, readv, recv, recvfrom, recvmsg, the
- * poll, select and epoll families, which write back their event arrays) are
- * retried when they fail so while a mesh is in progress or has just ended.
+ * Buffers the kernel writes into: while a span is being meshed its pages
+ * are read-only, and while a fork child's heap is copied so is the arena;
+ * the kernel does not raise SIGSEGV when a system call writes there, the
+ * call fails with EFAULT, and some calls have consumed their data by then
+ * (a datagram, the messages of recvmmsg, the signal of sigtimedwait).  So
+ * the calls through which programs most often receive data into heap
+ * buffers (read, pread, preadv, readv, recv, recvfrom, recvmsg, recvmmsg,
+ * sigtimedwait, sigwaitinfo, and the poll, select and epoll families,
+ * which write back their event arrays) pin their buffers for the call
+ * (pin.c): meshing and fork leave pinned ranges writable.  Only when every
+ * pin slot is taken does a call go unpinned, retried after EFAULT.
  *
  * Idle points: a thread about to sleep (the sleep, poll, select and epoll
  * families, with a timeout that is not zero) is a good moment to give back
@@ -37,25 +42,30 @@ extern ssize_t __read(int fd, void *buf, size_t n);
 
 /* ---- system calls that write into the heap ---- */
 
-static bool in_arena(const void *p, size_t len)
+static void add_iov(mesh_pinset_t *ps, const struct iovec *iov, size_t n)
 {
-    uintptr_t a = (uintptr_t)p, base = (uintptr_t)mesh_arena.base;
-    return len && a < base + mesh_arena.bytes && a + len > base;
+    if (!iov)
+        return;
+    mesh_pinset_add(ps, iov, n * sizeof *iov);
+    for (size_t i = 0; i < n; i++)
+        mesh_pinset_add(ps, iov[i].iov_base, iov[i].iov_len);
 }
 
-static bool iov_in_arena(const struct iovec *iov, int n)
+/* What recvmsg writes: the data, the address, the control data, and the
+ * header's lengths and flags. */
+static void add_msghdr(mesh_pinset_t *ps, struct msghdr *msg)
 {
-    for (int i = 0; i < n && iov; i++)
-        if (in_arena(iov[i].iov_base, iov[i].iov_len))
-            return true;
-    return false;
+    mesh_pinset_add(ps, msg, sizeof *msg);
+    add_iov(ps, msg->msg_iov, msg->msg_iovlen);
+    mesh_pinset_add(ps, msg->msg_name, msg->msg_namelen);
+    mesh_pinset_add(ps, msg->msg_control, msg->msg_controllen);
 }
 
-/* After EFAULT on a buffer in the arena: worth another try if a mesh was in
- * progress or ended during the call. */
-static bool retry_after_efault(bool buffer_in_arena, uint32_t seq_before, int tries)
+/* After EFAULT on an unpinned call: worth another try if a mesh or a fork
+ * was in progress or ended during the call. */
+static bool retry_after_efault(uint32_t seq_before, int tries)
 {
-    if (errno != EFAULT || !buffer_in_arena || tries >= 64)
+    if (errno != EFAULT || tries >= 64)
         return false;
     if (!mesh_barrier_active() && mesh_barrier_seq() == seq_before)
         return false;
@@ -64,76 +74,134 @@ static bool retry_after_efault(bool buffer_in_arena, uint32_t seq_before, int tr
     return true;
 }
 
-#define NEXT(name) \
-    static __typeof__(name) *real_##name; \
-    if (!real_##name) \
-        real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+/* r = call, with the buffers in ps pinned for it. */
+#define WRITING_INTO(ps, call)                                              \
+    do {                                                                    \
+        if (mesh_pinset_hold(&(ps))) {                                      \
+            r = (call);                                                     \
+            int errno_ = errno;                                             \
+            mesh_pinset_release(&(ps));                                     \
+            errno = errno_;                                                 \
+            break;                                                          \
+        }                                                                   \
+        for (int tries_ = 0;; tries_++) {                                   \
+            uint32_t seq_ = mesh_barrier_seq();                             \
+            r = (call);                                                     \
+            if (r >= 0 || !retry_after_efault(seq_, tries_))                \
+                break;                                                      \
+        }                                                                   \
+    } while (0)
 
-#define RETRYING(call, buffer_in_arena)                                    \
-    do {                                                                   \
-        for (int tries_ = 0;; tries_++) {                                  \
-            uint32_t seq_ = mesh_barrier_seq();                            \
-            r = (call);                                                    \
-            if (r >= 0 || !retry_after_efault(buffer_in_arena, seq_, tries_)) \
-                break;                                                     \
-        }                                                                  \
+/* The same for a call that writes into one buffer. */
+#define WRITING_INTO_BUF(buf, len, call)                                    \
+    do {                                                                    \
+        mesh_pinset_t ps_ = {0};                                            \
+        mesh_pinset_add(&ps_, (buf), (len));                                \
+        WRITING_INTO(ps_, call);                                            \
     } while (0)
 
 MESH_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     ssize_t r;
-    RETRYING(__read(fd, buf, n), in_arena(buf, n));
+    WRITING_INTO_BUF(buf, n, __read(fd, buf, n));
     return r;
 }
 
 MESH_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
 {
-    NEXT(pread);
+    NEXT_SYMBOL(pread);
     ssize_t r;
-    RETRYING(real_pread(fd, buf, n, off), in_arena(buf, n));
+    WRITING_INTO_BUF(buf, n, real_pread(fd, buf, n, off));
     return r;
 }
 
 MESH_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
 {
-    NEXT(pread64);
+    NEXT_SYMBOL(pread64);
     ssize_t r;
-    RETRYING(real_pread64(fd, buf, n, off), in_arena(buf, n));
+    WRITING_INTO_BUF(buf, n, real_pread64(fd, buf, n, off));
     return r;
 }
 
 MESH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
-    NEXT(readv);
+    NEXT_SYMBOL(readv);
     ssize_t r;
-    RETRYING(real_readv(fd, iov, n), iov_in_arena(iov, n));
+    mesh_pinset_t ps = {0};
+    add_iov(&ps, iov, n > 0 ? (size_t)n : 0);
+    WRITING_INTO(ps, real_readv(fd, iov, n));
+    return r;
+}
+
+MESH_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
+{
+    NEXT_SYMBOL(preadv);
+    ssize_t r;
+    mesh_pinset_t ps = {0};
+    add_iov(&ps, iov, n > 0 ? (size_t)n : 0);
+    WRITING_INTO(ps, real_preadv(fd, iov, n, off));
     return r;
 }
 
 MESH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    NEXT(recv);
+    NEXT_SYMBOL(recv);
     ssize_t r;
-    RETRYING(real_recv(fd, buf, n, flags), in_arena(buf, n));
+    WRITING_INTO_BUF(buf, n, real_recv(fd, buf, n, flags));
     return r;
 }
 
 MESH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
 {
-    NEXT(recvfrom);
+    NEXT_SYMBOL(recvfrom);
     ssize_t r;
-    RETRYING(real_recvfrom(fd, buf, n, flags, addr, alen),
-             in_arena(buf, n) || in_arena(addr, alen ? *alen : 0) || in_arena(alen, sizeof *alen));
+    mesh_pinset_t ps = {0};
+    mesh_pinset_add(&ps, buf, n);
+    mesh_pinset_add(&ps, addr, alen ? *alen : 0);
+    mesh_pinset_add(&ps, alen, alen ? sizeof *alen : 0);
+    WRITING_INTO(ps, real_recvfrom(fd, buf, n, flags, addr, alen));
     return r;
 }
 
 MESH_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    NEXT(recvmsg);
+    NEXT_SYMBOL(recvmsg);
     ssize_t r;
-    RETRYING(real_recvmsg(fd, msg, flags),
-             iov_in_arena(msg->msg_iov, (int)msg->msg_iovlen) || in_arena(msg->msg_name, msg->msg_namelen) ||
-                 in_arena(msg->msg_control, msg->msg_controllen) || in_arena(msg, sizeof *msg));
+    mesh_pinset_t ps = {0};
+    if (msg)
+        add_msghdr(&ps, msg);
+    WRITING_INTO(ps, real_recvmsg(fd, msg, flags));
+    return r;
+}
+
+MESH_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *timeout)
+{
+    NEXT_SYMBOL(recvmmsg);
+    int r;
+    mesh_pinset_t ps = {0};
+    if (vec) {
+        mesh_pinset_add(&ps, vec, (size_t)n * sizeof *vec);
+        for (unsigned i = 0; i < n; i++)
+            add_msghdr(&ps, &vec[i].msg_hdr);
+    }
+    mesh_pinset_add(&ps, timeout, timeout ? sizeof *timeout : 0);
+    WRITING_INTO(ps, real_recvmmsg(fd, vec, n, flags, timeout));
+    return r;
+}
+
+MESH_EXPORT int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *timeout)
+{
+    NEXT_SYMBOL(sigtimedwait);
+    int r;
+    WRITING_INTO_BUF(info, info ? sizeof *info : 0, real_sigtimedwait(set, info, timeout));
+    return r;
+}
+
+MESH_EXPORT int sigwaitinfo(const sigset_t *set, siginfo_t *info)
+{
+    NEXT_SYMBOL(sigwaitinfo);
+    int r;
+    WRITING_INTO_BUF(info, info ? sizeof *info : 0, real_sigwaitinfo(set, info));
     return r;
 }
 
@@ -231,7 +299,7 @@ static void idle_rest(uint64_t want_ns, uint64_t t0)
 
 MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
 {
-    NEXT(clock_nanosleep);
+    NEXT_SYMBOL(clock_nanosleep);
     if (!req || bad_ts(req))
         return real_clock_nanosleep(clock, flags, req, rem);
     if (flags & TIMER_ABSTIME) {
@@ -299,44 +367,51 @@ MESH_EXPORT unsigned int sleep(unsigned int seconds)
 
 MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
-    NEXT(poll);
+    NEXT_SYMBOL(poll);
     uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
     if (first) {
-        RETRYING(real_poll(fds, n, ns_ms(first)), in_arena(fds, n * sizeof *fds));
+        WRITING_INTO_BUF(fds, n * sizeof *fds, real_poll(fds, n, ns_ms(first)));
         if (r != 0)
             return r;
     }
     idle_rest(want, t0);
-    RETRYING(real_poll(fds, n, ns_ms(left_ns(want, t0))), in_arena(fds, n * sizeof *fds));
+    WRITING_INTO_BUF(fds, n * sizeof *fds, real_poll(fds, n, ns_ms(left_ns(want, t0))));
     return r;
 }
 
 MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
 {
-    NEXT(ppoll);
+    NEXT_SYMBOL(ppoll);
     int r;
+    sigset_t mask_copy;
+    mask = mesh_signals_wait_mask(mask, &mask_copy);
     if (bad_ts(timeout)) {
-        RETRYING(real_ppoll(fds, n, timeout, mask), in_arena(fds, n * sizeof *fds));
+        WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout, mask));
         return r;
     }
     uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout), first = split_ns(want);
     if (first) {
         struct timespec f = ns_ts(first);
-        RETRYING(real_ppoll(fds, n, &f, mask), in_arena(fds, n * sizeof *fds));
+        WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, &f, mask));
         if (r != 0)
             return r;
     }
     idle_rest(want, t0);
     struct timespec left = ns_ts(left_ns(want, t0));
-    RETRYING(real_ppoll(fds, n, timeout ? &left : NULL, mask), in_arena(fds, n * sizeof *fds));
+    WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout ? &left : NULL, mask));
     return r;
 }
 
-static bool fdsets_in_arena(fd_set *r, fd_set *w, fd_set *e)
-{
-    return in_arena(r, sizeof *r) || in_arena(w, sizeof *w) || in_arena(e, sizeof *e);
-}
+/* r = call, with the descriptor sets select writes back pinned. */
+#define WRITING_INTO_SETS(rd, wr, ex, call)                                 \
+    do {                                                                    \
+        mesh_pinset_t ps_ = {0};                                            \
+        mesh_pinset_add(&ps_, (rd), (rd) ? sizeof(fd_set) : 0);             \
+        mesh_pinset_add(&ps_, (wr), (wr) ? sizeof(fd_set) : 0);             \
+        mesh_pinset_add(&ps_, (ex), (ex) ? sizeof(fd_set) : 0);             \
+        WRITING_INTO(ps_, call);                                            \
+    } while (0)
 
 /* The sets a select watches, kept for the rest of a split wait: the first
  * part, when it times out, leaves them all empty.  Only for the sets of
@@ -369,14 +444,14 @@ static struct timeval ns_tv(uint64_t ns)
 static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want, const sigset_t *mask,
                         uint64_t *left_ns_out)
 {
-    NEXT(pselect);
+    NEXT_SYMBOL(pselect);
     uint64_t t0 = mesh_os_now_ns(), first = n >= 0 && n <= FD_SETSIZE ? split_ns(want) : 0;
     int r;
     if (first) {
         fdsets_t kept;
         sets_copy(&kept, rd, wr, ex, true);
         struct timespec f = ns_ts(first);
-        RETRYING(real_pselect(n, rd, wr, ex, &f, mask), fdsets_in_arena(rd, wr, ex));
+        WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, &f, mask));
         if (r != 0) {
             *left_ns_out = left_ns(want, t0);
             return r;
@@ -385,17 +460,17 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
     }
     idle_rest(want, t0);
     struct timespec left = ns_ts(left_ns(want, t0));
-    RETRYING(real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask), fdsets_in_arena(rd, wr, ex));
+    WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask));
     *left_ns_out = left_ns(want, t0);
     return r;
 }
 
 MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
 {
-    NEXT(select);
+    NEXT_SYMBOL(select);
     int r;
     if (bad_tv(timeout)) {
-        RETRYING(real_select(n, rd, wr, ex, timeout), fdsets_in_arena(rd, wr, ex));
+        WRITING_INTO_SETS(rd, wr, ex, real_select(n, rd, wr, ex, timeout));
         return r;
     }
     uint64_t left;
@@ -408,10 +483,12 @@ MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval
 MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout,
                         const sigset_t *mask)
 {
-    NEXT(pselect);
+    NEXT_SYMBOL(pselect);
     int r;
+    sigset_t mask_copy;
+    mask = mesh_signals_wait_mask(mask, &mask_copy);
     if (bad_ts(timeout)) {
-        RETRYING(real_pselect(n, rd, wr, ex, timeout, mask), fdsets_in_arena(rd, wr, ex));
+        WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, timeout, mask));
         return r;
     }
     uint64_t left;
@@ -420,32 +497,34 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
 
 MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
-    NEXT(epoll_wait);
+    NEXT_SYMBOL(epoll_wait);
     size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
     uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
     if (first) {
-        RETRYING(real_epoll_wait(epfd, events, maxevents, ns_ms(first)), in_arena(events, bytes));
+        WRITING_INTO_BUF(events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(first)));
         if (r != 0)
             return r;
     }
     idle_rest(want, t0);
-    RETRYING(real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))), in_arena(events, bytes));
+    WRITING_INTO_BUF(events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))));
     return r;
 }
 
 MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *ss)
 {
-    NEXT(epoll_pwait);
+    sigset_t ss_copy;
+    ss = mesh_signals_wait_mask(ss, &ss_copy);
+    NEXT_SYMBOL(epoll_pwait);
     size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
     uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
     if (first) {
-        RETRYING(real_epoll_pwait(epfd, events, maxevents, ns_ms(first), ss), in_arena(events, bytes));
+        WRITING_INTO_BUF(events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(first), ss));
         if (r != 0)
             return r;
     }
     idle_rest(want, t0);
-    RETRYING(real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss), in_arena(events, bytes));
+    WRITING_INTO_BUF(events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss));
     return r;
 }

@@ -27,12 +27,12 @@ static void fork_prepare(void)
     pthread_mutex_lock(&mesh_arena.lock);
     mesh_thread_heaps_fork_prepare();
     mesh_huge_fork_prepare();
-    mesh_arena_fork_prepare();
+    mesh_fork_prepare();
 }
 
 static void fork_parent(void)
 {
-    mesh_arena_fork_parent();
+    mesh_fork_parent();
     mesh_huge_fork_parent();
     mesh_thread_heaps_fork_parent();
     pthread_mutex_unlock(&mesh_arena.lock);
@@ -42,12 +42,13 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
-    mesh_mesh_fork_child();
+    mesh_fork_child();
     mesh_barrier_fork_child();
+    mesh_signals_fork_child();
+    mesh_mesh_fork_child();
     mesh_global_fork_child();
     mesh_arena.lock = (pthread_mutex_t)PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
     mesh_huge_fork_child();
-    mesh_arena_fork_child();
     mesh_thread_heaps_fork_child();
 }
 

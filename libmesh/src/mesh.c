@@ -200,7 +200,7 @@ static int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
     return cost;
 }
 
-enum mesh_outcome { MESHED, FAILED, NO_MAPS, NO_GAIN };
+enum mesh_outcome { MESHED, FAILED, NO_MAPS, NO_GAIN, PINNED };
 
 /* Meshes src onto dst (class lock held; both detached and taken off their
  * lists).  Returns the write-protect pause in *pause_ns and the physical
@@ -231,8 +231,26 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         return NO_GAIN;
     }
 
+    /* The arena lock is taken before any page is protected and held until
+     * the remapping is done: a thread the barrier holds may hold the arena
+     * lock itself (a signal handler that writes into the heap, run inside
+     * a large allocation), and the mesh must not wait for it. */
     uint64_t t0 = mesh_os_now_ns();
+    pthread_mutex_lock(&mesh_arena.lock);
     mesh_barrier_begin();
+    /* After announcing the mesh: a buffer a system call is writing into is
+     * left alone (pin.c), the call would fail. */
+    for (k = 0; k < n; k++) {
+        uintptr_t s = (uintptr_t)mesh_mh_start(rec(spans[k]));
+        if (mesh_pins_overlap(s, s + ((uintptr_t)sc->npages << MESH_PAGE_SHIFT)))
+            break;
+    }
+    if (k < n) {
+        mesh_barrier_end();
+        pthread_mutex_unlock(&mesh_arena.lock);
+        MESH_STAT_ADD(mesh_pinned, 1);
+        return PINNED;
+    }
     for (k = 0; k < n; k++)
         if (mesh_arena_protect(rec(spans[k])->span_page, sc->npages, false) != 0)
             break;
@@ -240,6 +258,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         while (k-- > 0)
             mesh_arena_protect(rec(spans[k])->span_page, sc->npages, true);
         mesh_barrier_end();
+        pthread_mutex_unlock(&mesh_arena.lock);
         return FAILED;
     }
 
@@ -257,15 +276,16 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
     }
 
     for (k = 0; k < n; k++)
-        if (mesh_arena_map_at(rec(spans[k])->span_page, sc->npages, dst->span_page) != 0)
+        if (mesh_arena_map_at_locked(rec(spans[k])->span_page, sc->npages, dst->span_page) != 0)
             break;
     if (k < n) {
         /* Put back what moved: src's pages are intact until punched. */
         for (uint32_t j = 0; j < k; j++)
-            mesh_arena_map_at(rec(spans[j])->span_page, sc->npages, src->span_page);
+            mesh_arena_map_at_locked(rec(spans[j])->span_page, sc->npages, src->span_page);
         for (uint32_t j = k; j < n; j++)
             mesh_arena_protect(rec(spans[j])->span_page, sc->npages, true);
         mesh_barrier_end();
+        pthread_mutex_unlock(&mesh_arena.lock);
         return FAILED;
     }
 
@@ -291,6 +311,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
         last = rec(last->mesh_next);
     last->mesh_next = mesh_mh_id(src);
     mesh_barrier_end();
+    pthread_mutex_unlock(&mesh_arena.lock);
     *pause_ns = mesh_os_now_ns() - t0;
 
     punch_later(src->span_page, sc->npages);

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,6 +163,26 @@ void mesh_os_futex_wake_all(_Atomic uint32_t *word)
     SAVE_ERRNO;
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     errno = saved_errno_;
+}
+
+/* The calling thread's signal mask, straight to the kernel: libmesh's own
+ * masking must not go through the program's view of masks (signals.c).
+ * Async-signal-safe. */
+int mesh_os_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+    SAVE_ERRNO;
+    long r = syscall(SYS_rt_sigprocmask, how, set, old, (size_t)(_NSIG / 8));
+    RETURN_ERR(r == 0);
+}
+
+/* The process id from the kernel, never from a cache: a fork child asks it
+ * before libc has set itself up again.  Async-signal-safe. */
+uint32_t mesh_os_getpid(void)
+{
+    SAVE_ERRNO;
+    long r = syscall(SYS_getpid);
+    errno = saved_errno_;
+    return (uint32_t)r;
 }
 
 int mesh_os_open_append(const char *path, int *fd_out)

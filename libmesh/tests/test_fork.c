@@ -3,10 +3,15 @@
  * (the arena is a MAP_SHARED file, which fork alone would share), so writes
  * after fork are private in both directions; forks from a busy
  * multithreaded parent do not deadlock; untouched reservations are not
- * copied; posix_spawn and vfork+exec work.
+ * copied; posix_spawn and vfork+exec work.  A child of a multithreaded
+ * parent sees the heap as it was at the fork, no older than the rest of
+ * its memory; a parent with no descriptor to spare can fork.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -133,6 +138,125 @@ static void test_fork_while_threads_allocate(void)
     mesh_global_check();
 }
 
+/* ---- the child's heap is the heap at the fork ---- */
+
+/* Each writer stores k into a counter in the heap, then into a global, and
+ * publishes objects it filled completely through a global pointer.  A
+ * child must see the heap no older than the rest of its memory: the heap
+ * counter at least the global one, every published object whole. */
+#define WRITERS 2
+#define PUBLISHED 64
+#define OBJ_BYTES 200
+
+static _Atomic uint64_t *heap_counter[WRITERS];
+static _Atomic uint64_t global_counter[WRITERS];
+static unsigned char *_Atomic published[WRITERS][PUBLISHED];
+static _Atomic int writers_stop;
+
+static void *counting_writer(void *arg)
+{
+    uintptr_t w = (uintptr_t)arg;
+    for (uint64_t k = 1; !atomic_load_explicit(&writers_stop, memory_order_relaxed); k++) {
+        atomic_store_explicit(heap_counter[w], k, memory_order_release);
+        atomic_store_explicit(&global_counter[w], k, memory_order_release);
+        unsigned i = (unsigned)(k % PUBLISHED);
+        unsigned char *o = malloc(OBJ_BYTES);
+        memset(o, (unsigned char)k, OBJ_BYTES);
+        o[0] = (unsigned char)(k >> 8);
+        unsigned char *old = atomic_exchange_explicit(&published[w][i], o, memory_order_acq_rel);
+        free(old);
+    }
+    return NULL;
+}
+
+static int child_sees_fork_time_heap(void)
+{
+    for (int w = 0; w < WRITERS; w++) {
+        uint64_t g = atomic_load_explicit(&global_counter[w], memory_order_acquire);
+        uint64_t h = atomic_load_explicit(heap_counter[w], memory_order_acquire);
+        if (h < g) {
+            fprintf(stderr, "  child: heap counter %llu behind global %llu\n", (unsigned long long)h,
+                    (unsigned long long)g);
+            return 1;
+        }
+        for (int i = 0; i < PUBLISHED; i++) {
+            unsigned char *o = atomic_load_explicit(&published[w][i], memory_order_acquire);
+            if (!o)
+                continue;
+            for (int b = 2; b < OBJ_BYTES; b++)
+                if (o[b] != o[1]) {
+                    fprintf(stderr, "  child: published object %p torn at byte %d\n", (void *)o, b);
+                    return 1;
+                }
+        }
+    }
+    return 0;
+}
+
+static void test_fork_sees_heap_at_fork(void)
+{
+    pthread_t t[WRITERS];
+    atomic_store(&writers_stop, 0);
+    for (uintptr_t w = 0; w < WRITERS; w++) {
+        heap_counter[w] = malloc(sizeof *heap_counter[w]);
+        atomic_store(heap_counter[w], 0);
+        pthread_create(&t[w], NULL, counting_writer, (void *)w);
+    }
+    int stale = 0;
+    for (int n = 0; n < 100; n++) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(child_sees_fork_time_heap());
+        stale += !wait_ok(pid);
+    }
+    atomic_store(&writers_stop, 1);
+    for (int w = 0; w < WRITERS; w++) {
+        pthread_join(t[w], NULL);
+        for (int i = 0; i < PUBLISHED; i++)
+            free(atomic_exchange(&published[w][i], NULL));
+        free((void *)heap_counter[w]);
+    }
+    CHECK_EQ(stale, 0);
+    mesh_global_check();
+}
+
+/* ---- fork with no descriptor to spare ---- */
+
+static void test_fork_without_descriptors(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Use up every descriptor, as a program at EMFILE has. */
+        struct rlimit rl = {1024, 1024};
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            _exit(2);
+        int fd;
+        while ((fd = open("/dev/null", O_RDONLY)) >= 0)
+            ;
+        if (errno != EMFILE)
+            _exit(3);
+        char *p = malloc(5000);
+        memset(p, 'x', 5000);
+        pid_t g = fork();
+        if (g == 0) {
+            int ok = p[4999] == 'x';
+            memset(p, 'y', 5000); /* the child's own copy */
+            char *q = malloc(300);
+            memset(q, 1, 300);
+            free(q);
+            _exit(ok ? 0 : 1);
+        }
+        if (g < 0)
+            _exit(4);
+        int ok = wait_ok(g) && p[0] == 'x';
+        free(p);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(wait_ok(pid));
+}
+
 static void test_untouched_not_copied(void)
 {
     char *big = malloc((size_t)2 << 30); /* reserved, not touched */
@@ -173,6 +297,8 @@ int main(void)
     free(malloc(1));
     TEST_RUN(test_isolation);
     TEST_RUN(test_fork_while_threads_allocate);
+    TEST_RUN(test_fork_sees_heap_at_fork);
+    TEST_RUN(test_fork_without_descriptors);
     TEST_RUN(test_untouched_not_copied);
     TEST_RUN(test_spawn_and_vfork);
     TEST_DONE();

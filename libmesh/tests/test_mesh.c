@@ -350,13 +350,15 @@ static void *late_reader(void *arg)
 }
 
 /* Protects held_obj's span as a mesh would, lets fn run in a thread, and
- * lifts the protection 50 ms later.  The thread is started first: while
- * the span is protected this thread must not write to it (creating a
- * thread does, for glibc's thread bookkeeping lives in the heap). */
-static void hold_span(void *(*fn)(void *))
+ * lifts the protection once the thread has met it (*waits grew) or after
+ * 5 s.  The thread is started first: while the span is protected this
+ * thread must not write to it (creating a thread does, for glibc's thread
+ * bookkeeping lives in the heap). */
+static void hold_span(void *(*fn)(void *), _Atomic uint64_t *waits)
 {
     mesh_miniheap_t *mh = mesh_arena_lookup(held_obj);
     pthread_t t;
+    uint64_t waits0 = atomic_load(waits);
     atomic_store(&go, 0);
     pthread_create(&t, NULL, fn, NULL);
     mesh_barrier_install();
@@ -365,7 +367,9 @@ static void hold_span(void *(*fn)(void *))
     atomic_store(&go, 1);
     /* The raw system call: usleep is an idle point, where a mesh pass of
      * the allocator's own could begin and end the barrier this holds. */
-    struct timespec ts = {0, 50 * 1000000L};
+    struct timespec ts = {0, 1000000L};
+    for (int ms = 0; ms < 5000 && atomic_load(waits) == waits0; ms++)
+        syscall(SYS_nanosleep, &ts, NULL);
     syscall(SYS_nanosleep, &ts, NULL);
     mesh_arena_protect(mh->span_page, mh->npages, true);
     mesh_barrier_end();
@@ -377,7 +381,7 @@ static void test_barrier_store_waits(void)
     held_obj = malloc(300);
     memset(held_obj, 0, 300);
     uint64_t waits0 = atomic_load(&mesh_stats.barrier_waits);
-    hold_span(late_writer);
+    hold_span(late_writer, &mesh_stats.barrier_waits);
     CHECK(atomic_load(&writer_done));
     CHECK(held_obj[0] == 'W');
     CHECK(atomic_load(&mesh_stats.barrier_waits) > waits0);
@@ -390,11 +394,11 @@ static void test_barrier_read_syscall(void)
     memset(held_obj, 0, 300);
     CHECK(pipe(pipe_fds) == 0);
     CHECK(write(pipe_fds[1], "hello through a meshed page", 27) == 27);
-    uint64_t retries0 = atomic_load(&mesh_stats.efault_retries);
-    hold_span(late_reader);
+    uint64_t waits0 = atomic_load(&mesh_stats.pin_waits);
+    hold_span(late_reader, &mesh_stats.pin_waits);
     CHECK_EQ(atomic_load(&read_result), 27);
     CHECK(memcmp(held_obj, "hello through a meshed page", 27) == 0);
-    CHECK(atomic_load(&mesh_stats.efault_retries) > retries0);
+    CHECK(atomic_load(&mesh_stats.pin_waits) > waits0); /* it waited before reading */
     close(pipe_fds[0]);
     close(pipe_fds[1]);
     free(held_obj);
