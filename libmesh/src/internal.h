@@ -180,7 +180,8 @@ void mesh_options_init(void);
     X(mesh_map_limited, "passes stopped by the mapping budget")                 \
     X(mesh_time_limited, "passes stopped by their time budget")                 \
     X(mesh_no_gain, "meshes not made: they would give back no page")            \
-    X(mesh_failed, "meshes abandoned because a system call failed")             \
+    X(mesh_failed, "meshes abandoned because a system call failed")               \
+    X(idle_gave_way, "idle passes cut short: the wait had something to return")             \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
@@ -555,7 +556,17 @@ bool mesh_global_is_partial(uint8_t state);
 
 /* Lock order: the mesh lock comes before every class lock. */
 void mesh_mesh_init(void);
-bool mesh_maybe_mesh(uint64_t idle_ns);
+/* The wait an idle pass precedes, so that the pass can give way as soon as
+ * the wait would return at once (interpose.c fills it in). */
+typedef struct mesh_wait {
+    bool (*ready)(const struct mesh_wait *w);
+    const void *what;            /* pollfd array or fd sets, as ready reads them */
+    size_t n;                    /* descriptors */
+    int fd;                      /* an epoll descriptor */
+    bool has_mask;               /* else mask is the thread's, read when a pass begins */
+    sigset_t mask;               /* signals the wait leaves blocked */
+} mesh_wait_t;
+bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait);
 uint64_t mesh_idle_split_ns(uint64_t wait_ns);
 uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);

@@ -212,8 +212,9 @@ static bool started(void)
     return atomic_load_explicit(&mesh_init_state, memory_order_relaxed) == 2;
 }
 
-/* Called before a thread blocks for up to timeout_ns (UINT64_MAX: no limit). */
-static void idle_point(uint64_t timeout_ns)
+/* Called before a thread blocks for up to timeout_ns (UINT64_MAX: no
+ * limit) in the wait w. */
+static void idle_point(uint64_t timeout_ns, mesh_wait_t *w)
 {
     if (!started() || timeout_ns == 0)
         return;
@@ -224,7 +225,84 @@ static void idle_point(uint64_t timeout_ns)
         else
             mesh_thread_heap_tick(th);
     }
-    mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_opt.idle_pass_ms * 1000000ULL : timeout_ns);
+    mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_opt.idle_pass_ms * 1000000ULL : timeout_ns, w);
+}
+
+/* ---- what a wait would return at once ---- */
+
+/* A signal the wait leaves unblocked is pending: the wait would end with
+ * EINTR (the idle work runs with the program's signals blocked). */
+static bool signal_due(const mesh_wait_t *w)
+{
+    sigset_t pending;
+    if (sigpending(&pending) != 0)
+        return false;
+    for (int s = 1; s < NSIG; s++)
+        if (sigismember(&pending, s) == 1 && sigismember(&w->mask, s) != 1)
+            return true;
+    return false;
+}
+
+static bool sleep_ready(const mesh_wait_t *w)
+{
+    return signal_due(w);
+}
+
+#define POLL_CHECK_MAX 64   /* descriptors a check copies; more: signals only */
+
+static bool poll_ready(const mesh_wait_t *w)
+{
+    NEXT_SYMBOL(poll);
+    struct pollfd copy[POLL_CHECK_MAX];
+    if (signal_due(w))
+        return true;
+    if (w->n > POLL_CHECK_MAX)
+        return false;
+    memcpy(copy, w->what, w->n * sizeof *copy);
+    return real_poll(copy, w->n, 0) > 0;
+}
+
+/* An epoll descriptor is readable when events are ready; polling it
+ * takes none of them. */
+static bool epoll_ready(const mesh_wait_t *w)
+{
+    NEXT_SYMBOL(poll);
+    struct pollfd p = {.fd = w->fd, .events = POLLIN};
+    return signal_due(w) || real_poll(&p, 1, 0) > 0;
+}
+
+typedef struct fd_sets {
+    fd_set *r, *w, *e;
+} fd_sets_t;
+
+static bool select_ready(const mesh_wait_t *w)
+{
+    NEXT_SYMBOL(select);
+    const fd_sets_t *sets = w->what;
+    fd_set r, wr, e;
+    struct timeval zero = {0, 0};
+    if (signal_due(w))
+        return true;
+    if (w->n > FD_SETSIZE)
+        return false;
+    if (sets->r)
+        r = *sets->r;
+    if (sets->w)
+        wr = *sets->w;
+    if (sets->e)
+        e = *sets->e;
+    return real_select((int)w->n, sets->r ? &r : NULL, sets->w ? &wr : NULL, sets->e ? &e : NULL, &zero) > 0;
+}
+
+/* The wait as an idle pass sees it; mask NULL: the thread's own, which
+ * the pass reads only if it runs (a system call every wait would cost). */
+static mesh_wait_t wait_of(bool (*ready)(const mesh_wait_t *), const void *what, size_t n, int fd,
+                           const sigset_t *mask)
+{
+    mesh_wait_t w = {.ready = ready, .what = what, .n = n, .fd = fd, .has_mask = mask != NULL};
+    if (mask)
+        w.mask = *mask;
+    return w;
 }
 
 /* A timeout the kernel refuses (EINVAL): such a call goes straight
@@ -291,10 +369,10 @@ static uint64_t split_ns(uint64_t want_ns)
 /* The idle work for a wait of want_ns begun at t0, with what is left of it.
  * The work may take a quarter of the whole wait (the thread is idle for
  * all of it, split or not), but never more than half of what is left. */
-static void idle_rest(uint64_t want_ns, uint64_t t0)
+static void idle_rest(uint64_t want_ns, uint64_t t0, mesh_wait_t *w)
 {
     uint64_t left = left_ns(want_ns, t0);
-    idle_point(left == UINT64_MAX || want_ns / 2 < left ? want_ns : 2 * left);
+    idle_point(left == UINT64_MAX || want_ns / 2 < left ? want_ns : 2 * left, w);
 }
 
 MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespec *req, struct timespec *rem)
@@ -319,7 +397,8 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
                 return err;
             d = clock_gettime(clock, &now) == 0 && until > ts_ns(&now) ? until - ts_ns(&now) : 0;
         }
-        idle_point(d);
+        mesh_wait_t w = wait_of(sleep_ready, NULL, 0, -1, NULL);
+        idle_point(d, &w);
         return real_clock_nanosleep(clock, flags, req, rem);
     }
     uint64_t t0 = mesh_os_now_ns(), want = ts_ns(req), first = split_ns(want);
@@ -332,7 +411,8 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
             return err;
         }
     }
-    idle_rest(want, t0);
+    mesh_wait_t w = wait_of(sleep_ready, NULL, 0, -1, NULL);
+    idle_rest(want, t0, &w);
     struct timespec left = ns_ts(left_ns(want, t0));
     return real_clock_nanosleep(clock, flags, &left, rem);
 }
@@ -375,7 +455,8 @@ MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
         if (r != 0)
             return r;
     }
-    idle_rest(want, t0);
+    mesh_wait_t w = wait_of(poll_ready, fds, n, -1, NULL);
+    idle_rest(want, t0, &w);
     WRITING_INTO_BUF(fds, n * sizeof *fds, real_poll(fds, n, ns_ms(left_ns(want, t0))));
     return r;
 }
@@ -397,7 +478,8 @@ MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeo
         if (r != 0)
             return r;
     }
-    idle_rest(want, t0);
+    mesh_wait_t w = wait_of(poll_ready, fds, n, -1, mask);
+    idle_rest(want, t0, &w);
     struct timespec left = ns_ts(left_ns(want, t0));
     WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout ? &left : NULL, mask));
     return r;
@@ -458,7 +540,9 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
         }
         sets_copy(&kept, rd, wr, ex, false);
     }
-    idle_rest(want, t0);
+    fd_sets_t sets = {rd, wr, ex};
+    mesh_wait_t w = wait_of(select_ready, &sets, n >= 0 ? (size_t)n : 0, -1, mask);
+    idle_rest(want, t0, &w);
     struct timespec left = ns_ts(left_ns(want, t0));
     WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask));
     *left_ns_out = left_ns(want, t0);
@@ -506,7 +590,8 @@ MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, 
         if (r != 0)
             return r;
     }
-    idle_rest(want, t0);
+    mesh_wait_t w = wait_of(epoll_ready, NULL, 0, epfd, NULL);
+    idle_rest(want, t0, &w);
     WRITING_INTO_BUF(events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))));
     return r;
 }
@@ -524,7 +609,8 @@ MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents,
         if (r != 0)
             return r;
     }
-    idle_rest(want, t0);
+    mesh_wait_t w = wait_of(epoll_ready, NULL, 0, epfd, ss);
+    idle_rest(want, t0, &w);
     WRITING_INTO_BUF(events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss));
     return r;
 }

@@ -503,7 +503,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0)
-        return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0));
+        return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0, NULL));
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
         uint64_t bytes = mesh_global_trim(0) << MESH_PAGE_SHIFT;

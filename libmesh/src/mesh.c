@@ -183,11 +183,37 @@ static void punch_later(uint32_t page, uint32_t npages)
     punch_page[punch_n++] = npages;
 }
 
+/*
+ * An idle pass runs in the thread of a wait that is about to begin, and in
+ * a server that thread is the event loop: a request that arrives during
+ * the pass waits for it.  So the pass gives way as soon as the wait would
+ * return at once (an event ready, a signal pending), checked when it
+ * starts and then at most every MESH_READY_CHECK_NS between meshes.
+ */
+#define MESH_READY_CHECK_NS 100000
+static __thread const mesh_wait_t *tls_wait;
+static __thread uint64_t tls_wait_check_ns;
+static __thread bool tls_gave_way;
+
+static bool gives_way(uint64_t now)
+{
+    if (!tls_wait || tls_gave_way || now < tls_wait_check_ns)
+        return tls_gave_way;
+    tls_wait_check_ns = now + MESH_READY_CHECK_NS;
+    if (tls_wait->ready(tls_wait)) {
+        tls_gave_way = true;
+        MESH_STAT_ADD(idle_gave_way, 1);
+    }
+    return tls_gave_way;
+}
+
 /* Whether a slice must stop: its deadline, less the time the punches it
- * has queued will take once it stops (a couple of microseconds each). */
+ * has queued will take once it stops (a couple of microseconds each), or
+ * the wait this idle pass precedes has something to return. */
 static bool out_of_time(uint64_t deadline_ns)
 {
-    return mesh_os_now_ns() + (uint64_t)(punch_n / 2) * 2000 > deadline_ns;
+    uint64_t now = mesh_os_now_ns();
+    return now + (uint64_t)(punch_n / 2) * 2000 > deadline_ns || gives_way(now);
 }
 
 /* The mappings meshing src onto dst adds (fewer than none: it removes). */
@@ -955,7 +981,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         unsigned still = 0;
         for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
             uint64_t now = mesh_os_now_ns();
-            if (now >= deadline) {
+            if (now >= deadline || gives_way(now)) {
                 res.out_of_time = true;
                 break;
             }
@@ -1021,9 +1047,9 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
 }
 
 /* A pass run by a thread about to sleep for idle_ns may take longer than
- * MESH_PASS_MS, a quarter of the sleep, up to MESH_IDLE_PASS_MS: it delays
- * nobody but the sleeper (and, class by class, allocations that need a
- * class lock it holds). */
+ * MESH_PASS_MS, a quarter of the sleep, up to MESH_IDLE_PASS_MS: the thread
+ * has nothing else to do until its wait would return, and the pass gives
+ * way as soon as it would (gives_way). */
 static uint64_t idle_budget(uint64_t idle_ns)
 {
     uint64_t base = mesh_opt.pass_ms * 1000000ULL, cap = mesh_opt.idle_pass_ms * 1000000ULL;
@@ -1035,24 +1061,38 @@ static uint64_t idle_budget(uint64_t idle_ns)
 
 /* Once a period: give back the pages that stayed freed and unused for a
  * period (a crude decay: a free span stays backed for at most two), then,
- * with meshing on, run a pass (which may skip itself if the heap looks as it
- * did when the last pass found nothing).  idle_ns: how long the calling
- * thread is about to sleep (0 when it is not).  Returns whether a period
- * had gone by.  Cheap when none has: one clock read.  The scavenging happens with MESH_MESHING=0 too, so that the
- * no-meshing control differs from libmesh by meshing alone. */
-bool mesh_maybe_mesh(uint64_t idle_ns)
+ * with meshing on, run a pass (which may skip itself if the heap looks as
+ * it did when the last pass found nothing), then trim.  idle_ns: how long
+ * the calling thread is about to sleep (0 when it is not), and wait what
+ * it is about to wait for (NULL when it is not): the work stops where the
+ * wait would return at once.  Returns whether a period had gone by.  Cheap
+ * when none has: one clock read.  The scavenging happens with
+ * MESH_MESHING=0 too, so that the no-meshing control differs from libmesh
+ * by meshing alone. */
+bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&last_pass_ns, memory_order_relaxed);
     if (now - last < mesh_opt.period_ms * 1000000ULL)
         return false;
     if (!atomic_compare_exchange_strong(&last_pass_ns, &last, now))
         return false;
-    pthread_mutex_lock(&mesh_arena.lock);
-    mesh_arena_scavenge_aged_locked();
-    pthread_mutex_unlock(&mesh_arena.lock);
-    if (mesh_opt.meshing)
-        mesh_pass(false, idle_budget(idle_ns));
-    mesh_global_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
+    if (wait && !wait->has_mask) {
+        mesh_os_sigmask(SIG_BLOCK, NULL, &wait->mask);
+        wait->has_mask = true;
+    }
+    tls_wait = wait;
+    tls_wait_check_ns = 0;
+    tls_gave_way = false;
+    if (!gives_way(now)) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_scavenge_aged_locked();
+        pthread_mutex_unlock(&mesh_arena.lock);
+        if (mesh_opt.meshing)
+            mesh_pass(false, idle_budget(idle_ns));
+        if (!gives_way(mesh_os_now_ns()))
+            mesh_global_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
+    }
+    tls_wait = NULL;
     return true;
 }
 

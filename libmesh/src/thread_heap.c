@@ -115,7 +115,7 @@ void mesh_thread_heap_tick(mesh_thread_heap_t *th)
     uint64_t now = mesh_os_now_ns();
     if (now - th->last_flush_ns >= mesh_opt.period_ms * 1000000ULL) {
         mesh_thread_heap_flush(th);
-        mesh_maybe_mesh(0);
+        mesh_maybe_mesh(0, NULL);
     }
 }
 
