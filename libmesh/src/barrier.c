@@ -26,6 +26,11 @@ static _Atomic uint32_t barrier_seq;     /* futex word: bumped as each mesh or f
 static _Atomic int meshing;              /* a mesh has spans read-only */
 static _Atomic int forking;              /* fork has the arena read-only */
 static _Atomic uint32_t fork_pid;        /* the forking process, while forking */
+/* The address ranges the mesh in progress protects (written before meshing
+ * is set; a reader that sees a later mesh's ranges half written is still
+ * safe, see mesh_barrier_blocks). */
+static _Atomic uintptr_t mesh_range[MESH_MAX_CHAIN][2];
+static _Atomic uint32_t mesh_nranges;
 static bool installed;
 
 /* The thread that protects: it must not wait for itself. */
@@ -38,11 +43,17 @@ static __thread uint32_t tls_fault_seq __attribute__((tls_model("initial-exec"))
 /* Between begin and end, the meshing thread itself must not fault on the
  * spans it protects: it would wait for itself.  Its signals are blocked by
  * the caller for the whole class being meshed, so that no handler of the
- * program runs on it meanwhile.  The store is sequentially consistent: a
- * pinner that does not see it has published its pin before (pin.c). */
-void mesh_barrier_begin(void)
+ * program runs on it meanwhile.  The ranges are those it will protect; the
+ * store of meshing is sequentially consistent: a pinner that does not see
+ * it has published its pin before (pin.c). */
+void mesh_barrier_begin(const uintptr_t ranges[][2], unsigned n)
 {
     tls_holder = true;
+    for (unsigned i = 0; i < n && i < MESH_MAX_CHAIN; i++) {
+        atomic_store(&mesh_range[i][0], ranges[i][0]);
+        atomic_store(&mesh_range[i][1], ranges[i][1]);
+    }
+    atomic_store(&mesh_nranges, n < MESH_MAX_CHAIN ? n : MESH_MAX_CHAIN);
     atomic_store(&meshing, 1);
 }
 
@@ -86,15 +97,31 @@ uint32_t mesh_barrier_seq(void)
     return atomic_load(&barrier_seq);
 }
 
-/* Waits until no mesh or fork is in progress.  Async-signal-safe. */
-void mesh_barrier_wait(void)
+/* Whether [s, e) may be made read-only by the mesh or fork under way; for
+ * a pinner, after it published its pin.  Only the mesh in progress when
+ * the pin was published can have missed it; if a later one has begun
+ * since, the earlier has ended, and the later one sees the pin: so ranges
+ * from either, even mixed, give a safe answer. */
+bool mesh_barrier_blocks(uintptr_t s, uintptr_t e)
 {
-    while (mesh_barrier_active()) {
-        uint32_t seq = atomic_load(&barrier_seq);
-        if (!mesh_barrier_active())
-            break;
+    if (atomic_load(&forking))
+        return true;
+    if (!atomic_load(&meshing))
+        return false;
+    uint32_t n = atomic_load(&mesh_nranges);
+    for (uint32_t i = 0; i < n && i < MESH_MAX_CHAIN; i++)
+        if (atomic_load(&mesh_range[i][0]) < e && atomic_load(&mesh_range[i][1]) > s)
+            return true;
+    return false;
+}
+
+/* Waits until the mesh or fork that was under way when the barrier's
+ * count read seq has ended (not for the ones after it: a thread held up
+ * by one mesh must not wait out a whole pass).  Async-signal-safe. */
+void mesh_barrier_wait(uint32_t seq)
+{
+    while (atomic_load(&barrier_seq) == seq && mesh_barrier_active())
         mesh_os_futex_wait(&barrier_seq, seq, 1000000);
-    }
 }
 
 /* ---- the handler ---- */
@@ -119,8 +146,12 @@ static bool barrier_fault(void *addr)
     }
     uint32_t seq = atomic_load(&barrier_seq);
     if (mesh_barrier_active()) {
+        bool for_mesh = !atomic_load(&forking);
+        uint64_t t0 = mesh_os_now_ns();
         MESH_STAT_ADD(barrier_waits, 1);
-        mesh_barrier_wait();
+        mesh_barrier_wait(seq);
+        if (for_mesh)
+            mesh_stall_note(&mesh_stall_barrier_ns, &mesh_stats.barrier_wait_max_ns, mesh_os_now_ns() - t0);
         tls_fault_addr = NULL;
         return true;
     }

@@ -317,6 +317,23 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
  * from the global heap (detaching full ones if the vector has no room for
  * more), enough to fill the vector for a while (MESH_SV_TARGET_SLOTS)
  * without hoarding memory (MESH_SV_MAX_BYTES). */
+_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
+
+void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns)
+{
+    mesh_stat_max(interval_max, ns);
+    mesh_stat_max(stat_max, ns);
+}
+
+void mesh_class_lock_slow(mesh_class_heap_t *ch)
+{
+    uint64_t t0 = mesh_os_now_ns();
+    atomic_fetch_add_explicit(&ch->waiters, 1, memory_order_relaxed);
+    pthread_mutex_lock(&ch->lock);
+    atomic_fetch_sub_explicit(&ch->waiters, 1, memory_order_relaxed);
+    mesh_stall_note(&mesh_stall_lock_ns, &mesh_stats.lock_wait_max_ns, mesh_os_now_ns() - t0);
+}
+
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
@@ -327,7 +344,7 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
     mesh_assert(sv->top == 0);
     harvest(sv);
     if (sv->top < MESH_SV_HARVEST_MIN) {
-        pthread_mutex_lock(&ch->lock);
+        mesh_class_lock(ch);
         if (sv->nattached == MESH_SV_MAX_ATTACH || (sv->nattached + 1) * span_bytes > MESH_SV_MAX_BYTES)
             detach_full_locked(th, cls);
         while (sv->top < MESH_SV_TARGET_SLOTS && sv->nattached < MESH_SV_MAX_ATTACH &&
@@ -357,7 +374,7 @@ void *mesh_global_alloc_one(unsigned cls)
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     const mesh_size_class_t *sc = &mesh_classes[cls];
     void *p = NULL;
-    pthread_mutex_lock(&ch->lock);
+    mesh_class_lock(ch);
     mesh_miniheap_t *mh = take_span_locked(ch, cls);
     if (mh) {
         for (unsigned w = 0; w < MESH_BITMAP_WORDS && !p; w++) {
@@ -471,7 +488,7 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
              * in the lookup of the head) finds the bit in neither.  Once
              * the lock is free, the mesh is done: one more look. */
             if ((tries > 0 || __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE) == MESH_KIND_ALIAS) && !waited) {
-                pthread_mutex_lock(&mesh_class_heaps[cls].lock);
+                mesh_class_lock(&mesh_class_heaps[cls]);
                 pthread_mutex_unlock(&mesh_class_heaps[cls].lock);
                 waited = true;
                 mh = mesh_arena_lookup(p);
@@ -496,7 +513,7 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
             return;
 
         mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-        pthread_mutex_lock(&ch->lock);
+        mesh_class_lock(ch);
         /* Recheck: the span may have been attached, refiled, meshed or freed. */
         if (atomic_load(&head->gen) == gen && head->kind == MESH_KIND_SMALL && atomic_load(&head->owner) == 0 &&
             (head->state == MESH_MH_FULL || is_partial(head->state))) {

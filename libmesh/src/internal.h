@@ -185,6 +185,8 @@ void mesh_options_init(void);
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
+    X(barrier_wait_max_ns, "longest wait of a write for a mesh, ns")            \
+    X(lock_wait_max_ns, "longest wait of a thread for a class lock, ns")        \
     X(pin_waits, "system calls that waited for a mesh or fork before starting") \
     X(mesh_pinned, "meshes not made: a system call was writing into src")       \
     X(efault_retries, "system calls retried after EFAULT during a mesh")
@@ -521,11 +523,27 @@ typedef struct mesh_class_heap {
     uint32_t fruitless_frees;            /* detached_frees then */
     uint8_t fruitless_runs, skipped;
     _Atomic uint32_t detached_frees;     /* frees into detached spans (a count that may lose some) */
+    _Atomic uint32_t waiters;            /* program threads blocked on the lock: meshing yields it */
     uint32_t sweep_seen, sweep_pairs;    /* spans the cursor passed, pairs found, this sweep */
     bool dense;                          /* candidates include spans above the cut-off */
 } __attribute__((aligned(64))) mesh_class_heap_t;
 
 extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
+
+/* The longest stalls since the last mesh event: a write held by the
+ * barrier, a thread waiting for a class lock (a mesh slice that holds it
+ * ends at its next check once a thread waits). */
+extern _Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
+void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns);
+void mesh_class_lock_slow(mesh_class_heap_t *ch);
+
+/* A class lock for the program's threads: uncontended, one trylock; else
+ * the wait is timed. */
+MESH_INLINE void mesh_class_lock(mesh_class_heap_t *ch)
+{
+    if (unlikely(pthread_mutex_trylock(&ch->lock) != 0))
+        mesh_class_lock_slow(ch);
+}
 
 void mesh_global_init(void);
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls);
@@ -579,11 +597,12 @@ void mesh_mesh_fork_child(void);
 /* ---- barrier.c: the write barrier ------------------------------------------------ */
 
 void mesh_barrier_install(void);
-void mesh_barrier_begin(void);
+void mesh_barrier_begin(const uintptr_t ranges[][2], unsigned n);
 void mesh_barrier_end(void);
 void mesh_barrier_fork_begin(void);
 void mesh_barrier_fork_end(void);
-void mesh_barrier_wait(void);
+void mesh_barrier_wait(uint32_t seq);
+bool mesh_barrier_blocks(uintptr_t start, uintptr_t end);
 bool mesh_barrier_active(void);
 uint32_t mesh_barrier_seq(void);
 void mesh_barrier_fork_child(void);

@@ -67,10 +67,11 @@ static bool retry_after_efault(uint32_t seq_before, int tries)
 {
     if (errno != EFAULT || tries >= 64)
         return false;
-    if (!mesh_barrier_active() && mesh_barrier_seq() == seq_before)
+    uint32_t seq = mesh_barrier_seq();
+    if (!mesh_barrier_active() && seq == seq_before)
         return false;
     MESH_STAT_ADD(efault_retries, 1);
-    mesh_barrier_wait();
+    mesh_barrier_wait(seq);
     return true;
 }
 

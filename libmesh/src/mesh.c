@@ -207,13 +207,19 @@ static bool gives_way(uint64_t now)
     return tls_gave_way;
 }
 
+/* The class whose lock the slice under way holds (under the mesh lock). */
+static mesh_class_heap_t *slice_class;
+
 /* Whether a slice must stop: its deadline, less the time the punches it
- * has queued will take once it stops (a couple of microseconds each), or
- * the wait this idle pass precedes has something to return. */
+ * has queued will take once it stops (a couple of microseconds each); a
+ * thread of the program waiting for the class lock (the slice gives it
+ * way, and the class gets another slice later in the pass); or the wait
+ * this idle pass precedes has something to return. */
 static bool out_of_time(uint64_t deadline_ns)
 {
     uint64_t now = mesh_os_now_ns();
-    return now + (uint64_t)(punch_n / 2) * 2000 > deadline_ns || gives_way(now);
+    return now + (uint64_t)(punch_n / 2) * 2000 > deadline_ns ||
+           (slice_class && atomic_load_explicit(&slice_class->waiters, memory_order_relaxed)) || gives_way(now);
 }
 
 /* The mappings meshing src onto dst adds (fewer than none: it removes). */
@@ -262,15 +268,18 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
      * lock itself (a signal handler that writes into the heap, run inside
      * a large allocation), and the mesh must not wait for it. */
     uint64_t t0 = mesh_os_now_ns();
+    uintptr_t ranges[MESH_MAX_CHAIN][2];
+    for (k = 0; k < n; k++) {
+        ranges[k][0] = (uintptr_t)mesh_mh_start(rec(spans[k]));
+        ranges[k][1] = ranges[k][0] + ((uintptr_t)sc->npages << MESH_PAGE_SHIFT);
+    }
     pthread_mutex_lock(&mesh_arena.lock);
-    mesh_barrier_begin();
+    mesh_barrier_begin(ranges, n);
     /* After announcing the mesh: a buffer a system call is writing into is
      * left alone (pin.c), the call would fail. */
-    for (k = 0; k < n; k++) {
-        uintptr_t s = (uintptr_t)mesh_mh_start(rec(spans[k]));
-        if (mesh_pins_overlap(s, s + ((uintptr_t)sc->npages << MESH_PAGE_SHIFT)))
+    for (k = 0; k < n; k++)
+        if (mesh_pins_overlap(ranges[k][0], ranges[k][1]))
             break;
-    }
     if (k < n) {
         mesh_barrier_end();
         pthread_mutex_unlock(&mesh_arena.lock);
@@ -889,6 +898,12 @@ static void log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64
     mesh_buf_u64(&b, released);
     mesh_buf_str(&b, ", \"max_pause_us\": ");
     mesh_buf_u64(&b, res->max_pause_ns / 1000);
+    /* The longest any thread waited, since the last event, for a write the
+     * barrier held and for a class lock. */
+    mesh_buf_str(&b, ", \"max_barrier_wait_us\": ");
+    mesh_buf_u64(&b, atomic_exchange(&mesh_stall_barrier_ns, 0) / 1000);
+    mesh_buf_str(&b, ", \"max_lock_wait_us\": ");
+    mesh_buf_u64(&b, atomic_exchange(&mesh_stall_lock_ns, 0) / 1000);
     mesh_buf_str(&b, ", \"pause_us_hist\": {");
     for (unsigned k = 0; k < PAUSE_BUCKETS; k++) {
         mesh_buf_str(&b, k ? ", \"" : "\"");
@@ -997,6 +1012,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
             sigdelset(&all, SIGBUS);
             pthread_sigmask(SIG_BLOCK, &all, &old);
             pthread_mutex_lock(&ch->lock);
+            slice_class = ch;
             /* Window after window of candidates while the slice lasts, to
              * the end of the cursor's sweep at most: a window that held
              * nothing says little about the next.  A class sits out passes
@@ -1021,6 +1037,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
              * pages back, as clean pages that a new span may be writing to
              * by the time a late punch would zero them. */
             punch_flush();
+            slice_class = NULL;
             pthread_mutex_unlock(&ch->lock);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             if (o == SLICE_TIME)

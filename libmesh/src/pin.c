@@ -8,9 +8,9 @@
  *
  * A thread pins its buffers before such a call (interpose.c) and unpins
  * them after.  The handshake with meshing is Dekker's: the pinner publishes
- * its range, then looks whether a mesh or a fork is under way; a mesh
- * announces itself (mesh_barrier_begin), then looks for pins over the spans
- * it is about to protect.  Both sides use sequentially consistent
+ * its range, then looks whether a mesh under way protects it or a fork is
+ * under way; a mesh announces itself and its ranges (mesh_barrier_begin),
+ * then looks for pins over the spans it is about to protect.  Both sides use sequentially consistent
  * operations, so at least one sees the other: either the mesh leaves the
  * pair alone, or the pinner takes its pin back and waits for the mesh to
  * end before it tries again.
@@ -148,10 +148,14 @@ bool mesh_pinset_hold(mesh_pinset_t *ps)
             }
             ps->slot[ps->held] = slot;
         }
-        if (!mesh_barrier_active())
+        uint32_t seq = mesh_barrier_seq();
+        bool blocked = false;
+        for (unsigned i = 0; i < ps->n && !blocked; i++)
+            blocked = mesh_barrier_blocks(ps->range[i][0], ps->range[i][1]);
+        if (!blocked)
             return true;
         mesh_pinset_release(ps);
         MESH_STAT_ADD(pin_waits, 1);
-        mesh_barrier_wait();
+        mesh_barrier_wait(seq);
     }
 }

@@ -100,7 +100,7 @@ void mesh_thread_heap_flush(mesh_thread_heap_t *th)
     for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
         if (!th->sv[c].nattached)
             continue;
-        pthread_mutex_lock(&mesh_class_heaps[c].lock);
+        mesh_class_lock(&mesh_class_heaps[c]);
         mesh_global_detach_all_locked(th, c);
         pthread_mutex_unlock(&mesh_class_heaps[c].lock);
     }

@@ -51,7 +51,8 @@ static void hold_span(void *(*fn)(void *))
     atomic_store(&got, -2);
     pthread_create(&t, NULL, fn, NULL);
     mesh_barrier_install();
-    mesh_barrier_begin();
+    uintptr_t range[1][2] = {{(uintptr_t)mesh_mh_start(mh), (uintptr_t)mesh_mh_start(mh) + mh->npages * MESH_PAGE_SIZE}};
+    mesh_barrier_begin(range, 1);
     mesh_arena_protect(mh->span_page, mh->npages, false);
     atomic_store(&go, 1);
     struct timespec ts = {0, 1000000L};
