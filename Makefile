@@ -31,7 +31,7 @@ MINUTES ?= 2
 ALLOC ?= libmesh
 soak: libmesh
 	$(MAKE) -C libmesh soak
-	MINUTES=$(MINUTES) ALLOC=$(ALLOC) SEED=$(SEED) THREADS=$(THREADS) scripts/soak.sh
+	MINUTES=$(MINUTES) ALLOC=$(ALLOC) SEED=$(SEED) THREADS=$(THREADS) WITHOUT=$(WITHOUT) scripts/soak.sh
 
 # The default benchmark matrix (FULL=1: paper-sized scales), results and plots.
 bench: all

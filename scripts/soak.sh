@@ -2,8 +2,9 @@
 # `make soak`: runs libmesh/tests/bin/soak for MINUTES (default 2) against
 # ALLOC: libmesh (default; preloaded, with a mesh pass every MESH_PERIOD_MS,
 # default 1), glibc, jemalloc, or the path of any malloc library to preload.
-# SEED (default: from the clock) and THREADS (workers, default 4) are passed
-# on; with libmesh, SEED seeds libmesh too (MESH_SEED).  The last line reads
+# SEED (default: from the clock), THREADS (workers, default 4) and WITHOUT
+# (parts to leave out: fork,timer,alarm,guard,dgram,pipe,compact) are
+# passed on; with libmesh, SEED seeds libmesh too (MESH_SEED).  The last line reads
 # "...: PASS" or "...: FAIL"; the exit status is the soak's (0 pass, 1
 # problems found, 3 hang, 4 crash).
 set -u
@@ -13,6 +14,7 @@ alloc=${ALLOC:-libmesh}
 args=(--minutes "${MINUTES:-2}")
 [ -n "${SEED:-}" ] && args+=(--seed "$SEED")
 [ -n "${THREADS:-}" ] && args+=(--threads "$THREADS")
+[ -n "${WITHOUT:-}" ] && args+=(--without "$WITHOUT")
 
 preload=
 case $alloc in

@@ -3,7 +3,10 @@
  * multithreaded load for a given time and prints what it found:
  *
  *   soak [--minutes M | --seconds S] [--threads N] [--objects N] [--seed S] [--hang-seconds H]
- *        [--inject corrupt|lose|hang]
+ *        [--inject corrupt|lose|hang] [--without PART,...]
+ *
+ * PART: fork, timer (the full-mask timer handler), alarm, guard (the
+ * SIGSEGV handler), dgram, pipe, compact (mesh.compact calls).
  *
  * Exit status: 0 PASS; 1 FAIL (corruption, stale fork child, lost or bad
  * datagram, bad stream, failed system call); 3 a hang (no progress from a
@@ -40,6 +43,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: soak [--minutes M | --seconds S] [--threads N] [--objects N] [--seed S] "
                     "[--hang-seconds H] [--progress-seconds P] [--inject corrupt|lose|hang]\n"
+                    "            [--without fork,timer,alarm,guard,dgram,pipe,compact]\n"
                     "  --inject plants one fault of that kind (a heap byte changed, a datagram not sent, a\n"
                     "  worker stopped), to see that the soak catches it\n");
     exit(2);
@@ -55,12 +59,24 @@ static double number(const char *s, double lo, double hi)
     return v;
 }
 
+static void without(char *list)
+{
+    for (char *save, *part = strtok_r(list, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
+        int i = 0;
+        while (i < SOAK_NPARTS && strcmp(part, soak_part_names[i]))
+            i++;
+        if (i == SOAK_NPARTS)
+            usage();
+        S->without |= 1u << i;
+    }
+}
+
 static void parse(int argc, char **argv, options_t *o)
 {
     static const struct option longs[] = {
         {"minutes", 1, 0, 'm'}, {"seconds", 1, 0, 's'}, {"threads", 1, 0, 't'},        {"objects", 1, 0, 'o'},
         {"seed", 1, 0, 'S'},    {"hang-seconds", 1, 0, 'h'}, {"progress-seconds", 1, 0, 'p'},
-        {"inject", 1, 0, 'i'},  {0, 0, 0, 0},
+        {"inject", 1, 0, 'i'},  {"without", 1, 0, 'w'}, {0, 0, 0, 0},
     };
     o->seconds = 120;
     o->progress_seconds = 60;
@@ -86,6 +102,7 @@ static void parse(int argc, char **argv, options_t *o)
             if (S->inject < 0)
                 usage();
             break;
+        case 'w': without(optarg); break;
         default: usage();
         }
     }
@@ -146,12 +163,18 @@ static void worker_process(void)
     int n = 0;
     for (int i = 0; i < S->workers; i++)
         th[n++] = start(soak_worker_main, (void *)(intptr_t)i);
-    th[n++] = start(soak_forker_main, NULL);
-    th[n++] = start(mesher_main, NULL);
-    th[n++] = start(soak_dgram_sender, NULL);
-    th[n++] = start(soak_dgram_receiver, NULL);
-    th[n++] = start(soak_pipe_writer, NULL);
-    th[n++] = start(soak_pipe_reader, NULL);
+    if (SOAK_PART_ON(SOAK_PART_FORK))
+        th[n++] = start(soak_forker_main, NULL);
+    if (SOAK_PART_ON(SOAK_PART_COMPACT))
+        th[n++] = start(mesher_main, NULL);
+    if (SOAK_PART_ON(SOAK_PART_DGRAM)) {
+        th[n++] = start(soak_dgram_sender, NULL);
+        th[n++] = start(soak_dgram_receiver, NULL);
+    }
+    if (SOAK_PART_ON(SOAK_PART_PIPE)) {
+        th[n++] = start(soak_pipe_writer, NULL);
+        th[n++] = start(soak_pipe_reader, NULL);
+    }
     soak_alarm_start(t);
     uint64_t rng = soak_seed_for("main", 0);
     for (unsigned k = 0; !SOAK_STOPPING(); k++) {
@@ -219,11 +242,22 @@ static void print_threads(pid_t pid, const uint64_t *last_change, uint64_t now)
     }
 }
 
+/* The mesh count, or n/a when the allocator is not libmesh. */
+static const char *meshes(char *buf, size_t len)
+{
+    if (atomic_load(&S->has_mesh))
+        snprintf(buf, len, "%llu", (unsigned long long)atomic_load(&S->meshes));
+    else
+        snprintf(buf, len, "n/a");
+    return buf;
+}
+
 static void progress(double secs)
 {
-    soak_say("soak: %4.0f s: %llu ops, %.1f GB verified, %llu meshes, %llu forks, %llu signals, %llu datagrams\n",
-             secs, (unsigned long long)total_ops(), (double)total_verified() / 1e9,
-             (unsigned long long)atomic_load(&S->meshes), (unsigned long long)atomic_load(&S->forks),
+    char m[32];
+    soak_say("soak: %4.0f s: %llu ops, %.1f GB verified, %s meshes, %llu forks, %llu signals, %llu datagrams\n",
+             secs, (unsigned long long)total_ops(), (double)total_verified() / 1e9, meshes(m, sizeof m),
+             (unsigned long long)atomic_load(&S->forks),
              (unsigned long long)signals(), (unsigned long long)atomic_load(&S->dgram_received));
 }
 
@@ -288,14 +322,11 @@ static int verdict(int status, double secs)
             soak_say("soak: CRASH: the worker process exited with status %d; its threads were:\n", WEXITSTATUS(status));
         print_threads(0, NULL, 0);
     }
-    char meshes[64];
-    if (atomic_load(&S->has_mesh))
-        snprintf(meshes, sizeof meshes, "%llu", (unsigned long long)get(&S->meshes));
-    else
-        snprintf(meshes, sizeof meshes, "n/a");
+    char m[32];
+    meshes(m, sizeof m);
     soak_say("soak: operations       %llu allocator calls\n", (unsigned long long)ops);
     soak_say("soak: bytes verified   %.2f GB\n", (double)total_verified() / 1e9);
-    soak_say("soak: meshes           %s (%llu compactions requested)\n", meshes,
+    soak_say("soak: meshes           %s (%llu compactions requested)\n", m,
              (unsigned long long)get(&S->compactions));
     soak_say("soak: forks            %llu: %llu stale heaps, %llu bad published objects, %llu failed children "
              "(%llu hung)\n",
@@ -318,7 +349,7 @@ static int verdict(int status, double secs)
     const char *word = problems ? "FAIL" : "PASS";
     soak_say("soak: %.0f s, %llu ops, %.1f GB verified, %s meshes, %llu forks (%llu stale), %llu signals, %llu "
              "datagrams (%llu lost), %llu corruptions, %llu hangs%s: %s\n",
-             secs, (unsigned long long)ops, (double)total_verified() / 1e9, meshes,
+             secs, (unsigned long long)ops, (double)total_verified() / 1e9, m,
              (unsigned long long)get(&S->forks), (unsigned long long)(get(&S->fork_stale) + get(&S->fork_bad_objects)),
              (unsigned long long)signals(), (unsigned long long)get(&S->dgram_received),
              (unsigned long long)get(&S->dgram_lost), (unsigned long long)get(&S->corruptions),
@@ -336,9 +367,14 @@ int main(int argc, char **argv)
     options_t o;
     parse(argc, argv, &o);
     const char *preload = getenv("LD_PRELOAD"), *period = getenv("MESH_PERIOD_MS");
-    soak_say("soak: %.0f s, %d workers, %d objects each, seed %llu, LD_PRELOAD=%s, MESH_PERIOD_MS=%s "
+    char left_out[128] = "";
+    for (int i = 0; i < SOAK_NPARTS; i++)
+        if (!SOAK_PART_ON(i))
+            snprintf(left_out + strlen(left_out), sizeof left_out - strlen(left_out), "%s%s",
+                     left_out[0] ? "," : ", without ", soak_part_names[i]);
+    soak_say("soak: %.0f s, %d workers, %d objects each, seed %llu%s, LD_PRELOAD=%s, MESH_PERIOD_MS=%s "
              "(reproduce with --seed %llu)\n",
-             o.seconds, S->workers, S->objects, (unsigned long long)S->seed, preload ? preload : "",
+             o.seconds, S->workers, S->objects, (unsigned long long)S->seed, left_out, preload ? preload : "",
              period ? period : "", (unsigned long long)S->seed);
     uint64_t t0 = soak_now_ns();
     pid_t pid = fork();

@@ -24,6 +24,12 @@ const char *const soak_state_names[ST_NSTATES] = {
     [ST_SLEEP] = "sleep",           [ST_SHUTDOWN] = "shutting down", [ST_DONE] = "done",
 };
 
+const char *const soak_part_names[SOAK_NPARTS] = {
+    [SOAK_PART_FORK] = "fork",   [SOAK_PART_TIMER] = "timer", [SOAK_PART_ALARM] = "alarm",
+    [SOAK_PART_GUARD] = "guard", [SOAK_PART_DGRAM] = "dgram", [SOAK_PART_PIPE] = "pipe",
+    [SOAK_PART_COMPACT] = "compact",
+};
+
 soak_thread_t *soak_thread_register(const char *name)
 {
     int i = atomic_fetch_add(&S->nthreads, 1);

@@ -171,6 +171,8 @@ void soak_signals_thread_start(soak_sigstate_t *s, soak_thread_t *t, int index)
     tls_sig = s;
     atomic_store_explicit(&s->ready, 1, memory_order_release);
 
+    if (!SOAK_PART_ON(SOAK_PART_TIMER))
+        return;
     struct sigevent ev;
     memset(&ev, 0, sizeof ev);
     ev.sigev_notify = SIGEV_THREAD_ID;
@@ -229,6 +231,8 @@ void soak_signals_sweep(soak_sigstate_t *s)
  * through.  The value must be there afterwards. */
 void soak_guard_touch(soak_sigstate_t *s)
 {
+    if (!SOAK_PART_ON(SOAK_PART_GUARD))
+        return;
     soak_set_state(s->t, ST_GUARD);
     if (mprotect(s->guard, (size_t)page_size, PROT_NONE) != 0)
         return;
@@ -249,7 +253,8 @@ void soak_alarm_start(soak_thread_t *t)
     for (int i = 0; i < SOAK_ALARM_OBJS; i++)
         renew(&alarm_objs[i], t, handler_obj_size(&rng), alarm_next_id++);
     struct itimerval it = {{0, 1000}, {0, 1000}};
-    setitimer(ITIMER_REAL, &it, NULL);
+    if (SOAK_PART_ON(SOAK_PART_ALARM))
+        setitimer(ITIMER_REAL, &it, NULL);
 }
 
 static void alarm_lock(void)

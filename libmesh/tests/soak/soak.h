@@ -80,6 +80,7 @@ typedef struct soak_shared {
     int objects;                /* live-object slots per worker */
     int hang_seconds;
     int inject;                 /* a fault to plant (SOAK_INJECT_*), to see that it is caught */
+    unsigned without;           /* parts left out (1 << SOAK_PART_*) */
     _Atomic int stop;           /* set by the supervisor at the deadline */
     _Atomic int nthreads;
     _Atomic int reports;        /* detail lines printed (capped) */
@@ -92,6 +93,12 @@ typedef struct soak_shared {
 } soak_shared_t;
 
 extern soak_shared_t *S;
+
+/* The parts --without can leave out, to tell apart what fails. */
+enum { SOAK_PART_FORK, SOAK_PART_TIMER, SOAK_PART_ALARM, SOAK_PART_GUARD, SOAK_PART_DGRAM, SOAK_PART_PIPE,
+       SOAK_PART_COMPACT, SOAK_NPARTS };
+extern const char *const soak_part_names[SOAK_NPARTS];
+#define SOAK_PART_ON(part) (!(S->without & (1u << (part))))
 
 enum { SOAK_INJECT_NONE, SOAK_INJECT_CORRUPT, SOAK_INJECT_LOSE, SOAK_INJECT_HANG };
 #define SOAK_INJECT_AT 20000    /* worker 0's operation, or the datagram, where the fault goes */
