@@ -139,6 +139,7 @@ void *soak_dgram_sender(void *arg)
         soak_sleep_ms(1);
     }
 out:
+    atomic_store(&S->sender_done, 1);
     soak_set_state(t, ST_DONE);
     return NULL;
 }
@@ -271,8 +272,10 @@ void *soak_dgram_receiver(void *arg)
         if (SOAK_STOPPING()) {
             if (!stop_at)
                 stop_at = soak_now_ns();
-            /* Drain what was sent, for a second at most. */
-            if (r->expected >= atomic_load(&S->sent_last) || soak_now_ns() - stop_at > 1000000000ull)
+            /* Drain what was sent, for a second at most once the sender is done. */
+            if (!atomic_load(&S->sender_done))
+                stop_at = soak_now_ns();
+            else if (r->expected >= atomic_load(&S->sent_last) || soak_now_ns() - stop_at > 1000000000ull)
                 break;
         }
         soak_set_state(r->t, ST_POLL);

@@ -86,6 +86,7 @@ typedef struct soak_shared {
     _Atomic int reports;        /* detail lines printed (capped) */
     _Atomic int has_mesh;       /* mesh_mallctl was found */
     _Atomic uint64_t sent_last; /* sequence number of the last datagram sent + 1 */
+    _Atomic int sender_done;    /* sent_last is final */
 #define X(name) _Atomic uint64_t name;
     SOAK_COUNTERS(X)
 #undef X
