@@ -99,6 +99,8 @@ static void child_main(uint64_t *rng)
     bool ok = true;
     for (int w = 0; w < S->workers; w++)
         ok &= child_check_worker(w);
+    if (!ok)
+        SOAK_ADD(stale_children, 1);
     ok &= child_allocate(rng);
     _exit(ok ? 0 : 1);
 }

@@ -328,11 +328,11 @@ static int verdict(int status, double secs)
     soak_say("soak: bytes verified   %.2f GB\n", (double)total_verified() / 1e9);
     soak_say("soak: meshes           %s (%llu compactions requested)\n", m,
              (unsigned long long)get(&S->compactions));
-    soak_say("soak: forks            %llu: %llu stale heaps, %llu bad published objects, %llu failed children "
-             "(%llu hung)\n",
-             (unsigned long long)get(&S->forks), (unsigned long long)get(&S->fork_stale),
-             (unsigned long long)get(&S->fork_bad_objects), (unsigned long long)get(&S->child_failures),
-             (unsigned long long)get(&S->child_hangs));
+    soak_say("soak: forks            %llu: %llu children saw a stale heap (%llu sequence objects older than "
+             "their globals, %llu bad published objects); %llu children failed (%llu hung)\n",
+             (unsigned long long)get(&S->forks), (unsigned long long)get(&S->stale_children),
+             (unsigned long long)get(&S->fork_stale), (unsigned long long)get(&S->fork_bad_objects),
+             (unsigned long long)get(&S->child_failures), (unsigned long long)get(&S->child_hangs));
     soak_say("soak: signals          %llu timer (full mask), %llu SIGALRM, %llu SIGSEGV on the guard page\n",
              (unsigned long long)get(&S->rt_signals), (unsigned long long)get(&S->alarm_signals),
              (unsigned long long)get(&S->segv_handled));
@@ -350,7 +350,7 @@ static int verdict(int status, double secs)
     soak_say("soak: %.0f s, %llu ops, %.1f GB verified, %s meshes, %llu forks (%llu stale), %llu signals, %llu "
              "datagrams (%llu lost), %llu corruptions, %llu hangs%s: %s\n",
              secs, (unsigned long long)ops, (double)total_verified() / 1e9, m,
-             (unsigned long long)get(&S->forks), (unsigned long long)(get(&S->fork_stale) + get(&S->fork_bad_objects)),
+             (unsigned long long)get(&S->forks), (unsigned long long)get(&S->stale_children),
              (unsigned long long)signals(), (unsigned long long)get(&S->dgram_received),
              (unsigned long long)get(&S->dgram_lost), (unsigned long long)get(&S->corruptions),
              (unsigned long long)hangs, crashed ? ", crashed" : "", word);

@@ -56,6 +56,7 @@ typedef struct soak_thread {
 #define SOAK_COUNTERS(X)                                                      \
     X(corruptions)      /* heap bytes that differ from what was written */    \
     X(forks)            /* fork children checked */                           \
+    X(stale_children)   /* children that found either of the next two */      \
     X(fork_stale)       /* children whose heap was older than their globals */ \
     X(fork_bad_objects) /* published objects a child found wrong */           \
     X(child_failures)   /* children that failed, crashed or hung */           \
