@@ -105,7 +105,7 @@ static void child_main(uint64_t *rng)
     _exit(ok ? 0 : 1);
 }
 
-static void child_failed(soak_thread_t *t, pid_t pid, int status)
+static void child_failed(pid_t pid, int status)
 {
     SOAK_ADD(child_failures, 1);
     if (WIFSIGNALED(status))
@@ -142,7 +142,7 @@ static void wait_child(soak_thread_t *t, pid_t pid)
         soak_sleep_ms(0.5);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        child_failed(t, pid, status);
+        child_failed(pid, status);
 }
 
 void *soak_forker_main(void *arg)
