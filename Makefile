@@ -2,13 +2,14 @@
 #   make            libmesh (.so and .a) and the workloads
 #   make DEBUG=1    the same with invariant checks and asserts on
 #   make test       build everything and run every test (ends "N passed, N failed")
+#   make soak       MINUTES (2) of the multithreaded soak against ALLOC (libmesh, glibc, jemalloc)
 #   make bench      install what is missing (as root), run the benchmark, write results
 #   make install PREFIX=/usr/local
 PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test bench bench-alloc plots paper paper-run install clean
+.PHONY: all libmesh workloads test soak bench bench-alloc plots paper paper-run install clean
 
 all: libmesh workloads
 
@@ -22,6 +23,15 @@ test: all
 	$(MAKE) -C libmesh tests
 	@if [ -f workloads/Makefile ]; then $(MAKE) -C workloads tests; fi
 	scripts/run-tests.sh
+
+# Not part of `make test`: minutes of heap churn, fork, signal handlers and
+# datagrams at once, every byte checked (scripts/soak.sh says how to pick
+# the allocator, the seed and the threads).
+MINUTES ?= 2
+ALLOC ?= libmesh
+soak: libmesh
+	$(MAKE) -C libmesh soak
+	MINUTES=$(MINUTES) ALLOC=$(ALLOC) SEED=$(SEED) THREADS=$(THREADS) WITHOUT=$(WITHOUT) scripts/soak.sh
 
 # The default benchmark matrix (FULL=1: paper-sized scales), results and plots.
 bench: all
