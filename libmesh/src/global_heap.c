@@ -1,7 +1,7 @@
 /*
  * The global heap: for each size class, a lock and the lists of detached
- * spans (partial by occupancy, full, empty), the refill of thread heaps,
- * remote frees, and large objects (a span each, straight from the arena).
+ * spans (partial by occupancy, full, empty), the refill of thread heaps and
+ * remote frees.  Large objects are in large.c, trimming in trim.c.
  *
  * A span is either attached to one thread (state ATTACHED, owner set, on no
  * list) or detached and on exactly one list of its class.  Detached spans
@@ -23,11 +23,6 @@
 
 mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
 
-static mesh_miniheap_t *rec(uint32_t id)
-{
-    return &mesh_arena.records[id];
-}
-
 /* Class locks are held for short stretches (a refill, a list move): an
  * adaptive mutex spins a little before it sleeps, which under contention
  * saves the futex round trips. */
@@ -41,16 +36,30 @@ void mesh_global_init(void)
     pthread_mutexattr_destroy(&attr);
 }
 
-/* ---- lists (class lock held) ---- */
+/* ---- the class lock, as program threads take it ---- */
 
-static bool is_partial(uint8_t state)
+_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
+
+void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns)
 {
-    return state >= MESH_MH_PARTIAL && state < MESH_MH_PARTIAL + MESH_PARTIAL_BINS;
+    mesh_stat_max(interval_max, ns);
+    mesh_stat_max(stat_max, ns);
 }
+
+void mesh_class_lock_slow(mesh_class_heap_t *ch)
+{
+    uint64_t t0 = mesh_os_now_ns();
+    atomic_fetch_add_explicit(&ch->waiters, 1, memory_order_relaxed);
+    pthread_mutex_lock(&ch->lock);
+    atomic_fetch_sub_explicit(&ch->waiters, 1, memory_order_relaxed);
+    mesh_stall_note(&mesh_stall_lock_ns, &mesh_stats.lock_wait_max_ns, mesh_os_now_ns() - t0);
+}
+
+/* ---- lists (class lock held) ---- */
 
 static uint32_t *list_of(mesh_class_heap_t *ch, uint8_t state)
 {
-    if (is_partial(state))
+    if (mesh_state_is_partial(state))
         return &ch->partial[state - MESH_MH_PARTIAL];
     if (state == MESH_MH_FULL)
         return &ch->full;
@@ -65,11 +74,11 @@ static void list_push(mesh_class_heap_t *ch, mesh_miniheap_t *mh, uint8_t state)
     mh->prev = 0;
     mh->next = *head;
     if (*head)
-        rec(*head)->prev = id;
+        mesh_rec(*head)->prev = id;
     *head = id;
     if (state == MESH_MH_EMPTY)
         ch->nempty++;
-    else if (is_partial(state))
+    else if (mesh_state_is_partial(state))
         ch->npartial++;
 }
 
@@ -77,14 +86,14 @@ static void list_remove(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
 {
     uint32_t *head = list_of(ch, mh->state);
     if (mh->prev)
-        rec(mh->prev)->next = mh->next;
+        mesh_rec(mh->prev)->next = mh->next;
     else
         *head = mh->next;
     if (mh->next)
-        rec(mh->next)->prev = mh->prev;
+        mesh_rec(mh->next)->prev = mh->prev;
     if (mh->state == MESH_MH_EMPTY)
         ch->nempty--;
-    else if (is_partial(mh->state))
+    else if (mesh_state_is_partial(mh->state))
         ch->npartial--;
     mh->next = mh->prev = 0;
     mh->state = MESH_MH_NONE;
@@ -95,8 +104,8 @@ static mesh_miniheap_t *list_pop(mesh_class_heap_t *ch, uint8_t state)
     uint32_t id = *list_of(ch, state);
     if (!id)
         return NULL;
-    list_remove(ch, rec(id));
-    return rec(id);
+    list_remove(ch, mesh_rec(id));
+    return mesh_rec(id);
 }
 
 /* Gives an empty span back to the arena, keeping a couple per class so that
@@ -136,11 +145,6 @@ void mesh_global_place_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
     place_detached_locked(ch, mh);
 }
 
-bool mesh_global_is_partial(uint8_t state)
-{
-    return is_partial(state);
-}
-
 /* Fullest partial span first: allocation fills holes in busy spans and lets
  * the emptiest ones drain, to be freed or meshed. */
 static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
@@ -172,6 +176,19 @@ static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
 
 /* ---- thread heaps ---- */
 
+/* Detaches an attached span: the slots in held (still in its owner's
+ * vector) go back to the bitmap, and the span onto the list its occupancy
+ * calls for. */
+static void detach_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh, const uint64_t held[MESH_BITMAP_WORDS])
+{
+    for (unsigned w = 0; held && w < MESH_BITMAP_WORDS; w++)
+        if (held[w])
+            atomic_fetch_and(&mh->bits[w], ~held[w]);
+    atomic_store(&mh->owner, 0);
+    mh->state = MESH_MH_NONE;
+    place_detached_locked(ch, mh);
+}
+
 /* Detaches every span attached to th's vector for cls: slots still in the
  * vector are given back to the bitmaps, and each span goes onto the list
  * its occupancy calls for. */
@@ -188,14 +205,9 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
         held[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < sv->nattached; i++) {
-        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        mesh_miniheap_t *mh = mesh_rec(sv->mh_id[i]);
         mesh_assert(mh->state == MESH_MH_ATTACHED && atomic_load(&mh->owner) == th->id);
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            if (held[i][w])
-                atomic_fetch_and(&mh->bits[w], ~held[i][w]);
-        atomic_store(&mh->owner, 0);
-        mh->state = MESH_MH_NONE;
-        place_detached_locked(ch, mh);
+        detach_locked(ch, mh, held[i]);
     }
     sv->nattached = 0;
     sv->top = 0;
@@ -217,20 +229,15 @@ void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls)
         unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
         if (i >= n || s >= sc->nobjects)
             continue;
-        char *obj = mesh_mh_start(rec(sv->mh_id[i])) + (size_t)s * sc->object_size;
+        char *obj = mesh_mh_start(mesh_rec(sv->mh_id[i])) + (size_t)s * sc->object_size;
         if (*(uint64_t *)obj == mesh_key_of(obj))
             held[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < n; i++) {
-        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        mesh_miniheap_t *mh = mesh_rec(sv->mh_id[i]);
         if (mh->kind != MESH_KIND_SMALL || mh->state != MESH_MH_ATTACHED || atomic_load(&mh->owner) != th->id)
             continue;
-        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-            if (held[i][w])
-                atomic_fetch_and(&mh->bits[w], ~held[i][w]);
-        atomic_store(&mh->owner, 0);
-        mh->state = MESH_MH_NONE;
-        place_detached_locked(ch, mh);
+        detach_locked(ch, mh, held[i]);
     }
     sv->nattached = 0;
     sv->top = 0;
@@ -276,7 +283,7 @@ static void harvest(mesh_shuffle_vector_t *sv)
 {
     for (unsigned i = 0; i < sv->nattached && sv->top < MESH_SV_CAP; i++) {
         uint64_t free_bits[MESH_BITMAP_WORDS];
-        claim_free_slots(rec(sv->mh_id[i]), MESH_SV_CAP - sv->top, free_bits);
+        claim_free_slots(mesh_rec(sv->mh_id[i]), MESH_SV_CAP - sv->top, free_bits);
         mesh_sv_push_slots(sv, i, free_bits);
     }
 }
@@ -295,11 +302,9 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
         used[sv->entries[k] >> 8] = true;
     unsigned keep = 0;
     for (unsigned i = 0; i < sv->nattached; i++) {
-        mesh_miniheap_t *mh = rec(sv->mh_id[i]);
+        mesh_miniheap_t *mh = mesh_rec(sv->mh_id[i]);
         if (!used[i]) {
-            atomic_store(&mh->owner, 0);
-            mh->state = MESH_MH_NONE;
-            place_detached_locked(ch, mh);
+            detach_locked(ch, mh, NULL);
             continue;
         }
         sv->base[keep] = sv->base[i];
@@ -317,23 +322,6 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
  * from the global heap (detaching full ones if the vector has no room for
  * more), enough to fill the vector for a while (MESH_SV_TARGET_SLOTS)
  * without hoarding memory (MESH_SV_MAX_BYTES). */
-_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
-
-void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns)
-{
-    mesh_stat_max(interval_max, ns);
-    mesh_stat_max(stat_max, ns);
-}
-
-void mesh_class_lock_slow(mesh_class_heap_t *ch)
-{
-    uint64_t t0 = mesh_os_now_ns();
-    atomic_fetch_add_explicit(&ch->waiters, 1, memory_order_relaxed);
-    pthread_mutex_lock(&ch->lock);
-    atomic_fetch_sub_explicit(&ch->waiters, 1, memory_order_relaxed);
-    mesh_stall_note(&mesh_stall_lock_ns, &mesh_stats.lock_wait_max_ns, mesh_os_now_ns() - t0);
-}
-
 void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
@@ -454,14 +442,7 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
                 mesh_report_double_free(p);
             if (sv->top < MESH_SV_CAP) {
                 *key = mesh_key_of(key);
-                uint32_t t = sv->top++;
-                sv->entries[t] = (uint16_t)(head->attach_idx << 8 | slot);
-                if (mesh_opt.randomize) {
-                    uint32_t j = mesh_rng_below(&th->rng, t + 1);
-                    uint16_t x = sv->entries[j];
-                    sv->entries[j] = sv->entries[t];
-                    sv->entries[t] = x;
-                }
+                mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize);
             } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
                 mesh_report_double_free(p);
             }
@@ -516,7 +497,7 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
         mesh_class_lock(ch);
         /* Recheck: the span may have been attached, refiled, meshed or freed. */
         if (atomic_load(&head->gen) == gen && head->kind == MESH_KIND_SMALL && atomic_load(&head->owner) == 0 &&
-            (head->state == MESH_MH_FULL || is_partial(head->state))) {
+            (head->state == MESH_MH_FULL || mesh_state_is_partial(head->state))) {
             unsigned live = mesh_mh_live(head);
             if (live == 0) {
                 list_remove(ch, head);
@@ -531,71 +512,6 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
     }
 }
 
-/* ---- large objects ---- */
-
-void *mesh_global_alloc_large(size_t size, size_t align, bool zero)
-{
-    size_t npages = (size + MESH_PAGE_SIZE - 1) >> MESH_PAGE_SHIFT;
-    size_t align_pages = align > MESH_PAGE_SIZE ? align >> MESH_PAGE_SHIFT : 1;
-    mesh_miniheap_t *mh = NULL;
-    bool clean = true;
-    if (npages <= mesh_arena.npages && align_pages <= mesh_arena.npages) {
-        pthread_mutex_lock(&mesh_arena.lock);
-        mh = mesh_arena_alloc_span_locked((uint32_t)npages, (uint32_t)align_pages, MESH_KIND_LARGE, &clean);
-        if (mh) {
-            mesh_arena_set_pages(mh, false);
-            if (zero && !clean && size >= 256 * 1024) {
-                mesh_arena_zero_span_locked(mh);
-                clean = true;
-            }
-        }
-        pthread_mutex_unlock(&mesh_arena.lock);
-    }
-    if (!mh)
-        return mesh_huge_alloc(size, align); /* fresh anonymous memory is zero */
-    MESH_STAT_ADD(large_alloc_count, 1);
-    void *p = mesh_mh_start(mh);
-    if (zero && !clean)
-        memset(p, 0, size);
-    return p;
-}
-
-void mesh_global_free_large(mesh_miniheap_t *mh, void *p)
-{
-    pthread_mutex_lock(&mesh_arena.lock);
-    if (mh->kind != MESH_KIND_LARGE || mesh_mh_start(mh) != p) {
-        bool freed = mh->kind == MESH_KIND_FREE && mesh_mh_start(mh) == p;
-        pthread_mutex_unlock(&mesh_arena.lock);
-        if (freed)
-            mesh_report_double_free(p);
-        mesh_report_invalid_free(p);
-    }
-    mesh_arena_free_span_locked(mh);
-    pthread_mutex_unlock(&mesh_arena.lock);
-}
-
-/* Resizes a large object in place when it can: shrinking gives the tail
- * back, growing takes the free pages after it.  Otherwise NULL, and the
- * caller moves it. */
-void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size)
-{
-    size_t npages = (size + MESH_PAGE_SIZE - 1) >> MESH_PAGE_SHIFT;
-    bool ok = false;
-    if (npages > mesh_arena.npages)
-        return NULL;
-    pthread_mutex_lock(&mesh_arena.lock);
-    if (mh->kind == MESH_KIND_LARGE && mesh_mh_start(mh) == p) {
-        if (npages <= mh->npages) {
-            /* If no record is left for the tail, the object keeps it. */
-            mesh_arena_shrink_span_locked(mh, (uint32_t)npages);
-            ok = true;
-        } else
-            ok = mesh_arena_grow_span_locked(mh, (uint32_t)npages);
-    }
-    pthread_mutex_unlock(&mesh_arena.lock);
-    return ok ? p : NULL;
-}
-
 /* ---- introspection ---- */
 
 /* Bytes in live objects: set bits of every small span, less the free slots
@@ -607,7 +523,7 @@ uint64_t mesh_global_allocated_bytes(void)
     uint32_t n = mesh_arena.nrecords;
     pthread_mutex_unlock(&mesh_arena.lock);
     for (uint32_t id = 1; id < n; id++) {
-        mesh_miniheap_t *mh = rec(id);
+        mesh_miniheap_t *mh = mesh_rec(id);
         uint8_t kind = __atomic_load_n(&mh->kind, __ATOMIC_RELAXED);
         if (kind == MESH_KIND_SMALL)
             bytes += (uint64_t)mesh_mh_live(mh) * mesh_classes[mh->cls].object_size;
@@ -617,92 +533,6 @@ uint64_t mesh_global_allocated_bytes(void)
     uint64_t reserved = mesh_thread_heaps_reserved_bytes();
     bytes = bytes > reserved ? bytes - reserved : 0;
     return bytes + mesh_huge_bytes();
-}
-
-/* ---- trimming ---- */
-
-/* Bit p set: no live object of mh touches its page p (detached span, class
- * lock held).  Pages past the last slot hold only the span's tail. */
-uint32_t mesh_global_free_pages(const mesh_miniheap_t *mh)
-{
-    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
-    uint64_t bits[MESH_BITMAP_WORDS];
-    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-        bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
-    uint32_t pages = 0;
-    for (unsigned p = 0; p < sc->npages; p++) {
-        uint32_t first = (uint32_t)(p * MESH_PAGE_SIZE / sc->object_size);
-        uint32_t last = (uint32_t)(((p + 1) * MESH_PAGE_SIZE - 1) / sc->object_size);
-        if (last >= sc->nobjects)
-            last = sc->nobjects - 1;
-        bool used = false;
-        for (uint32_t s = first; s <= last && !used; s++)
-            used = (bits[s >> 6] >> (s & 63)) & 1;
-        if (!used)
-            pages |= 1U << p;
-    }
-    return pages;
-}
-
-/* Forgets that span id's trimmed pages are given back, except those in
- * keep: they are about to be written (or the span is going away). */
-void mesh_untrim(uint32_t id, uint32_t keep)
-{
-    uint32_t t = mesh_arena.trimmed[id];
-    if (t & ~keep) {
-        mesh_arena.trimmed[id] = t & keep;
-        atomic_fetch_sub_explicit(&mesh_stats.trimmed_now, mesh_popcount64(t & ~keep),
-                                  memory_order_relaxed);
-    }
-}
-
-/*
- * Gives back the pages of partial spans that no live object touches: in a
- * sparse span of a class whose span has several pages (a 4 KiB object has
- * a page to itself; two 2 KiB objects share one), freed objects can leave
- * whole pages unused, which meshing would only recover by merging the span
- * with another.  A detached span's pages are punched at most once between
- * attachments (mesh_arena.trimmed); attaching or meshing into a span
- * forgets that, since its free slots are about to be written.  A page
- * punched in the head of a chain is gone from every virtual span of it,
- * which is right: the merged bitmap says no object of any of them is there.
- * It is not meshing: the no-meshing control does it too.  Returns the
- * pages given back; stops at deadline_ns (0: none).
- */
-uint64_t mesh_global_trim(uint64_t deadline_ns)
-{
-    uint64_t pages = 0, seen = 0;
-    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
-        const mesh_size_class_t *sc = &mesh_classes[c];
-        mesh_class_heap_t *ch = &mesh_class_heaps[c];
-        if (sc->npages < 2 || sc->npages > 32 || !__atomic_load_n(&ch->npartial, __ATOMIC_RELAXED))
-            continue;
-        pthread_mutex_lock(&ch->lock);
-        for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++) {
-            for (uint32_t id = ch->partial[b]; id; id = rec(id)->next) {
-                mesh_miniheap_t *mh = rec(id);
-                uint32_t due = mesh_global_free_pages(mh) & ~mesh_arena.trimmed[id];
-                while (due) {
-                    unsigned p = (unsigned)__builtin_ctz(due), n = 0;
-                    while (p + n < 32 && (due >> (p + n)) & 1)
-                        n++;
-                    mesh_arena_punch_pages(mh->span_page + p, n);
-                    mesh_arena.trimmed[id] |= ((n == 32 ? 0 : 1U << n) - 1) << p;
-                    MESH_STAT_ADD(trimmed_now, n);
-                    due &= ~mesh_arena.trimmed[id];
-                    pages += n;
-                }
-                if (deadline_ns && (++seen & 63) == 0 && mesh_os_now_ns() > deadline_ns) {
-                    pthread_mutex_unlock(&ch->lock);
-                    goto out;
-                }
-            }
-        }
-        pthread_mutex_unlock(&ch->lock);
-    }
-out:
-    MESH_STAT_ADD(trimmed_pages, pages);
-    return pages;
 }
 
 /* Returns every class's kept empty spans to the arena. */
@@ -720,76 +550,6 @@ void mesh_global_release_empty(void)
         }
         pthread_mutex_unlock(&ch->lock);
     }
-}
-
-static void put_col(mesh_buf_t *b, uint64_t v, unsigned width)
-{
-    char tmp[24];
-    mesh_buf_t t = {tmp, 0, sizeof tmp};
-    mesh_buf_u64(&t, v);
-    for (size_t i = t.len; i < width; i++)
-        mesh_buf_str(b, " ");
-    mesh_buf_str(b, tmp);
-}
-
-/* MALLOCSTATS=2: one line per size class in use. */
-void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *))
-{
-    uint64_t spans[MESH_NUM_CLASSES] = {0}, live[MESH_NUM_CLASSES] = {0};
-    uint64_t attached[MESH_NUM_CLASSES] = {0}, full[MESH_NUM_CLASSES] = {0};
-    uint64_t partial[MESH_NUM_CLASSES] = {0}, empty[MESH_NUM_CLASSES] = {0};
-    uint64_t aliases[MESH_NUM_CLASSES] = {0};
-    uint64_t large = 0, large_pages = 0;
-    pthread_mutex_lock(&mesh_arena.lock);
-    uint32_t n = mesh_arena.nrecords;
-    pthread_mutex_unlock(&mesh_arena.lock);
-    for (uint32_t id = 1; id < n; id++) {
-        mesh_miniheap_t *mh = rec(id);
-        if (mh->kind == MESH_KIND_LARGE) {
-            large++;
-            large_pages += mh->npages;
-        }
-        if (mh->kind == MESH_KIND_ALIAS)
-            aliases[mh->cls]++;
-        if (mh->kind != MESH_KIND_SMALL)
-            continue;
-        unsigned c = mh->cls;
-        spans[c]++;
-        live[c] += mesh_mh_live(mh);
-        attached[c] += mh->state == MESH_MH_ATTACHED;
-        full[c] += mh->state == MESH_MH_FULL;
-        partial[c] += is_partial(mh->state);
-        empty[c] += mh->state == MESH_MH_EMPTY;
-    }
-    mesh_buf_str(b, "-- size classes --\n"
-                    " class  pages objs   spans  live objs occupancy%  attached    full partial   empty  "
-                    "meshed  meshes\n");
-    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
-        if (!spans[c] && !aliases[c])
-            continue;
-        const mesh_size_class_t *sc = &mesh_classes[c];
-        put_col(b, sc->object_size, 6);
-        put_col(b, sc->npages, 7);
-        put_col(b, sc->nobjects, 5);
-        put_col(b, spans[c], 8);
-        put_col(b, live[c], 11);
-        put_col(b, spans[c] ? live[c] * 100 / (spans[c] * sc->nobjects) : 0, 11);
-        put_col(b, attached[c], 10);
-        put_col(b, full[c], 8);
-        put_col(b, partial[c], 8);
-        put_col(b, empty[c], 8);
-        put_col(b, aliases[c], 8);
-        put_col(b, mesh_class_heaps[c].meshes, 8);
-        mesh_buf_str(b, "\n");
-        flush(b);
-    }
-    mesh_buf_str(b, "large objects: ");
-    mesh_buf_u64(b, large);
-    mesh_buf_str(b, " in ");
-    mesh_buf_fixed1(b, large_pages * MESH_PAGE_SIZE, 1024 * 1024);
-    mesh_buf_str(b, " MB; arena resident: ");
-    mesh_buf_fixed1(b, mesh_arena_resident_bytes(), 1024 * 1024);
-    mesh_buf_str(b, " MB\n");
 }
 
 /* ---- fork ---- */
@@ -826,8 +586,8 @@ void mesh_global_check(void)
                             MESH_MH_PARTIAL + 2, MESH_MH_PARTIAL + 3};
         uint32_t nempty = 0;
         for (unsigned s = 0; s < sizeof states; s++) {
-            for (uint32_t id = *list_of(ch, states[s]); id; id = rec(id)->next) {
-                mesh_miniheap_t *mh = rec(id);
+            for (uint32_t id = *list_of(ch, states[s]); id; id = mesh_rec(id)->next) {
+                mesh_miniheap_t *mh = mesh_rec(id);
                 if (mh->kind != MESH_KIND_SMALL || mh->cls != c || mh->state != states[s] ||
                     atomic_load(&mh->owner) != 0)
                     mesh_assert_fail("class list membership", __FILE__, __LINE__);

@@ -260,6 +260,12 @@ enum mesh_mh_state {
     MESH_MH_PARTIAL,        /* on partial[state - MESH_MH_PARTIAL] */
 };
 
+/* Whether a span in this state is on one of its class's partial lists. */
+MESH_INLINE bool mesh_state_is_partial(uint8_t state)
+{
+    return state >= MESH_MH_PARTIAL && state < MESH_MH_PARTIAL + MESH_PARTIAL_BINS;
+}
+
 /*
  * One record per span, 64 bytes, outside the span it describes.
  *
@@ -345,6 +351,11 @@ MESH_INLINE uint32_t mesh_mh_id(const mesh_miniheap_t *mh)
     return (uint32_t)(mh - mesh_arena.records);
 }
 
+MESH_INLINE mesh_miniheap_t *mesh_rec(uint32_t id)
+{
+    return &mesh_arena.records[id];
+}
+
 MESH_INLINE char *mesh_mh_start(const mesh_miniheap_t *mh)
 {
     return mesh_arena.base + ((size_t)mh->span_page << MESH_PAGE_SHIFT);
@@ -365,6 +376,12 @@ MESH_INLINE mesh_miniheap_t *mesh_arena_lookup(const void *p)
     uint32_t id = atomic_load_explicit(&mesh_arena.table[off >> MESH_PAGE_SHIFT], memory_order_acquire);
     return id ? &mesh_arena.records[id] : NULL;
 }
+
+/* ---- large.c: objects above MESH_MAX_SMALL, a span each ----------------- */
+
+void *mesh_large_alloc(size_t size, size_t align, bool zero);
+void mesh_large_free(mesh_miniheap_t *mh, void *p);
+void *mesh_large_realloc(mesh_miniheap_t *mh, void *p, size_t size);
 
 /* ---- huge.c: allocations the arena cannot hold ---------------------------- */
 
@@ -439,6 +456,21 @@ MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
     return p;
 }
 
+/* Pushes a free slot's entry (attach index << 8 | slot), swapped with a
+ * random entry when randomizing: the vector stays uniformly shuffled, one
+ * step of an inside-out Fisher-Yates.  Precondition: top < MESH_SV_CAP. */
+MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, uint16_t entry, mesh_rng_t *rng, bool randomize)
+{
+    uint32_t t = sv->top++;
+    sv->entries[t] = entry;
+    if (randomize) {
+        uint32_t j = mesh_rng_below(rng, t + 1);
+        uint16_t x = sv->entries[j];
+        sv->entries[j] = sv->entries[t];
+        sv->entries[t] = x;
+    }
+}
+
 /* free's fast path for a span this thread has attached: a bounds check, a
  * division by multiplication, two double-free checks (no free key in the
  * object, and its bitmap bit, on the record line free has just read, still
@@ -460,14 +492,7 @@ MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *
                  sv->top >= MESH_SV_CAP))
         return false;
     *key = k;
-    uint32_t t = sv->top++;
-    sv->entries[t] = (uint16_t)(i << 8 | s);
-    if (randomize) {
-        uint32_t j = mesh_rng_below(rng, t + 1);
-        uint16_t x = sv->entries[j];
-        sv->entries[j] = sv->entries[t];
-        sv->entries[t] = x;
-    }
+    mesh_sv_push_entry(sv, (uint16_t)(i << 8 | s), rng, randomize);
     return true;
 }
 
@@ -475,7 +500,6 @@ bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned
 void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
 void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);
 void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS]);
-void mesh_sv_slots_of(const mesh_shuffle_vector_t *sv, unsigned i, uint64_t bits[MESH_BITMAP_WORDS]);
 void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng);
 void mesh_sv_check(const mesh_shuffle_vector_t *sv);
 
@@ -498,7 +522,6 @@ mesh_thread_heap_t *mesh_thread_heap_get_slow(void);
 void mesh_thread_heap_release(mesh_thread_heap_t *th);
 void mesh_thread_heap_flush(mesh_thread_heap_t *th);
 void mesh_thread_heap_tick(mesh_thread_heap_t *th);
-mesh_thread_heap_t *mesh_thread_heap_by_id(uint32_t id);
 uint64_t mesh_thread_heaps_reserved_bytes(void);
 void mesh_thread_heaps_fork_prepare(void);
 void mesh_thread_heaps_fork_parent(void);
@@ -552,15 +575,8 @@ void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls);
 void *mesh_global_alloc_one(unsigned cls);
 void mesh_global_free_small(mesh_miniheap_t *mh, void *p);
 mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_t *slot);
-void *mesh_global_alloc_large(size_t size, size_t align, bool zero);
-void mesh_global_free_large(mesh_miniheap_t *mh, void *p);
-void *mesh_global_realloc_large(mesh_miniheap_t *mh, void *p, size_t size);
 uint64_t mesh_global_allocated_bytes(void);
 void mesh_global_release_empty(void);
-uint64_t mesh_global_trim(uint64_t deadline_ns);
-uint32_t mesh_global_free_pages(const mesh_miniheap_t *mh);
-void mesh_untrim(uint32_t id, uint32_t keep);
-void mesh_global_print_classes(mesh_buf_t *b, void (*flush)(mesh_buf_t *));
 void mesh_global_fork_prepare(void);
 void mesh_global_fork_parent(void);
 void mesh_global_fork_child(void);
@@ -568,7 +584,12 @@ void mesh_global_check(void);
 /* for mesh.c (class lock held) */
 void mesh_global_list_remove_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh);
 void mesh_global_place_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh);
-bool mesh_global_is_partial(uint8_t state);
+
+/* ---- trim.c: unused pages of partial spans -------------------------------- */
+
+uint64_t mesh_trim(uint64_t deadline_ns);
+uint32_t mesh_trim_free_pages(const mesh_miniheap_t *mh);
+void mesh_untrim(uint32_t id, uint32_t keep);
 
 /* ---- mesh.c: meshing ---------------------------------------------------------- */
 

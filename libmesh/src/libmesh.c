@@ -116,7 +116,7 @@ static void *alloc_large(size_t size, size_t align, bool zero)
         errno = ENOMEM;
         return NULL;
     }
-    void *p = mesh_global_alloc_large(size, align, zero);
+    void *p = mesh_large_alloc(size, align, zero);
     if (!p)
         errno = ENOMEM;
     return p;
@@ -268,7 +268,7 @@ static MESH_NOINLINE void free_slow(void *p, mesh_miniheap_t *mh)
         mesh_global_free_small(mh, p);
         return;
     case MESH_KIND_LARGE:
-        mesh_global_free_large(mh, p);
+        mesh_large_free(mh, p);
         return;
     case MESH_KIND_FREE:
         /* An address in pages nobody holds: freed already, most likely. */
@@ -346,7 +346,7 @@ MESH_EXPORT void *realloc(void *p, size_t size)
         if (size <= old && mesh_size_class(size) == mh->cls)
             return p;
     } else if (size > MESH_MAX_SMALL) {
-        void *q = mh ? mesh_global_realloc_large(mh, p, size)
+        void *q = mh ? mesh_large_realloc(mh, p, size)
                      : (size <= alloc_limit ? mesh_huge_realloc(p, size) : NULL);
         if (q)
             return q;
@@ -379,7 +379,7 @@ MESH_EXPORT int malloc_trim(size_t pad)
     if (atomic_load(&mesh_init_state) != 2)
         return 0;
     mesh_global_release_empty();
-    uint64_t trimmed = mesh_global_trim(0);
+    uint64_t trimmed = mesh_trim(0);
     pthread_mutex_lock(&mesh_arena.lock);
     uint64_t bytes = mesh_arena_scavenge_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
@@ -499,14 +499,14 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
             pairs += n;
             dry = n ? 0 : dry + 1;
         }
-        mesh_global_trim(0);
+        mesh_trim(0);
         return read_u64(oldp, oldlenp, NULL, pairs);
     }
     if (strcmp(name, "mesh.check_period") == 0)
         return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0, NULL));
     if (strcmp(name, "mesh.scavenge") == 0) {
         mesh_global_release_empty();
-        uint64_t bytes = mesh_global_trim(0) << MESH_PAGE_SHIFT;
+        uint64_t bytes = mesh_trim(0) << MESH_PAGE_SHIFT;
         pthread_mutex_lock(&mesh_arena.lock);
         bytes += mesh_arena_scavenge_locked();
         pthread_mutex_unlock(&mesh_arena.lock);

@@ -256,7 +256,7 @@ static enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t
      * are never trimmed: the common case looks at no bitmap here.) */
     uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
     uint32_t dst_trimmed = mesh_arena.trimmed[mesh_mh_id(dst)];
-    uint32_t written = dst_trimmed ? dst_trimmed & ~mesh_global_free_pages(src) : 0;
+    uint32_t written = dst_trimmed ? dst_trimmed & ~mesh_trim_free_pages(src) : 0;
     uint32_t gain = sc->npages - (uint32_t)mesh_popcount64(src_trimmed) - (uint32_t)mesh_popcount64(written);
     if (!gain) {
         MESH_STAT_ADD(mesh_no_gain, 1);
@@ -552,7 +552,7 @@ static mesh_miniheap_t *span_at(uint32_t page, unsigned cls)
         return NULL;
     mesh_miniheap_t *mh = rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
     if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page ||
-        mh->state < MESH_MH_PARTIAL || mh->state >= MESH_MH_PARTIAL + MESH_PARTIAL_BINS)
+        !mesh_state_is_partial(mh->state))
         return NULL;
     return mh;
 }
@@ -1107,7 +1107,7 @@ bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
         if (mesh_opt.meshing)
             mesh_pass(false, idle_budget(idle_ns));
         if (!gives_way(mesh_os_now_ns()))
-            mesh_global_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
+            mesh_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
     }
     tls_wait = NULL;
     return true;

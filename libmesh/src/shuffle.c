@@ -44,18 +44,6 @@ void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bi
     }
 }
 
-/* The slots of attached span i now in the vector, as a bitmap. */
-void mesh_sv_slots_of(const mesh_shuffle_vector_t *sv, unsigned i, uint64_t bits[MESH_BITMAP_WORDS])
-{
-    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-        bits[w] = 0;
-    for (unsigned k = 0; k < sv->top; k++)
-        if ((unsigned)(sv->entries[k] >> 8) == i) {
-            unsigned s = sv->entries[k] & 255;
-            bits[s >> 6] |= 1ULL << (s & 63);
-        }
-}
-
 /* Whether slot `slot` of attached span attach_idx is in the vector: a scan,
  * for the slow path that confirms what a free key suggests. */
 bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot)

@@ -42,6 +42,76 @@ static void flush(mesh_buf_t *b)
     b->len = 0;
 }
 
+static void put_col(mesh_buf_t *b, uint64_t v, unsigned width)
+{
+    char tmp[24];
+    mesh_buf_t t = {tmp, 0, sizeof tmp};
+    mesh_buf_u64(&t, v);
+    for (size_t i = t.len; i < width; i++)
+        mesh_buf_str(b, " ");
+    mesh_buf_str(b, tmp);
+}
+
+/* MALLOCSTATS=2: one line per size class in use. */
+static void print_classes(mesh_buf_t *b)
+{
+    uint64_t spans[MESH_NUM_CLASSES] = {0}, live[MESH_NUM_CLASSES] = {0};
+    uint64_t attached[MESH_NUM_CLASSES] = {0}, full[MESH_NUM_CLASSES] = {0};
+    uint64_t partial[MESH_NUM_CLASSES] = {0}, empty[MESH_NUM_CLASSES] = {0};
+    uint64_t aliases[MESH_NUM_CLASSES] = {0};
+    uint64_t large = 0, large_pages = 0;
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint32_t n = mesh_arena.nrecords;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    for (uint32_t id = 1; id < n; id++) {
+        mesh_miniheap_t *mh = mesh_rec(id);
+        if (mh->kind == MESH_KIND_LARGE) {
+            large++;
+            large_pages += mh->npages;
+        }
+        if (mh->kind == MESH_KIND_ALIAS)
+            aliases[mh->cls]++;
+        if (mh->kind != MESH_KIND_SMALL)
+            continue;
+        unsigned c = mh->cls;
+        spans[c]++;
+        live[c] += mesh_mh_live(mh);
+        attached[c] += mh->state == MESH_MH_ATTACHED;
+        full[c] += mh->state == MESH_MH_FULL;
+        partial[c] += mesh_state_is_partial(mh->state);
+        empty[c] += mh->state == MESH_MH_EMPTY;
+    }
+    mesh_buf_str(b, "-- size classes --\n"
+                    " class  pages objs   spans  live objs occupancy%  attached    full partial   empty  "
+                    "meshed  meshes\n");
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        if (!spans[c] && !aliases[c])
+            continue;
+        const mesh_size_class_t *sc = &mesh_classes[c];
+        put_col(b, sc->object_size, 6);
+        put_col(b, sc->npages, 7);
+        put_col(b, sc->nobjects, 5);
+        put_col(b, spans[c], 8);
+        put_col(b, live[c], 11);
+        put_col(b, spans[c] ? live[c] * 100 / (spans[c] * sc->nobjects) : 0, 11);
+        put_col(b, attached[c], 10);
+        put_col(b, full[c], 8);
+        put_col(b, partial[c], 8);
+        put_col(b, empty[c], 8);
+        put_col(b, aliases[c], 8);
+        put_col(b, mesh_class_heaps[c].meshes, 8);
+        mesh_buf_str(b, "\n");
+        flush(b);
+    }
+    mesh_buf_str(b, "large objects: ");
+    mesh_buf_u64(b, large);
+    mesh_buf_str(b, " in ");
+    mesh_buf_fixed1(b, large_pages * MESH_PAGE_SIZE, 1024 * 1024);
+    mesh_buf_str(b, " MB; arena resident: ");
+    mesh_buf_fixed1(b, mesh_arena_resident_bytes(), 1024 * 1024);
+    mesh_buf_str(b, " MB\n");
+}
+
 void mesh_stats_print(int level)
 {
     char buf[4096];
@@ -68,6 +138,6 @@ void mesh_stats_print(int level)
     MESH_STATS(MESH_STAT_PRINT)
 #undef MESH_STAT_PRINT
     flush(&b);
-    mesh_global_print_classes(&b, flush);
+    print_classes(&b);
     flush(&b);
 }

@@ -129,11 +129,6 @@ void mesh_thread_heap_release(mesh_thread_heap_t *th)
     pthread_mutex_unlock(&heaps_lock);
 }
 
-mesh_thread_heap_t *mesh_thread_heap_by_id(uint32_t id)
-{
-    return id && id < nheaps ? heaps[id] : NULL;
-}
-
 /* Bytes of free slots sitting in threads' shuffle vectors: their bits are
  * set in the span bitmaps, but no object lives there.  Approximate while
  * threads run, exact when they are quiet. */

@@ -887,7 +887,7 @@ static void trim_then_mesh(unsigned slot, uint64_t pages_per_mesh, uint64_t want
     CHECK_EQ(f.nkept, 16);
     mesh_global_release_empty();
     uint64_t active0 = ctl("stats.active"), trimmed0 = atomic_load(&mesh_stats.trimmed_now);
-    CHECK(mesh_global_trim(0) >= 8 * 2);
+    CHECK(mesh_trim(0) >= 8 * 2);
     uint64_t trimmed1 = atomic_load(&mesh_stats.trimmed_now);
     CHECK(trimmed1 >= trimmed0 + 8 * 2);
     CHECK_EQ(active0 - ctl("stats.active"), (trimmed1 - trimmed0) * 4096);
