@@ -3,15 +3,18 @@
  * program (the library is built with -fvisibility=hidden); only the entry
  * points in libmesh.c and mesh.h are exported.
  *
- * Vocabulary (DESIGN.md §2.1): a page is 4 KiB; a span is a run of pages in
+ * Vocabulary: a page is 4 KiB; a span is a run of pages in
  * the arena; a miniheap is the metadata of one span; a thread heap holds one
  * shuffle vector per size class; the global heap keeps per-class lists.
  *
  * Lock order, written once for the whole library:
- *     class lock (mesh_class_heap_t.lock, in class order)
- *       -> arena lock (mesh_arena.lock: page allocator and record pool)
- *         -> heaps lock (thread heap registry)   -> huge lock
- * Fast paths take no lock at all.
+ *     mesher lock (mesh_mesher.lock: one mesh pass at a time)
+ *       -> class lock (mesh_class_heap_t.lock, in class order)
+ *         -> arena lock (mesh_arena.lock: page allocator and record pool)
+ *           -> heaps lock (thread heap registry)   -> huge lock
+ * Fast paths take no lock at all.  A thread the write barrier holds may
+ * hold any of these but the mesher's and the meshed class's: a mesh takes
+ * every other lock it needs before it protects a page.
  */
 #ifndef MESH_INTERNAL_H
 #define MESH_INTERNAL_H
@@ -591,9 +594,9 @@ uint64_t mesh_trim(uint64_t deadline_ns);
 uint32_t mesh_trim_free_pages(const mesh_miniheap_t *mh);
 void mesh_untrim(uint32_t id, uint32_t keep);
 
-/* ---- mesh.c: meshing ---------------------------------------------------------- */
+/* ---- meshing: mesh.c, mesh_match.c, mesh_pass.c, mesh_events.c (mesher.h) ------ */
 
-/* Lock order: the mesh lock comes before every class lock. */
+/* Lock order: the mesher's lock comes before every class lock. */
 void mesh_mesh_init(void);
 /* The wait an idle pass precedes, so that the pass can give way as soon as
  * the wait would return at once (interpose.c fills it in). */

@@ -1,5 +1,5 @@
 /*
- * The shuffle vector (DESIGN §2.1): the free slots of the spans a thread has
+ * The shuffle vector: the free slots of the spans a thread has
  * attached for one size class, in random order.  Popping the next slot costs
  * what a bump pointer costs; the randomness is paid for once per refill (a
  * Fisher-Yates pass) and once per local free (one swap), and it is what

@@ -1,6 +1,6 @@
 /*
- * Size classes: jemalloc's spacing up to 1 KiB, then powers of two to 16 KiB
- * (DESIGN §2.3).  A span holds at least 8 and at most 256 objects.  Where the
+ * Size classes: jemalloc's spacing up to 1 KiB, then powers of two to 16
+ * KiB.  A span holds at least 8 and at most 256 objects.  Where the
  * smallest such span would waste more than 2.5% of itself at the tail (320,
  * 384, 640 and 768 bytes waste 6.2%), it takes a page or two more: every
  * class then wastes at most 2.5%.

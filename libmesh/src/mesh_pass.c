@@ -1,0 +1,275 @@
+/*
+ * When to mesh: a pass at most once per MESH_PERIOD_MS (from the free
+ * path, refills and idle points, together with the period's scavenge and
+ * trim) or on demand (mesh.compact).  A pass shares its time budget out
+ * among the classes with candidates in slices (a slice holds its class's
+ * lock, and gives it up once a program thread waits for it); a class whose
+ * sweep found nothing sits out the next passes.  A pass run by a thread
+ * about to wait (an idle pass) may take longer, and stops as soon as the
+ * wait would return at once.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <string.h>
+
+#include "internal.h"
+#include "mesher.h"
+
+#define M mesh_mesher
+
+mesh_mesher_t mesh_mesher = {.lock = PTHREAD_MUTEX_INITIALIZER, .events_fd = -1};
+
+void mesh_mesh_init(void)
+{
+    M.start_ns = mesh_os_now_ns();
+    M.rng.s = (mesh_opt.seed ? mesh_opt.seed ^ 0x6a09e667f3bcc909ULL : mesh_os_random64()) | 1;
+}
+
+/*
+ * An idle pass runs in the thread of a wait that is about to begin, and in
+ * a server that thread is the event loop: a request that arrives during
+ * the pass waits for it.  So the pass gives way as soon as the wait would
+ * return at once (an event ready, a signal pending), checked when it
+ * starts and then at most every MESH_READY_CHECK_NS between meshes.
+ */
+#define MESH_READY_CHECK_NS 100000
+static __thread const mesh_wait_t *tls_wait;
+static __thread uint64_t tls_wait_check_ns;
+static __thread bool tls_gave_way;
+
+static bool gives_way(uint64_t now)
+{
+    if (!tls_wait || tls_gave_way || now < tls_wait_check_ns)
+        return tls_gave_way;
+    tls_wait_check_ns = now + MESH_READY_CHECK_NS;
+    if (tls_wait->ready(tls_wait)) {
+        tls_gave_way = true;
+        MESH_STAT_ADD(idle_gave_way, 1);
+    }
+    return tls_gave_way;
+}
+
+/* Whether a slice must stop: its deadline, less the time the punches it
+ * has queued will take once it stops (a couple of microseconds each); a
+ * thread of the program waiting for the class lock (the slice gives it
+ * way, and the class gets another slice later in the pass); or the wait
+ * this idle pass precedes has something to return. */
+bool mesh_slice_over(uint64_t deadline_ns)
+{
+    uint64_t now = mesh_os_now_ns();
+    return now + (uint64_t)(M.punch_n / 2) * 2000 > deadline_ns ||
+           (M.slice_class && atomic_load_explicit(&M.slice_class->waiters, memory_order_relaxed)) || gives_way(now);
+}
+
+/* One pass over every meshable class; returns the pairs meshed.  A forced
+ * pass waits for a running one instead of skipping, and looks at every
+ * class, even those whose last sweep found nothing. */
+uint64_t mesh_pass(bool forced, uint64_t budget_ns)
+{
+    if (!mesh_opt.meshing)
+        return 0;
+    if (forced)
+        pthread_mutex_lock(&M.lock);
+    else if (pthread_mutex_trylock(&M.lock) != 0)
+        return 0;
+    if (!mesh_arena_fd_ok()) {
+        /* Without the arena file there is nothing to map pages onto. */
+        pthread_mutex_unlock(&M.lock);
+        return 0;
+    }
+    mesh_barrier_install();
+    /* This thread's own spans can be meshed once detached. */
+    if (mesh_tls_heap)
+        mesh_thread_heap_flush(mesh_tls_heap);
+
+    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_opt.pass_ms * 1000000ULL);
+    /* The time is shared out: each class with spans to mesh gets a slice
+     * of what is left (none longer than MESH_PASS_MS, so that no class lock
+     * is held for longer), and a class whose slice ran out gets another in
+     * the next round if time is left, until the time is up.  One busy class
+     * cannot starve the others, and the time a class does not need goes to
+     * those that do.  A class whose last sweep through its partial spans
+     * found nothing sits out the next 1, 2, 4, then 8 passes (64 while
+     * fewer than a sixteenth of its partial spans, plus 64, objects are
+     * freed into its detached spans: an idle program's heap stays as
+     * unmeshable as it was), unless it gains an eighth more partial spans:
+     * collecting candidates walks lists of cold records, which costs as
+     * much as a few meshes.  Each pass starts one class further on, so
+     * ties do not always go the same way. */
+    unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
+    while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
+        nmeshable++;
+    M.first_class = (M.first_class + 1) % nmeshable;
+    for (unsigned k = 0; k < nmeshable; k++) {
+        unsigned c = (M.first_class + k) % nmeshable;
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
+        if (np < 2)
+            continue;
+        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
+        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
+        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
+            ch->skipped < sit_out) {
+            ch->skipped++;
+            continue;
+        }
+        order[nactive++] = c;
+    }
+    if (!nactive) {
+        pthread_mutex_unlock(&M.lock);
+        return 0;
+    }
+    pass_result_t res;
+    memset(&res, 0, sizeof res);
+    const uint64_t slice_max = mesh_opt.pass_ms * 1000000ULL;
+    while (nactive && !res.out_of_maps) {
+        unsigned still = 0;
+        for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
+            uint64_t now = mesh_os_now_ns();
+            if (now >= deadline || gives_way(now)) {
+                res.out_of_time = true;
+                break;
+            }
+            uint64_t slice = (deadline - now) / (nactive - i);
+            uint64_t end = now + (slice < slice_max ? slice : slice_max);
+            unsigned c = order[i];
+            mesh_class_heap_t *ch = &mesh_class_heaps[c];
+            /* No handler of the program may run here while spans are
+             * read-only (it could write to one); faults stay deliverable. */
+            sigset_t all, old;
+            sigfillset(&all);
+            sigdelset(&all, SIGSEGV);
+            sigdelset(&all, SIGBUS);
+            pthread_sigmask(SIG_BLOCK, &all, &old);
+            pthread_mutex_lock(&ch->lock);
+            M.slice_class = ch;
+            /* Window after window of candidates while the slice lasts, to
+             * the end of the cursor's sweep at most: a window that held
+             * nothing says little about the next.  A class sits out passes
+             * after a sweep that found nothing, and only a pass that meshes
+             * in it ends that. */
+            enum slice_outcome o;
+            uint64_t pairs_before = res.npairs;
+            uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;
+            do
+                o = mesh_class_locked(c, end, &res);
+            while (o == SLICE_DONE && ch->sweep_seen && --windows && !mesh_slice_over(end));
+            if (o == SLICE_EMPTY) {
+                ch->fruitless_partial = ch->npartial;
+                ch->fruitless_frees = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed);
+                ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
+            } else if (res.npairs > pairs_before) {
+                ch->fruitless_runs = 0;
+            }
+            ch->skipped = 0;
+            /* The punches go before the lock: once it is released, the
+             * last free of a chain can give a meshed-away span its own
+             * pages back, as clean pages that a new span may be writing to
+             * by the time a late punch would zero them. */
+            mesh_punch_flush();
+            M.slice_class = NULL;
+            pthread_mutex_unlock(&ch->lock);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (o == SLICE_TIME)
+                order[still++] = c;
+        }
+        if (res.out_of_time)
+            break;
+        nactive = still;
+    }
+    uint64_t t1 = mesh_os_now_ns();
+    uint64_t released = res.released_pages << MESH_PAGE_SHIFT;
+    MESH_STAT_ADD(mesh_passes, 1);
+    MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
+    mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
+    if (res.out_of_time)
+        MESH_STAT_ADD(mesh_time_limited, 1);
+    if (res.out_of_maps)
+        MESH_STAT_ADD(mesh_map_limited, 1);
+    mesh_log_event(t0, t1, &res, released, forced);
+    if (!forced)
+        atomic_store(&M.last_pass_ns, t1);
+    pthread_mutex_unlock(&M.lock);
+    return res.npairs;
+}
+
+/* A pass run by a thread about to sleep for idle_ns may take longer than
+ * MESH_PASS_MS, a quarter of the sleep, up to MESH_IDLE_PASS_MS: the thread
+ * has nothing else to do until its wait would return, and the pass gives
+ * way as soon as it would (gives_way). */
+static uint64_t idle_budget(uint64_t idle_ns)
+{
+    uint64_t base = mesh_opt.pass_ms * 1000000ULL, cap = mesh_opt.idle_pass_ms * 1000000ULL;
+    uint64_t b = idle_ns / 4;
+    if (b < base)
+        b = base;
+    return b < cap ? b : cap > base ? cap : base;
+}
+
+/* Once a period: give back the pages that stayed freed and unused for a
+ * period (a crude decay: a free span stays backed for at most two), then,
+ * with meshing on, run a pass (which may skip itself if the heap looks as
+ * it did when the last pass found nothing), then trim.  idle_ns: how long
+ * the calling thread is about to sleep (0 when it is not), and wait what
+ * it is about to wait for (NULL when it is not): the work stops where the
+ * wait would return at once.  Returns whether a period had gone by.  Cheap
+ * when none has: one clock read.  The scavenging happens with
+ * MESH_MESHING=0 too, so that the no-meshing control differs from libmesh
+ * by meshing alone. */
+bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
+{
+    uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&M.last_pass_ns, memory_order_relaxed);
+    if (now - last < mesh_opt.period_ms * 1000000ULL)
+        return false;
+    if (!atomic_compare_exchange_strong(&M.last_pass_ns, &last, now))
+        return false;
+    if (wait && !wait->has_mask) {
+        mesh_os_sigmask(SIG_BLOCK, NULL, &wait->mask);
+        wait->has_mask = true;
+    }
+    tls_wait = wait;
+    tls_wait_check_ns = 0;
+    tls_gave_way = false;
+    if (!gives_way(now)) {
+        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_scavenge_aged_locked();
+        pthread_mutex_unlock(&mesh_arena.lock);
+        if (mesh_opt.meshing)
+            mesh_pass(false, idle_budget(idle_ns));
+        if (!gives_way(mesh_os_now_ns()))
+            mesh_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
+    }
+    tls_wait = NULL;
+    return true;
+}
+
+/* For a thread about to wait up to wait_ns (UINT64_MAX: no limit): how
+ * long until the next period begins, if it begins during the wait with
+ * time left for a pass after it; 0 if the wait needs no split (a period is
+ * already due, or the wait ends first). */
+uint64_t mesh_idle_split_ns(uint64_t wait_ns)
+{
+    uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&M.last_pass_ns, memory_order_relaxed);
+    uint64_t period = mesh_opt.period_ms * 1000000ULL, since = now - last;
+    if (since >= period)
+        return 0;
+    uint64_t until = period - since;
+    if (wait_ns != UINT64_MAX && wait_ns < until + 4 * mesh_opt.pass_ms * 1000000ULL)
+        return 0;
+    return until;
+}
+
+void mesh_mesh_fork_prepare(void)
+{
+    pthread_mutex_lock(&M.lock);
+}
+
+void mesh_mesh_fork_parent(void)
+{
+    pthread_mutex_unlock(&M.lock);
+}
+
+void mesh_mesh_fork_child(void)
+{
+    pthread_mutex_init(&M.lock, NULL);
+}

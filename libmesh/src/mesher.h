@@ -1,0 +1,102 @@
+/*
+ * The mesher's shared vocabulary and state, for the four files that make
+ * it up:
+ *
+ *   mesh.c         the mesh primitive: one pair (protect, copy, remap,
+ *                  merge the bitmaps, punch), its cost in mappings, and the
+ *                  punches a slice queues;
+ *   mesh_match.c   which pairs: candidates collected from a class's partial
+ *                  lists, the exact matcher, the SplitMesher, runs;
+ *   mesh_pass.c    when: once a period or on demand, a pass over the
+ *                  classes in time slices, classes that found nothing
+ *                  sitting out, idle passes that give way to their wait;
+ *   mesh_events.c  the MESH_EVENTS log, a JSON line per pass.
+ *
+ * Lock order: the mesher's lock (one pass at a time), then one class lock
+ * at a time, then the arena lock.  Everything in mesh_mesher is under the
+ * mesher's lock but last_pass_ns and maps_in_use, which are atomic.
+ */
+#ifndef MESH_MESHER_H
+#define MESH_MESHER_H
+
+#include "internal.h"
+
+/* Classes with at most this many objects a span are matched exactly. */
+#define MESH_EXACT_OBJECTS 16
+
+/* A candidate carries a copy of its bitmap, so that probing scans one
+ * dense array instead of chasing records (bits only ever get cleared under
+ * the pass's feet, which cannot make two disjoint bitmaps overlap). */
+typedef struct cand {
+    uint64_t bits[MESH_BITMAP_WORDS];
+    uint32_t id;
+    uint8_t chain, used;
+    uint32_t by_live;            /* exact matching: the candidates, fullest first */
+} cand_t;
+
+typedef struct mesh_mesher {
+    pthread_mutex_t lock;            /* one pass at a time; before every class lock */
+    _Atomic uint64_t last_pass_ns;   /* when the last period's work began */
+    uint64_t start_ns;               /* start-up: event times count from it */
+    unsigned first_class;            /* where the next pass starts */
+    mesh_rng_t rng;                  /* the SplitMesher's random halves */
+    mesh_class_heap_t *slice_class;  /* the class whose lock the slice under way holds */
+
+    _Atomic int64_t maps_in_use;     /* mappings meshing has added, estimated */
+    uint64_t map_budget;             /* mappings meshing may add; 0 until first needed */
+
+    uint32_t *punch_page;            /* (page, npages) pairs of meshed-away spans, */
+    uint32_t punch_n, punch_cap;     /* punched when the slice ends */
+
+    cand_t *cand;                    /* the candidates of the slice under way, */
+    size_t cand_cap, ncand;          /* scratch space from mmap */
+    uint32_t *cand_of;               /* record id -> index in cand (stale unless it points back) */
+    uint16_t *sorted;                /* exact matching: bitmaps fullest first, all ones once used */
+    uint8_t stamp;                   /* marks the spans a collection took (in attach_idx) */
+
+    int events_fd;                   /* MESH_EVENTS, or -1 */
+    bool events_opened;
+} mesh_mesher_t;
+
+extern mesh_mesher_t mesh_mesher;
+
+enum mesh_outcome { MESHED, FAILED, NO_MAPS, NO_GAIN, PINNED };
+
+enum slice_outcome {
+    SLICE_EMPTY,     /* nothing to find: not worth probing, or no pair */
+    SLICE_DONE,      /* it probed every candidate it collected */
+    SLICE_TIME,      /* its time ran out */
+    SLICE_MAPS,      /* the mapping budget ran out */
+};
+
+/* Pauses by length: upper bounds in microseconds of all buckets but the
+ * last, which takes the rest. */
+#define MESH_PAUSE_BUCKETS 10
+extern const uint32_t mesh_pause_bounds_us[MESH_PAUSE_BUCKETS - 1];
+
+typedef struct pass_result {
+    uint64_t pairs[MESH_NUM_CLASSES];
+    uint64_t npairs;
+    uint64_t max_pause_ns;
+    uint64_t released_pages;
+    uint64_t pauses[MESH_PAUSE_BUCKETS];
+    bool out_of_time, out_of_maps;
+} pass_result_t;
+
+/* mesh.c */
+uint64_t mesh_map_budget(void);
+int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src);
+enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
+                                   uint64_t *pause_ns, uint32_t *released);
+void mesh_punch_flush(void);
+
+/* mesh_match.c */
+enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res);
+
+/* mesh_pass.c */
+bool mesh_slice_over(uint64_t deadline_ns);
+
+/* mesh_events.c */
+void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced);
+
+#endif
