@@ -154,6 +154,12 @@ typedef struct mesh_options {
 } mesh_options_t;
 
 extern mesh_options_t mesh_opt;
+
+/* Options in milliseconds, as the clock counts: nanoseconds. */
+MESH_INLINE uint64_t mesh_ms_to_ns(uint64_t ms)
+{
+    return ms * 1000000ULL;
+}
 void mesh_options_init(void);
 
 /* ---- stats.c --------------------------------------------------------------- */
@@ -599,7 +605,7 @@ void mesh_untrim(uint32_t id, uint32_t keep);
 /* Lock order: the mesher's lock comes before every class lock. */
 void mesh_mesh_init(void);
 /* The wait an idle pass precedes, so that the pass can give way as soon as
- * the wait would return at once (interpose.c fills it in). */
+ * the wait would return at once (idle.c fills it in). */
 typedef struct mesh_wait {
     bool (*ready)(const struct mesh_wait *w);
     const void *what;            /* pollfd array or fd sets, as ready reads them */
@@ -655,6 +661,35 @@ bool mesh_pinset_hold(mesh_pinset_t *ps);
 void mesh_pinset_release(mesh_pinset_t *ps);
 bool mesh_pins_overlap(uintptr_t start, uintptr_t end);
 size_t mesh_pins_collect(uintptr_t out[][2], size_t max);
+bool mesh_pin_retry_after_efault(uint32_t seq_before, int tries);
+
+/* r = call, with the buffers in ps pinned for it; unpinned, retried
+ * after EFAULT, only when the pin table is full. */
+#define MESH_PINNED_CALL(ps, call)                                          \
+    do {                                                                    \
+        if (mesh_pinset_hold(&(ps))) {                                      \
+            r = (call);                                                     \
+            int errno_ = errno;                                             \
+            mesh_pinset_release(&(ps));                                     \
+            errno = errno_;                                                 \
+            break;                                                          \
+        }                                                                   \
+        for (int tries_ = 0;; tries_++) {                                   \
+            uint32_t seq_ = mesh_barrier_seq();                             \
+            r = (call);                                                     \
+            if (r >= 0 || !mesh_pin_retry_after_efault(seq_, tries_))       \
+                break;                                                      \
+        }                                                                   \
+    } while (0)
+
+/* The same for a call that writes into one buffer. */
+#define MESH_PINNED_CALL_BUF(buf, len, call)                                \
+    do {                                                                    \
+        mesh_pinset_t ps_ = {0};                                            \
+        mesh_pinset_add(&ps_, (buf), (len));                                \
+        MESH_PINNED_CALL(ps_, call);                                        \
+    } while (0)
+
 
 /* The next definition of a libc function libmesh interposes. */
 #define NEXT_SYMBOL(name)                 \

@@ -82,7 +82,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     if (mesh_tls_heap)
         mesh_thread_heap_flush(mesh_tls_heap);
 
-    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_opt.pass_ms * 1000000ULL);
+    uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms));
     /* The time is shared out: each class with spans to mesh gets a slice
      * of what is left (none longer than MESH_PASS_MS, so that no class lock
      * is held for longer), and a class whose slice ran out gets another in
@@ -121,7 +121,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     }
     pass_result_t res;
     memset(&res, 0, sizeof res);
-    const uint64_t slice_max = mesh_opt.pass_ms * 1000000ULL;
+    const uint64_t slice_max = mesh_ms_to_ns(mesh_opt.pass_ms);
     while (nactive && !res.out_of_maps) {
         unsigned still = 0;
         for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
@@ -199,7 +199,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
  * way as soon as it would (gives_way). */
 static uint64_t idle_budget(uint64_t idle_ns)
 {
-    uint64_t base = mesh_opt.pass_ms * 1000000ULL, cap = mesh_opt.idle_pass_ms * 1000000ULL;
+    uint64_t base = mesh_ms_to_ns(mesh_opt.pass_ms), cap = mesh_ms_to_ns(mesh_opt.idle_pass_ms);
     uint64_t b = idle_ns / 4;
     if (b < base)
         b = base;
@@ -219,7 +219,7 @@ static uint64_t idle_budget(uint64_t idle_ns)
 bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&M.last_pass_ns, memory_order_relaxed);
-    if (now - last < mesh_opt.period_ms * 1000000ULL)
+    if (now - last < mesh_ms_to_ns(mesh_opt.period_ms))
         return false;
     if (!atomic_compare_exchange_strong(&M.last_pass_ns, &last, now))
         return false;
@@ -237,7 +237,7 @@ bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
         if (mesh_opt.meshing)
             mesh_pass(false, idle_budget(idle_ns));
         if (!gives_way(mesh_os_now_ns()))
-            mesh_trim(mesh_os_now_ns() + mesh_opt.pass_ms * 1000000ULL);
+            mesh_trim(mesh_os_now_ns() + mesh_ms_to_ns(mesh_opt.pass_ms));
     }
     tls_wait = NULL;
     return true;
@@ -250,11 +250,11 @@ bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
 uint64_t mesh_idle_split_ns(uint64_t wait_ns)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&M.last_pass_ns, memory_order_relaxed);
-    uint64_t period = mesh_opt.period_ms * 1000000ULL, since = now - last;
+    uint64_t period = mesh_ms_to_ns(mesh_opt.period_ms), since = now - last;
     if (since >= period)
         return 0;
     uint64_t until = period - since;
-    if (wait_ns != UINT64_MAX && wait_ns < until + 4 * mesh_opt.pass_ms * 1000000ULL)
+    if (wait_ns != UINT64_MAX && wait_ns < until + 4 * mesh_ms_to_ns(mesh_opt.pass_ms))
         return 0;
     return until;
 }

@@ -6,7 +6,7 @@
  * to deliver (a datagram, the messages of recvmmsg, the signal of
  * sigtimedwait), so that no retry can bring it back.
  *
- * A thread pins its buffers before such a call (interpose.c) and unpins
+ * A thread pins its buffers before such a call (receive.c, idle.c) and unpins
  * them after.  The handshake with meshing is Dekker's: the pinner publishes
  * its range, then looks whether a mesh under way protects it or a fork is
  * under way; a mesh announces itself and its ranges (mesh_barrier_begin),
@@ -21,6 +21,7 @@
  * EFAULT, which is safe for the calls that consume nothing on failure.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdint.h>
 
 #include "internal.h"
@@ -158,4 +159,18 @@ bool mesh_pinset_hold(mesh_pinset_t *ps)
         MESH_STAT_ADD(pin_waits, 1);
         mesh_barrier_wait(seq);
     }
+}
+
+/* After EFAULT on an unpinned call: worth another try if a mesh or a fork
+ * was in progress or ended during the call. */
+bool mesh_pin_retry_after_efault(uint32_t seq_before, int tries)
+{
+    if (errno != EFAULT || tries >= 64)
+        return false;
+    uint32_t seq = mesh_barrier_seq();
+    if (!mesh_barrier_active() && seq == seq_before)
+        return false;
+    MESH_STAT_ADD(efault_retries, 1);
+    mesh_barrier_wait(seq);
+    return true;
 }

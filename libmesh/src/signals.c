@@ -13,7 +13,7 @@
  * So SIGSEGV and SIGBUS are never blocked for real while libmesh runs: they
  * are taken out of every mask the program hands over (sigaction's sa_mask,
  * sigprocmask, pthread_sigmask, sigsuspend here; the masks of ppoll,
- * pselect and epoll_pwait in interpose.c), and libmesh's own handler for
+ * pselect and epoll_pwait in idle.c), and libmesh's own handler for
  * them runs with SA_NODEFER.  The program still sees what it asked for:
  * sigaction reports the masks it installed, sigprocmask and pthread_sigmask
  * report SIGSEGV and SIGBUS blocked in a thread that blocked them (a view

@@ -113,7 +113,7 @@ void mesh_thread_heap_tick(mesh_thread_heap_t *th)
 {
     th->tick = MESH_TICK_FREES;
     uint64_t now = mesh_os_now_ns();
-    if (now - th->last_flush_ns >= mesh_opt.period_ms * 1000000ULL) {
+    if (now - th->last_flush_ns >= mesh_ms_to_ns(mesh_opt.period_ms)) {
         mesh_thread_heap_flush(th);
         mesh_maybe_mesh(0, NULL);
     }

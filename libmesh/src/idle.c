@@ -1,27 +1,17 @@
 /*
- * The libc calls libmesh interposes besides the malloc family and the
- * signal calls (signals.c), for two reasons.
- *
- * Buffers the kernel writes into: while a span is being meshed its pages
- * are read-only, and while a fork child's heap is copied so is the arena;
- * the kernel does not raise SIGSEGV when a system call writes there, the
- * call fails with EFAULT, and some calls have consumed their data by then
- * (a datagram, the messages of recvmmsg, the signal of sigtimedwait).  So
- * the calls through which programs most often receive data into heap
- * buffers (read, pread, preadv, readv, recv, recvfrom, recvmsg, recvmmsg,
- * sigtimedwait, sigwaitinfo, and the poll, select and epoll families,
- * which write back their event arrays) pin their buffers for the call
- * (pin.c): meshing and fork leave pinned ranges writable.  Only when every
- * pin slot is taken does a call go unpinned, retried after EFAULT.
- *
- * Idle points: a thread about to sleep (the sleep, poll, select and epoll
- * families, with a timeout that is not zero) is a good moment to give back
+ * Idle points: a thread about to block in a sleep, poll, select or epoll
+ * call with a timeout that is not zero is at a good moment to give back
  * freed pages and mesh, as the paper does for servers in epoll_wait.  A
  * thread going to sleep for a period or longer also detaches its own spans
  * first, so that what it leaves behind can be meshed while it sleeps.
  * Waits with a limit are shortened by the time this took: a program sleeps
  * as long as it asked, not longer.  A wait during which a period begins is
- * split there, so that the idle work is not slept through.
+ * split there, so that the idle work is not slept through, and the idle
+ * work stops as soon as the wait would return at once (mesh_pass.c), which
+ * this file tells it how to find out for each kind of wait.
+ *
+ * The event arrays and descriptor sets these calls write back are pinned
+ * for the call (pin.c), as receive.c's buffers are.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -31,182 +21,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
-
-extern ssize_t __read(int fd, void *buf, size_t n);
-
-/* ---- system calls that write into the heap ---- */
-
-static void add_iov(mesh_pinset_t *ps, const struct iovec *iov, size_t n)
-{
-    if (!iov)
-        return;
-    mesh_pinset_add(ps, iov, n * sizeof *iov);
-    for (size_t i = 0; i < n; i++)
-        mesh_pinset_add(ps, iov[i].iov_base, iov[i].iov_len);
-}
-
-/* What recvmsg writes: the data, the address, the control data, and the
- * header's lengths and flags. */
-static void add_msghdr(mesh_pinset_t *ps, struct msghdr *msg)
-{
-    mesh_pinset_add(ps, msg, sizeof *msg);
-    add_iov(ps, msg->msg_iov, msg->msg_iovlen);
-    mesh_pinset_add(ps, msg->msg_name, msg->msg_namelen);
-    mesh_pinset_add(ps, msg->msg_control, msg->msg_controllen);
-}
-
-/* After EFAULT on an unpinned call: worth another try if a mesh or a fork
- * was in progress or ended during the call. */
-static bool retry_after_efault(uint32_t seq_before, int tries)
-{
-    if (errno != EFAULT || tries >= 64)
-        return false;
-    uint32_t seq = mesh_barrier_seq();
-    if (!mesh_barrier_active() && seq == seq_before)
-        return false;
-    MESH_STAT_ADD(efault_retries, 1);
-    mesh_barrier_wait(seq);
-    return true;
-}
-
-/* r = call, with the buffers in ps pinned for it. */
-#define WRITING_INTO(ps, call)                                              \
-    do {                                                                    \
-        if (mesh_pinset_hold(&(ps))) {                                      \
-            r = (call);                                                     \
-            int errno_ = errno;                                             \
-            mesh_pinset_release(&(ps));                                     \
-            errno = errno_;                                                 \
-            break;                                                          \
-        }                                                                   \
-        for (int tries_ = 0;; tries_++) {                                   \
-            uint32_t seq_ = mesh_barrier_seq();                             \
-            r = (call);                                                     \
-            if (r >= 0 || !retry_after_efault(seq_, tries_))                \
-                break;                                                      \
-        }                                                                   \
-    } while (0)
-
-/* The same for a call that writes into one buffer. */
-#define WRITING_INTO_BUF(buf, len, call)                                    \
-    do {                                                                    \
-        mesh_pinset_t ps_ = {0};                                            \
-        mesh_pinset_add(&ps_, (buf), (len));                                \
-        WRITING_INTO(ps_, call);                                            \
-    } while (0)
-
-MESH_EXPORT ssize_t read(int fd, void *buf, size_t n)
-{
-    ssize_t r;
-    WRITING_INTO_BUF(buf, n, __read(fd, buf, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t off)
-{
-    NEXT_SYMBOL(pread);
-    ssize_t r;
-    WRITING_INTO_BUF(buf, n, real_pread(fd, buf, n, off));
-    return r;
-}
-
-MESH_EXPORT ssize_t pread64(int fd, void *buf, size_t n, off64_t off)
-{
-    NEXT_SYMBOL(pread64);
-    ssize_t r;
-    WRITING_INTO_BUF(buf, n, real_pread64(fd, buf, n, off));
-    return r;
-}
-
-MESH_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
-{
-    NEXT_SYMBOL(readv);
-    ssize_t r;
-    mesh_pinset_t ps = {0};
-    add_iov(&ps, iov, n > 0 ? (size_t)n : 0);
-    WRITING_INTO(ps, real_readv(fd, iov, n));
-    return r;
-}
-
-MESH_EXPORT ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
-{
-    NEXT_SYMBOL(preadv);
-    ssize_t r;
-    mesh_pinset_t ps = {0};
-    add_iov(&ps, iov, n > 0 ? (size_t)n : 0);
-    WRITING_INTO(ps, real_preadv(fd, iov, n, off));
-    return r;
-}
-
-MESH_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
-{
-    NEXT_SYMBOL(recv);
-    ssize_t r;
-    WRITING_INTO_BUF(buf, n, real_recv(fd, buf, n, flags));
-    return r;
-}
-
-MESH_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
-{
-    NEXT_SYMBOL(recvfrom);
-    ssize_t r;
-    mesh_pinset_t ps = {0};
-    mesh_pinset_add(&ps, buf, n);
-    mesh_pinset_add(&ps, addr, alen ? *alen : 0);
-    mesh_pinset_add(&ps, alen, alen ? sizeof *alen : 0);
-    WRITING_INTO(ps, real_recvfrom(fd, buf, n, flags, addr, alen));
-    return r;
-}
-
-MESH_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
-{
-    NEXT_SYMBOL(recvmsg);
-    ssize_t r;
-    mesh_pinset_t ps = {0};
-    if (msg)
-        add_msghdr(&ps, msg);
-    WRITING_INTO(ps, real_recvmsg(fd, msg, flags));
-    return r;
-}
-
-MESH_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *timeout)
-{
-    NEXT_SYMBOL(recvmmsg);
-    int r;
-    mesh_pinset_t ps = {0};
-    if (vec) {
-        mesh_pinset_add(&ps, vec, (size_t)n * sizeof *vec);
-        for (unsigned i = 0; i < n; i++)
-            add_msghdr(&ps, &vec[i].msg_hdr);
-    }
-    mesh_pinset_add(&ps, timeout, timeout ? sizeof *timeout : 0);
-    WRITING_INTO(ps, real_recvmmsg(fd, vec, n, flags, timeout));
-    return r;
-}
-
-MESH_EXPORT int sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *timeout)
-{
-    NEXT_SYMBOL(sigtimedwait);
-    int r;
-    WRITING_INTO_BUF(info, info ? sizeof *info : 0, real_sigtimedwait(set, info, timeout));
-    return r;
-}
-
-MESH_EXPORT int sigwaitinfo(const sigset_t *set, siginfo_t *info)
-{
-    NEXT_SYMBOL(sigwaitinfo);
-    int r;
-    WRITING_INTO_BUF(info, info ? sizeof *info : 0, real_sigwaitinfo(set, info));
-    return r;
-}
-
-/* ---- idle points ---- */
 
 static bool started(void)
 {
@@ -221,12 +39,12 @@ static void idle_point(uint64_t timeout_ns, mesh_wait_t *w)
         return;
     mesh_thread_heap_t *th = mesh_tls_heap;
     if (th) {
-        if (timeout_ns >= mesh_opt.period_ms * 1000000ULL)
+        if (timeout_ns >= mesh_ms_to_ns(mesh_opt.period_ms))
             mesh_thread_heap_flush(th);
         else
             mesh_thread_heap_tick(th);
     }
-    mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_opt.idle_pass_ms * 1000000ULL : timeout_ns, w);
+    mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_ms_to_ns(mesh_opt.idle_pass_ms) : timeout_ns, w);
 }
 
 /* ---- what a wait would return at once ---- */
@@ -420,7 +238,7 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
 
 MESH_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
 {
-    if (!req || req->tv_nsec < 0 || req->tv_nsec >= 1000000000L || req->tv_sec < 0) {
+    if (!req || bad_ts(req)) {
         errno = EINVAL;
         return -1;
     }
@@ -446,19 +264,39 @@ MESH_EXPORT unsigned int sleep(unsigned int seconds)
     return 0;
 }
 
+/* r = a wait of want_ns (UINT64_MAX: no limit) split where a period
+ * begins: call, an expression of wait_ns (the part to wait now), first
+ * until the period begins; if that returned nothing, the idle work for the
+ * wait w, then call again for what is left.  The len bytes at buf, which
+ * the call writes back, are pinned for it. */
+#define SPLIT_WAIT(want, w, buf, len, call)                                  \
+    do {                                                                     \
+        uint64_t t0_ = mesh_os_now_ns(), wait_ns = split_ns(want);           \
+        if (wait_ns) {                                                       \
+            MESH_PINNED_CALL_BUF(buf, len, call);                            \
+            if (r != 0)                                                      \
+                return r;                                                    \
+        }                                                                    \
+        idle_rest(want, t0_, &(w));                                          \
+        wait_ns = left_ns(want, t0_);                                        \
+        MESH_PINNED_CALL_BUF(buf, len, call);                                \
+    } while (0)
+
+/* A timespec for wait_ns, or NULL for no limit. */
+static const struct timespec *ts_or_null(struct timespec *ts, uint64_t wait_ns)
+{
+    if (wait_ns == UINT64_MAX)
+        return NULL;
+    *ts = ns_ts(wait_ns);
+    return ts;
+}
+
 MESH_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     NEXT_SYMBOL(poll);
-    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    if (first) {
-        WRITING_INTO_BUF(fds, n * sizeof *fds, real_poll(fds, n, ns_ms(first)));
-        if (r != 0)
-            return r;
-    }
     mesh_wait_t w = wait_of(poll_ready, fds, n, -1, NULL);
-    idle_rest(want, t0, &w);
-    WRITING_INTO_BUF(fds, n * sizeof *fds, real_poll(fds, n, ns_ms(left_ns(want, t0))));
+    SPLIT_WAIT(ms_ns(timeout), w, fds, n * sizeof *fds, real_poll(fds, n, ns_ms(wait_ns)));
     return r;
 }
 
@@ -467,33 +305,25 @@ MESH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeo
     NEXT_SYMBOL(ppoll);
     int r;
     sigset_t mask_copy;
+    struct timespec ts;
     mask = mesh_signals_wait_mask(mask, &mask_copy);
     if (bad_ts(timeout)) {
-        WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout, mask));
+        MESH_PINNED_CALL_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout, mask));
         return r;
     }
-    uint64_t t0 = mesh_os_now_ns(), want = ts_ns(timeout), first = split_ns(want);
-    if (first) {
-        struct timespec f = ns_ts(first);
-        WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, &f, mask));
-        if (r != 0)
-            return r;
-    }
     mesh_wait_t w = wait_of(poll_ready, fds, n, -1, mask);
-    idle_rest(want, t0, &w);
-    struct timespec left = ns_ts(left_ns(want, t0));
-    WRITING_INTO_BUF(fds, n * sizeof *fds, real_ppoll(fds, n, timeout ? &left : NULL, mask));
+    SPLIT_WAIT(ts_ns(timeout), w, fds, n * sizeof *fds, real_ppoll(fds, n, ts_or_null(&ts, wait_ns), mask));
     return r;
 }
 
 /* r = call, with the descriptor sets select writes back pinned. */
-#define WRITING_INTO_SETS(rd, wr, ex, call)                                 \
+#define PINNED_SETS_CALL(rd, wr, ex, call)                                  \
     do {                                                                    \
         mesh_pinset_t ps_ = {0};                                            \
         mesh_pinset_add(&ps_, (rd), (rd) ? sizeof(fd_set) : 0);             \
         mesh_pinset_add(&ps_, (wr), (wr) ? sizeof(fd_set) : 0);             \
         mesh_pinset_add(&ps_, (ex), (ex) ? sizeof(fd_set) : 0);             \
-        WRITING_INTO(ps_, call);                                            \
+        MESH_PINNED_CALL(ps_, call);                                        \
     } while (0)
 
 /* The sets a select watches, kept for the rest of a split wait: the first
@@ -534,7 +364,7 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
         fdsets_t kept;
         sets_copy(&kept, rd, wr, ex, true);
         struct timespec f = ns_ts(first);
-        WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, &f, mask));
+        PINNED_SETS_CALL(rd, wr, ex, real_pselect(n, rd, wr, ex, &f, mask));
         if (r != 0) {
             *left_ns_out = left_ns(want, t0);
             return r;
@@ -545,7 +375,7 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
     mesh_wait_t w = wait_of(select_ready, &sets, n >= 0 ? (size_t)n : 0, -1, mask);
     idle_rest(want, t0, &w);
     struct timespec left = ns_ts(left_ns(want, t0));
-    WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask));
+    PINNED_SETS_CALL(rd, wr, ex, real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask));
     *left_ns_out = left_ns(want, t0);
     return r;
 }
@@ -555,7 +385,7 @@ MESH_EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval
     NEXT_SYMBOL(select);
     int r;
     if (bad_tv(timeout)) {
-        WRITING_INTO_SETS(rd, wr, ex, real_select(n, rd, wr, ex, timeout));
+        PINNED_SETS_CALL(rd, wr, ex, real_select(n, rd, wr, ex, timeout));
         return r;
     }
     uint64_t left;
@@ -573,7 +403,7 @@ MESH_EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct 
     sigset_t mask_copy;
     mask = mesh_signals_wait_mask(mask, &mask_copy);
     if (bad_ts(timeout)) {
-        WRITING_INTO_SETS(rd, wr, ex, real_pselect(n, rd, wr, ex, timeout, mask));
+        PINNED_SETS_CALL(rd, wr, ex, real_pselect(n, rd, wr, ex, timeout, mask));
         return r;
     }
     uint64_t left;
@@ -584,34 +414,20 @@ MESH_EXPORT int epoll_wait(int epfd, struct epoll_event *events, int maxevents, 
 {
     NEXT_SYMBOL(epoll_wait);
     size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
-    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    if (first) {
-        WRITING_INTO_BUF(events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(first)));
-        if (r != 0)
-            return r;
-    }
     mesh_wait_t w = wait_of(epoll_ready, NULL, 0, epfd, NULL);
-    idle_rest(want, t0, &w);
-    WRITING_INTO_BUF(events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(left_ns(want, t0))));
+    SPLIT_WAIT(ms_ns(timeout), w, events, bytes, real_epoll_wait(epfd, events, maxevents, ns_ms(wait_ns)));
     return r;
 }
 
 MESH_EXPORT int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout, const sigset_t *ss)
 {
-    sigset_t ss_copy;
-    ss = mesh_signals_wait_mask(ss, &ss_copy);
     NEXT_SYMBOL(epoll_pwait);
     size_t bytes = (size_t)(maxevents > 0 ? maxevents : 0) * sizeof *events;
-    uint64_t t0 = mesh_os_now_ns(), want = ms_ns(timeout), first = split_ns(want);
     int r;
-    if (first) {
-        WRITING_INTO_BUF(events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(first), ss));
-        if (r != 0)
-            return r;
-    }
+    sigset_t ss_copy;
+    ss = mesh_signals_wait_mask(ss, &ss_copy);
     mesh_wait_t w = wait_of(epoll_ready, NULL, 0, epfd, ss);
-    idle_rest(want, t0, &w);
-    WRITING_INTO_BUF(events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(left_ns(want, t0)), ss));
+    SPLIT_WAIT(ms_ns(timeout), w, events, bytes, real_epoll_pwait(epfd, events, maxevents, ns_ms(wait_ns), ss));
     return r;
 }
