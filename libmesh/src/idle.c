@@ -26,16 +26,11 @@
 
 #include "internal.h"
 
-static bool started(void)
-{
-    return atomic_load_explicit(&mesh_init_state, memory_order_relaxed) == 2;
-}
-
 /* Called before a thread blocks for up to timeout_ns (UINT64_MAX: no
  * limit) in the wait w. */
 static void idle_point(uint64_t timeout_ns, mesh_wait_t *w)
 {
-    if (!started() || timeout_ns == 0)
+    if (!mesh_started() || timeout_ns == 0)
         return;
     mesh_thread_heap_t *th = mesh_tls_heap;
     if (th) {
@@ -182,7 +177,7 @@ static uint64_t left_ns(uint64_t want_ns, uint64_t t0)
  */
 static uint64_t split_ns(uint64_t want_ns)
 {
-    return started() && want_ns ? mesh_idle_split_ns(want_ns) : 0;
+    return mesh_started() && want_ns ? mesh_idle_split_ns(want_ns) : 0;
 }
 
 /* The idle work for a wait of want_ns begun at t0, with what is left of it.

@@ -706,7 +706,14 @@ void mesh_fork_child_heap(void);
 
 /* ---- libmesh.c ---------------------------------------------------------------- */
 
-extern _Atomic int mesh_init_state;  /* 0 none, 1 running, 2 done */
+enum mesh_init { MESH_INIT_NONE, MESH_INIT_RUNNING, MESH_INIT_DONE };
+extern _Atomic int mesh_init_state;  /* enum mesh_init */
+
+/* Whether the library has started: one load. */
+MESH_INLINE bool mesh_started(void)
+{
+    return atomic_load_explicit(&mesh_init_state, memory_order_acquire) == MESH_INIT_DONE;
+}
 void mesh_init_slow(void);
 void mesh_report_invalid_free(const void *p) __attribute__((noreturn, cold));
 void mesh_report_double_free(const void *p) __attribute__((noreturn, cold));

@@ -54,11 +54,11 @@ static void fork_child(void)
 
 void mesh_init_slow(void)
 {
-    int expected = 0;
-    if (!atomic_compare_exchange_strong(&mesh_init_state, &expected, 1)) {
+    int expected = MESH_INIT_NONE;
+    if (!atomic_compare_exchange_strong(&mesh_init_state, &expected, MESH_INIT_RUNNING)) {
         if (tls_initializing)
             mesh_assert_fail("malloc called while libmesh starts up", __FILE__, __LINE__);
-        while (atomic_load(&mesh_init_state) != 2)
+        while (!mesh_started())
             ;
         return;
     }
@@ -79,20 +79,20 @@ void mesh_init_slow(void)
     if (mesh_os_overcommit_mode() != 1 && phys && phys < PTRDIFF_MAX)
         alloc_limit = (size_t)phys;
     tls_initializing = false;
-    atomic_store(&mesh_init_state, 2);
+    atomic_store(&mesh_init_state, MESH_INIT_DONE);
     /* After the state is set: pthread_atfork may itself call malloc. */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 __attribute__((constructor)) static void mesh_start(void)
 {
-    if (atomic_load(&mesh_init_state) != 2)
+    if (!mesh_started())
         mesh_init_slow();
 }
 
 __attribute__((destructor)) static void mesh_exit(void)
 {
-    if (mesh_opt.mallocstats && atomic_load(&mesh_init_state) == 2)
+    if (mesh_opt.mallocstats && mesh_started())
         mesh_stats_print((int)mesh_opt.mallocstats);
 }
 
@@ -124,7 +124,7 @@ static void *alloc_large(size_t size, size_t align, bool zero)
 
 static MESH_NOINLINE void *alloc_slow(size_t size, bool zero)
 {
-    if (atomic_load_explicit(&mesh_init_state, memory_order_acquire) != 2)
+    if (!mesh_started())
         mesh_init_slow();
     if (size > MESH_MAX_SMALL)
         return alloc_large(size, MESH_PAGE_SIZE, zero);
@@ -189,7 +189,7 @@ static void *alloc_aligned(size_t align, size_t size)
 {
     if (align <= MESH_MIN_ALIGN)
         return malloc(size);
-    if (atomic_load_explicit(&mesh_init_state, memory_order_acquire) != 2)
+    if (!mesh_started())
         mesh_init_slow();
     int cls = mesh_size_class_aligned(size, align);
     if (cls >= 0)
@@ -258,7 +258,7 @@ static MESH_NOINLINE void free_slow(void *p, mesh_miniheap_t *mh)
     if (!p)
         return;
     if (!mh) {
-        if (atomic_load(&mesh_init_state) == 2 && mesh_huge_free(p))
+        if (mesh_started() && mesh_huge_free(p))
             return;
         mesh_report_invalid_free(p);
     }
@@ -299,7 +299,7 @@ static size_t usable_size(const void *p, mesh_miniheap_t *mh)
 {
     if (!mh) {
         size_t size;
-        return atomic_load(&mesh_init_state) == 2 && mesh_huge_owns(p, &size) ? size : 0;
+        return mesh_started() && mesh_huge_owns(p, &size) ? size : 0;
     }
     if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_ALIAS) {
         uint32_t slot;
@@ -376,7 +376,7 @@ MESH_EXPORT void *reallocarray(void *p, size_t n, size_t size)
 MESH_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;
-    if (atomic_load(&mesh_init_state) != 2)
+    if (!mesh_started())
         return 0;
     mesh_global_release_empty();
     uint64_t trimmed = mesh_trim(0);
@@ -401,7 +401,7 @@ MESH_EXPORT struct mallinfo2 mallinfo2(void)
 {
     struct mallinfo2 mi;
     memset(&mi, 0, sizeof mi);
-    if (atomic_load(&mesh_init_state) != 2)
+    if (!mesh_started())
         return mi;
     uint64_t allocated = mesh_global_allocated_bytes();
     pthread_mutex_lock(&mesh_arena.lock);
@@ -436,7 +436,7 @@ MESH_EXPORT struct mallinfo mallinfo(void)
 
 MESH_EXPORT void malloc_stats(void)
 {
-    if (atomic_load(&mesh_init_state) == 2)
+    if (mesh_started())
         mesh_stats_print(2);
 }
 
@@ -459,7 +459,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     (void)newlen;
     if (!name)
         return EINVAL;
-    if (atomic_load(&mesh_init_state) != 2)
+    if (!mesh_started())
         mesh_init_slow();
     if (strcmp(name, "stats.allocated") == 0)
         return read_u64(oldp, oldlenp, newp, mesh_global_allocated_bytes());

@@ -115,102 +115,108 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
     return cost;
 }
 
-/* Meshes src onto dst (class lock held; both detached and taken off their
- * lists).  Returns the write-protect pause in *pause_ns and the physical
- * pages the mesh gives back in *released: src's, less those trim gave back
- * before, less dst's trimmed pages that src's objects now land on. */
-enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
-                                          uint64_t *pause_ns, uint32_t *released)
+/* The virtual spans of a mesh's src: src and the aliases meshed onto it,
+ * as address ranges (what the barrier announces and protects). */
+typedef struct src_spans {
+    uint32_t n, npages;
+    uint32_t id[MESH_MAX_CHAIN];
+    uintptr_t range[MESH_MAX_CHAIN][2];
+} src_spans_t;
+
+static void src_spans_of(const mesh_miniheap_t *src, src_spans_t *sp)
 {
-    const mesh_size_class_t *sc = &mesh_classes[dst->cls];
-    uint32_t spans[MESH_MAX_CHAIN], n = 0, k;
-    for (uint32_t id = mesh_mh_id(src); id && n < MESH_MAX_CHAIN; id = mesh_rec(id)->mesh_next)
-        spans[n++] = id;
-    /* The mappings the kernel will keep more once src's spans map dst's
-     * pages; protecting a span splits up to two more for a moment. */
-    int cost = mesh_cost(dst, src);
-    if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > mesh_map_budget())
-        return NO_MAPS;
-    /* dst's trimmed pages stay given back where src has no object.  A
-     * mesh that would bring back as many of dst's trimmed pages as it
-     * gives back of src's is not worth its mapping.  (Single-page spans
-     * are never trimmed: the common case looks at no bitmap here.) */
+    sp->n = 0;
+    sp->npages = mesh_classes[src->cls].npages;
+    for (uint32_t id = mesh_mh_id(src); id && sp->n < MESH_MAX_CHAIN; id = mesh_rec(id)->mesh_next) {
+        sp->id[sp->n] = id;
+        sp->range[sp->n][0] = (uintptr_t)mesh_mh_start(mesh_rec(id));
+        sp->range[sp->n][1] = sp->range[sp->n][0] + ((uintptr_t)sp->npages << MESH_PAGE_SHIFT);
+        sp->n++;
+    }
+}
+
+/* The pages the mesh would give back: src's, less those trim gave back
+ * before, less dst's trimmed pages that src's objects would land on (in
+ * *written).  Single-page spans are never trimmed: the common case looks
+ * at no bitmap here. */
+static uint32_t mesh_gain(const mesh_miniheap_t *dst, const mesh_miniheap_t *src, uint32_t *written)
+{
     uint32_t src_trimmed = mesh_arena.trimmed[mesh_mh_id(src)];
     uint32_t dst_trimmed = mesh_arena.trimmed[mesh_mh_id(dst)];
-    uint32_t written = dst_trimmed ? dst_trimmed & ~mesh_trim_free_pages(src) : 0;
-    uint32_t gain = sc->npages - (uint32_t)mesh_popcount64(src_trimmed) - (uint32_t)mesh_popcount64(written);
-    if (!gain) {
-        MESH_STAT_ADD(mesh_no_gain, 1);
-        return NO_GAIN;
-    }
+    *written = dst_trimmed ? dst_trimmed & ~mesh_trim_free_pages(src) : 0;
+    return mesh_classes[src->cls].npages - (uint32_t)mesh_popcount64(src_trimmed) -
+           (uint32_t)mesh_popcount64(*written);
+}
 
-    /* The arena lock is taken before any page is protected and held until
-     * the remapping is done: a thread the barrier holds may hold the arena
-     * lock itself (a signal handler that writes into the heap, run inside
-     * a large allocation), and the mesh must not wait for it. */
-    uint64_t t0 = mesh_os_now_ns();
-    uintptr_t ranges[MESH_MAX_CHAIN][2];
-    for (k = 0; k < n; k++) {
-        ranges[k][0] = (uintptr_t)mesh_mh_start(mesh_rec(spans[k]));
-        ranges[k][1] = ranges[k][0] + ((uintptr_t)sc->npages << MESH_PAGE_SHIFT);
-    }
-    pthread_mutex_lock(&mesh_arena.lock);
-    mesh_barrier_begin(ranges, n);
-    /* After announcing the mesh: a buffer a system call is writing into is
-     * left alone (pin.c), the call would fail. */
-    for (k = 0; k < n; k++)
-        if (mesh_pins_overlap(ranges[k][0], ranges[k][1]))
+/* Announces the mesh and makes src's spans read-only (arena lock held):
+ * PINNED if a system call is writing into one of them (pin.c: the call
+ * would fail), FAILED if a protection failed; either way nothing stays
+ * protected and the barrier is down. */
+static enum mesh_outcome protect_locked(const src_spans_t *sp)
+{
+    uint32_t k;
+    mesh_barrier_begin(sp->range, sp->n);
+    for (k = 0; k < sp->n; k++)
+        if (mesh_pins_overlap(sp->range[k][0], sp->range[k][1])) {
+            mesh_barrier_end();
+            MESH_STAT_ADD(mesh_pinned, 1);
+            return PINNED;
+        }
+    for (k = 0; k < sp->n; k++)
+        if (mesh_arena_protect(mesh_rec(sp->id[k])->span_page, sp->npages, false) != 0)
             break;
-    if (k < n) {
-        mesh_barrier_end();
-        pthread_mutex_unlock(&mesh_arena.lock);
-        MESH_STAT_ADD(mesh_pinned, 1);
-        return PINNED;
-    }
-    for (k = 0; k < n; k++)
-        if (mesh_arena_protect(mesh_rec(spans[k])->span_page, sc->npages, false) != 0)
-            break;
-    if (k < n) {
-        while (k-- > 0)
-            mesh_arena_protect(mesh_rec(spans[k])->span_page, sc->npages, true);
-        mesh_barrier_end();
-        pthread_mutex_unlock(&mesh_arena.lock);
-        return FAILED;
-    }
+    if (k == sp->n)
+        return MESHED;
+    while (k-- > 0)
+        mesh_arena_protect(mesh_rec(sp->id[k])->span_page, sp->npages, true);
+    mesh_barrier_end();
+    return FAILED;
+}
 
-    /* Copy src's objects (a superset of the live ones: frees may race,
-     * allocations cannot) to the same offsets in dst's free slots. */
+/* Copies src's objects (a superset of the live ones: frees may race,
+ * allocations cannot) to the same offsets in dst's free slots. */
+static void copy_objects(const mesh_miniheap_t *dst, mesh_miniheap_t *src)
+{
+    const uint32_t size = mesh_classes[src->cls].object_size;
     char *from = mesh_mh_start(src), *to = mesh_mh_start(dst);
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
         uint64_t bits = atomic_load(&src->bits[w]);
         while (bits) {
             unsigned b = (unsigned)__builtin_ctzll(bits);
             bits &= bits - 1;
-            size_t off = (size_t)(w * 64 + b) * sc->object_size;
-            memcpy(to + off, from + off, sc->object_size);
+            size_t off = (size_t)(w * 64 + b) * size;
+            memcpy(to + off, from + off, size);
         }
     }
+}
 
-    for (k = 0; k < n; k++)
-        if (mesh_arena_map_at_locked(mesh_rec(spans[k])->span_page, sc->npages, dst->span_page) != 0)
+/* Maps src's spans onto dst's pages, read-write (arena lock held).  On
+ * failure puts back what moved (src's pages are intact until punched),
+ * unprotects the rest and ends the barrier. */
+static bool remap_locked(const src_spans_t *sp, const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
+{
+    uint32_t k;
+    for (k = 0; k < sp->n; k++)
+        if (mesh_arena_map_at_locked(mesh_rec(sp->id[k])->span_page, sp->npages, dst->span_page) != 0)
             break;
-    if (k < n) {
-        /* Put back what moved: src's pages are intact until punched. */
-        for (uint32_t j = 0; j < k; j++)
-            mesh_arena_map_at_locked(mesh_rec(spans[j])->span_page, sc->npages, src->span_page);
-        for (uint32_t j = k; j < n; j++)
-            mesh_arena_protect(mesh_rec(spans[j])->span_page, sc->npages, true);
-        mesh_barrier_end();
-        pthread_mutex_unlock(&mesh_arena.lock);
-        return FAILED;
-    }
+    if (k == sp->n)
+        return true;
+    for (uint32_t j = 0; j < k; j++)
+        mesh_arena_map_at_locked(mesh_rec(sp->id[j])->span_page, sp->npages, src->span_page);
+    for (uint32_t j = k; j < sp->n; j++)
+        mesh_arena_protect(mesh_rec(sp->id[j])->span_page, sp->npages, true);
+    mesh_barrier_end();
+    return false;
+}
 
-    /* src and its aliases now belong to dst's chain.  The kind changes
-     * before the bits move, so that a free that finds src's bit gone knows
-     * to look again. */
+/* src and its aliases join dst's chain, and src's bits move into dst's.
+ * The kind changes before the bits move, so that a free that finds src's
+ * bit gone knows to look again. */
+static void join_chain(const src_spans_t *sp, mesh_miniheap_t *dst, mesh_miniheap_t *src, uint32_t written)
+{
     uint32_t dst_id = mesh_mh_id(dst);
-    for (k = 1; k < n; k++)
-        __atomic_store_n(&mesh_rec(spans[k])->prev, dst_id, __ATOMIC_RELEASE);
+    for (uint32_t k = 1; k < sp->n; k++)
+        __atomic_store_n(&mesh_rec(sp->id[k])->prev, dst_id, __ATOMIC_RELEASE);
     atomic_fetch_add(&src->gen, 1);
     src->state = MESH_MH_NONE;
     __atomic_store_n(&src->prev, dst_id, __ATOMIC_RELEASE);
@@ -226,18 +232,59 @@ enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, 
     while (last->mesh_next)
         last = mesh_rec(last->mesh_next);
     last->mesh_next = mesh_mh_id(src);
+}
+
+/* Meshes src onto dst (class lock held; both detached and taken off their
+ * lists).  Returns the write-protect pause in *pause_ns and the physical
+ * pages the mesh gives back in *released (mesh_gain).  A mesh whose mapping
+ * cost would pass the budget is not made (NO_MAPS), nor one that would
+ * give back no page (NO_GAIN: it would bring back as many of dst's trimmed
+ * pages as it gives back of src's). */
+enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
+                                   uint64_t *pause_ns, uint32_t *released)
+{
+    /* The mappings the kernel will keep more once src's spans map dst's
+     * pages; protecting a span splits up to two more for a moment. */
+    int cost = mesh_cost(dst, src);
+    if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > mesh_map_budget())
+        return NO_MAPS;
+    uint32_t written, gain = mesh_gain(dst, src, &written);
+    if (!gain) {
+        MESH_STAT_ADD(mesh_no_gain, 1);
+        return NO_GAIN;
+    }
+    src_spans_t sp;
+    src_spans_of(src, &sp);
+
+    /* The arena lock is taken before any page is protected and held until
+     * the remapping is done: a thread the barrier holds may hold the arena
+     * lock itself (a signal handler that writes into the heap, run inside
+     * a large allocation), and the mesh must not wait for it. */
+    uint64_t t0 = mesh_os_now_ns();
+    pthread_mutex_lock(&mesh_arena.lock);
+    enum mesh_outcome o = protect_locked(&sp);
+    if (o == MESHED) {
+        copy_objects(dst, src);
+        if (!remap_locked(&sp, dst, src))
+            o = FAILED;
+    }
+    if (o != MESHED) {
+        pthread_mutex_unlock(&mesh_arena.lock);
+        return o;
+    }
+    join_chain(&sp, dst, src, written);
     mesh_barrier_end();
     pthread_mutex_unlock(&mesh_arena.lock);
     *pause_ns = mesh_os_now_ns() - t0;
 
-    punch_later(src->span_page, sc->npages);
+    punch_later(src->span_page, sp.npages);
     mesh_maps_add(cost);
     ch->nspans--;
     ch->meshes++;
     MESH_STAT_ADD(mesh_count, 1);
     *released = gain;
-    MESH_STAT_ADD(meshed_pages_total, *released);
-    uint64_t meshed = MESH_STAT_ADD(meshed_pages, sc->npages) + sc->npages;
+    MESH_STAT_ADD(meshed_pages_total, gain);
+    uint64_t meshed = MESH_STAT_ADD(meshed_pages, sp.npages) + sp.npages;
     mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
     mesh_stat_max(&mesh_stats.mesh_pause_max_ns, *pause_ns);
     return MESHED;

@@ -61,9 +61,103 @@ bool mesh_slice_over(uint64_t deadline_ns)
            (M.slice_class && atomic_load_explicit(&M.slice_class->waiters, memory_order_relaxed)) || gives_way(now);
 }
 
+/* The classes a pass visits, in order[]; returns how many.  A class whose
+ * last sweep through its partial spans found nothing sits out the next 1,
+ * 2, 4, then 8 passes (64 while fewer than a sixteenth of its partial
+ * spans, plus 64, objects are freed into its detached spans: an idle
+ * program's heap stays as unmeshable as it was), unless it gains an eighth
+ * more partial spans: collecting candidates walks lists of cold records,
+ * which costs as much as a few meshes.  A forced pass visits them all.
+ * Each pass starts one class further on, so that ties do not always go the
+ * same way. */
+static unsigned classes_to_visit(bool forced, unsigned order[MESH_NUM_CLASSES])
+{
+    unsigned nmeshable = 0, n = 0;
+    while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
+        nmeshable++;
+    M.first_class = (M.first_class + 1) % nmeshable;
+    for (unsigned k = 0; k < nmeshable; k++) {
+        unsigned c = (M.first_class + k) % nmeshable;
+        mesh_class_heap_t *ch = &mesh_class_heaps[c];
+        uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
+        if (np < 2)
+            continue;
+        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
+        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
+        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
+            ch->skipped < sit_out) {
+            ch->skipped++;
+            continue;
+        }
+        order[n++] = c;
+    }
+    return n;
+}
+
+/* One slice of class c, until end: its lock held, the program's signal
+ * handlers kept off this thread (one could write into a span made
+ * read-only; faults stay deliverable).  Window after window of candidates
+ * while the slice lasts, to the end of the cursor's sweep at most: a
+ * window that held nothing says little about the next.  A class sits out
+ * passes after a sweep that found nothing, and only a pass that meshes in
+ * it ends that. */
+static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res)
+{
+    mesh_class_heap_t *ch = &mesh_class_heaps[c];
+    sigset_t all, old;
+    sigfillset(&all);
+    mesh_signals_strip(&all);
+    mesh_os_sigmask(SIG_BLOCK, &all, &old);
+    pthread_mutex_lock(&ch->lock);
+    M.slice_class = ch;
+    enum slice_outcome o;
+    uint64_t pairs_before = res->npairs;
+    uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;
+    do
+        o = mesh_class_locked(c, end, res);
+    while (o == SLICE_DONE && ch->sweep_seen && --windows && !mesh_slice_over(end));
+    if (o == SLICE_EMPTY) {
+        ch->fruitless_partial = ch->npartial;
+        ch->fruitless_frees = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed);
+        ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
+    } else if (res->npairs > pairs_before) {
+        ch->fruitless_runs = 0;
+    }
+    ch->skipped = 0;
+    /* The punches go before the lock: once it is released, the last free
+     * of a chain can give a meshed-away span its own pages back, as clean
+     * pages that a new span may be writing to by the time a late punch
+     * would zero them. */
+    mesh_punch_flush();
+    M.slice_class = NULL;
+    pthread_mutex_unlock(&ch->lock);
+    mesh_os_sigmask(SIG_SETMASK, &old, NULL);
+    return o;
+}
+
+static void pass_done(uint64_t t0, const pass_result_t *res, bool forced)
+{
+    uint64_t t1 = mesh_os_now_ns();
+    MESH_STAT_ADD(mesh_passes, 1);
+    MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
+    mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
+    if (res->out_of_time)
+        MESH_STAT_ADD(mesh_time_limited, 1);
+    if (res->out_of_maps)
+        MESH_STAT_ADD(mesh_map_limited, 1);
+    mesh_log_event(t0, t1, res, res->released_pages << MESH_PAGE_SHIFT, forced);
+    if (!forced)
+        atomic_store(&M.last_pass_ns, t1);
+}
+
 /* One pass over every meshable class; returns the pairs meshed.  A forced
  * pass waits for a running one instead of skipping, and looks at every
- * class, even those whose last sweep found nothing. */
+ * class, even those whose last sweep found nothing.  The time is shared
+ * out: each class with spans to mesh gets a slice of what is left (none
+ * longer than MESH_PASS_MS), and a class whose slice ran out, or gave its
+ * lock up to a waiting thread, gets another in the next round while time
+ * is left.  One busy class cannot starve the others, and the time a class
+ * does not need goes to those that do. */
 uint64_t mesh_pass(bool forced, uint64_t budget_ns)
 {
     if (!mesh_opt.meshing)
@@ -83,38 +177,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         mesh_thread_heap_flush(mesh_tls_heap);
 
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms));
-    /* The time is shared out: each class with spans to mesh gets a slice
-     * of what is left (none longer than MESH_PASS_MS, so that no class lock
-     * is held for longer), and a class whose slice ran out gets another in
-     * the next round if time is left, until the time is up.  One busy class
-     * cannot starve the others, and the time a class does not need goes to
-     * those that do.  A class whose last sweep through its partial spans
-     * found nothing sits out the next 1, 2, 4, then 8 passes (64 while
-     * fewer than a sixteenth of its partial spans, plus 64, objects are
-     * freed into its detached spans: an idle program's heap stays as
-     * unmeshable as it was), unless it gains an eighth more partial spans:
-     * collecting candidates walks lists of cold records, which costs as
-     * much as a few meshes.  Each pass starts one class further on, so
-     * ties do not always go the same way. */
-    unsigned nmeshable = 0, order[MESH_NUM_CLASSES], nactive = 0;
-    while (nmeshable < MESH_NUM_CLASSES && mesh_classes[nmeshable].object_size <= MESH_MAX_MESHABLE)
-        nmeshable++;
-    M.first_class = (M.first_class + 1) % nmeshable;
-    for (unsigned k = 0; k < nmeshable; k++) {
-        unsigned c = (M.first_class + k) % nmeshable;
-        mesh_class_heap_t *ch = &mesh_class_heaps[c];
-        uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
-        if (np < 2)
-            continue;
-        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
-        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
-        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
-            ch->skipped < sit_out) {
-            ch->skipped++;
-            continue;
-        }
-        order[nactive++] = c;
-    }
+    unsigned order[MESH_NUM_CLASSES], nactive = classes_to_visit(forced, order);
     if (!nactive) {
         pthread_mutex_unlock(&M.lock);
         return 0;
@@ -122,7 +185,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     pass_result_t res;
     memset(&res, 0, sizeof res);
     const uint64_t slice_max = mesh_ms_to_ns(mesh_opt.pass_ms);
-    while (nactive && !res.out_of_maps) {
+    while (nactive && !res.out_of_maps && !res.out_of_time) {
         unsigned still = 0;
         for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
             uint64_t now = mesh_os_now_ns();
@@ -131,64 +194,12 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
                 break;
             }
             uint64_t slice = (deadline - now) / (nactive - i);
-            uint64_t end = now + (slice < slice_max ? slice : slice_max);
-            unsigned c = order[i];
-            mesh_class_heap_t *ch = &mesh_class_heaps[c];
-            /* No handler of the program may run here while spans are
-             * read-only (it could write to one); faults stay deliverable. */
-            sigset_t all, old;
-            sigfillset(&all);
-            sigdelset(&all, SIGSEGV);
-            sigdelset(&all, SIGBUS);
-            pthread_sigmask(SIG_BLOCK, &all, &old);
-            pthread_mutex_lock(&ch->lock);
-            M.slice_class = ch;
-            /* Window after window of candidates while the slice lasts, to
-             * the end of the cursor's sweep at most: a window that held
-             * nothing says little about the next.  A class sits out passes
-             * after a sweep that found nothing, and only a pass that meshes
-             * in it ends that. */
-            enum slice_outcome o;
-            uint64_t pairs_before = res.npairs;
-            uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;
-            do
-                o = mesh_class_locked(c, end, &res);
-            while (o == SLICE_DONE && ch->sweep_seen && --windows && !mesh_slice_over(end));
-            if (o == SLICE_EMPTY) {
-                ch->fruitless_partial = ch->npartial;
-                ch->fruitless_frees = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed);
-                ch->fruitless_runs = ch->fruitless_runs < 4 ? ch->fruitless_runs + 1 : 4;
-            } else if (res.npairs > pairs_before) {
-                ch->fruitless_runs = 0;
-            }
-            ch->skipped = 0;
-            /* The punches go before the lock: once it is released, the
-             * last free of a chain can give a meshed-away span its own
-             * pages back, as clean pages that a new span may be writing to
-             * by the time a late punch would zero them. */
-            mesh_punch_flush();
-            M.slice_class = NULL;
-            pthread_mutex_unlock(&ch->lock);
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            if (o == SLICE_TIME)
-                order[still++] = c;
+            if (run_slice(order[i], now + (slice < slice_max ? slice : slice_max), &res) == SLICE_TIME)
+                order[still++] = order[i];
         }
-        if (res.out_of_time)
-            break;
         nactive = still;
     }
-    uint64_t t1 = mesh_os_now_ns();
-    uint64_t released = res.released_pages << MESH_PAGE_SHIFT;
-    MESH_STAT_ADD(mesh_passes, 1);
-    MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
-    mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
-    if (res.out_of_time)
-        MESH_STAT_ADD(mesh_time_limited, 1);
-    if (res.out_of_maps)
-        MESH_STAT_ADD(mesh_map_limited, 1);
-    mesh_log_event(t0, t1, &res, released, forced);
-    if (!forced)
-        atomic_store(&M.last_pass_ns, t1);
+    pass_done(t0, &res, forced);
     pthread_mutex_unlock(&M.lock);
     return res.npairs;
 }
