@@ -140,7 +140,9 @@ static void handler(int sig, siginfo_t *si, void *ctx)
 {
     int saved = errno;
     uintptr_t off = (uintptr_t)si->si_addr - (uintptr_t)mesh_arena.base;
-    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && off < mesh_arena.bytes && !tls_meshing) {
+    /* Past the usable part the arena is PROT_NONE: a fault there is the
+     * program's. */
+    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && off < atomic_load(&mesh_arena.usable) && !tls_meshing) {
         uint32_t seq = atomic_load(&mesh_seq);
         if (atomic_load(&in_progress)) {
             MESH_STAT_ADD(barrier_waits, 1);

@@ -62,6 +62,7 @@ static cand_t *cand;
 static size_t cand_cap;
 static size_t ncand;            /* candidates of the slice under way */
 static uint32_t *cand_of;       /* record id -> index in cand (stale unless it points back) */
+static size_t cand_of_usable;   /* bytes of it mapped: enough for every record that exists */
 
 void mesh_mesh_init(void)
 {
@@ -106,11 +107,17 @@ static uint64_t budget(void)
 static bool reserve_scratch(size_t n)
 {
     void *p;
+    size_t reserved = (size_t)mesh_arena.max_records * sizeof *cand_of;
     if (!cand_of) {
-        if (mesh_os_map_reserve((size_t)MESH_MAX_RECORDS * sizeof *cand_of, &p) != 0)
+        if (mesh_os_map_none(reserved, &p) != 0)
             return false;
         cand_of = p;
     }
+    /* Every span on this class's lists (whose lock is held) has a record
+     * below nrecords. */
+    uint32_t nrec = __atomic_load_n(&mesh_arena.nrecords, __ATOMIC_ACQUIRE);
+    if (!mesh_reserve_grow(cand_of, reserved, &cand_of_usable, (size_t)nrec * sizeof *cand_of))
+        return false;
     if (n <= cand_cap)
         return true;
     size_t cap = cand_cap ? cand_cap : 1024;
@@ -123,6 +130,14 @@ static bool reserve_scratch(size_t n)
     cand = p;
     cand_cap = cap;
     return true;
+}
+
+/* After mlockall: cand_of's unused part is reserved, not locked memory. */
+void mesh_mesh_unlock_reserved(void)
+{
+    pthread_mutex_lock(&mesh_lock);
+    mesh_reserve_unlock(cand_of, (size_t)mesh_arena.max_records * sizeof *cand_of, cand_of_usable);
+    pthread_mutex_unlock(&mesh_lock);
 }
 
 static mesh_miniheap_t *rec(uint32_t id)
@@ -318,6 +333,8 @@ static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dens
     if (mh->attach_idx == stamp)
         return; /* already a candidate in this pass */
     mh->attach_idx = stamp;
+    if (!mesh_arena_span_in_file(mh))
+        return; /* private memory cannot be mapped twice */
     unsigned live = mesh_mh_live(mh);
     if (dense ? live + 2 > sc->nobjects : live * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
         return;
@@ -492,10 +509,10 @@ static enum mesh_outcome mesh_two_locked(mesh_class_heap_t *ch, unsigned cls, me
 /* The detached partial span of cls that starts at page, or NULL. */
 static mesh_miniheap_t *span_at(uint32_t page, unsigned cls)
 {
-    if (page >= mesh_arena.npages)
+    if (!mesh_arena_page_in_file(page))
         return NULL;
     mesh_miniheap_t *mh = rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
-    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page ||
+    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page || !mesh_arena_span_in_file(mh) ||
         mh->state < MESH_MH_PARTIAL || mh->state >= MESH_MH_PARTIAL + MESH_PARTIAL_BINS)
         return NULL;
     return mh;

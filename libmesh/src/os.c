@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
@@ -53,6 +54,28 @@ int mesh_os_map_reserve(size_t bytes, void **out)
     SAVE_ERRNO;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Address space that nothing can use yet: PROT_NONE, so that neither
+ * mlockall(MCL_CURRENT) nor a fault can bring memory into it, until a
+ * part is mapped over it (mesh_os_map_fixed_anon, mesh_os_map_shared). */
+int mesh_os_map_none(size_t bytes, void **out)
+{
+    SAVE_ERRNO;
+    void *p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    *out = p == MAP_FAILED ? NULL : p;
+    if (p != MAP_FAILED)
+        munlock(p, bytes); /* after mlockall(MCL_FUTURE), not counted as locked */
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Private read-write memory exactly at addr, replacing what was there (a
+ * new mapping: it is locked only if the program asked for MCL_FUTURE). */
+int mesh_os_map_fixed_anon(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     RETURN_ERR(p != MAP_FAILED);
 }
 
@@ -287,6 +310,48 @@ int mesh_os_write_all(int fd, const void *buf, size_t len)
     return write_loop(fd, buf, len, -1);
 }
 
+/* RLIMIT_FSIZE's soft limit in bytes (UINT64_MAX: none): a file grown
+ * past it raises SIGXFSZ, which kills the process by default. */
+uint64_t mesh_os_file_size_limit(void)
+{
+    SAVE_ERRNO;
+    struct rlimit rl;
+    uint64_t v = UINT64_MAX;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        v = (uint64_t)rl.rlim_cur;
+    errno = saved_errno_;
+    return v;
+}
+
+/* RLIMIT_AS's soft limit (UINT64_MAX: none) and the address space the
+ * process has mapped now (VmSize), both in bytes. */
+void mesh_os_address_space(uint64_t *limit, uint64_t *mapped)
+{
+    SAVE_ERRNO;
+    struct rlimit rl;
+    *limit = UINT64_MAX;
+    *mapped = 0;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        *limit = (uint64_t)rl.rlim_cur;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[4096];
+        ssize_t n = __read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        const char *p = n > 0 ? strstr(buf, "\nVmSize:") : NULL;
+        if (p) {
+            for (p += 8; *p == ' ' || *p == '\t'; p++)
+                ;
+            uint64_t kb = 0;
+            for (; *p >= '0' && *p <= '9'; p++)
+                kb = kb * 10 + (uint64_t)(*p - '0');
+            *mapped = kb << 10;
+        }
+    }
+    errno = saved_errno_;
+}
+
 /* Moves fd above the numbers programs commonly dup2() onto. */
 int mesh_os_dup_high(int fd, int *out)
 {
@@ -299,6 +364,20 @@ int mesh_os_dup_high(int fd, int *out)
         *out = fd;
     }
     RETURN_ERR(nfd >= 0);
+}
+
+int mesh_os_mlockall(int flags)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(syscall(SYS_mlockall, flags) == 0);
+}
+
+void mesh_os_munlock(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    if (bytes)
+        munlock(addr, bytes);
+    errno = saved_errno_;
 }
 
 void mesh_os_close(int fd)
