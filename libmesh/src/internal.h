@@ -289,7 +289,8 @@ unsigned mesh_mh_live(const mesh_miniheap_t *mh);
 void mesh_mh_valid_mask(unsigned nobjects, uint64_t mask[MESH_BITMAP_WORDS]);
 bool mesh_mh_is_full_word(unsigned nobjects, unsigned w, uint64_t word);
 
-/* ---- arena.c: the reserved range, its file, the page table, the pages ---- */
+/* ---- arena.c: the reserved range, its file, the page table, the pages ----
+ * (reserve.c: reserving the range and growing its usable part and file) */
 
 typedef struct mesh_arena {
     char *base;                  /* start of the reserved range */
@@ -350,6 +351,10 @@ void mesh_arena_fork_prepare(void);
 void mesh_arena_fork_parent(void);
 void mesh_arena_fork_child(void);
 void mesh_arena_check_locked(void);
+/* reserve.c */
+bool mesh_arena_grow_locked(uint32_t end);
+bool mesh_arena_records_cover_locked(uint32_t n);
+bool mesh_arena_fd_is_ours_locked(void);
 bool mesh_reserve_grow(void *base, size_t reserved, size_t *usable, size_t need);
 void mesh_reserve_unlock(void *base, size_t reserved, size_t usable);
 void mesh_arena_unlock_reserved(void);
