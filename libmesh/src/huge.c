@@ -94,8 +94,11 @@ void *mesh_huge_alloc(size_t size, size_t align)
 {
     size_t bytes = (size + MESH_PAGE_SIZE - 1) & ~(MESH_PAGE_SIZE - 1);
     void *p;
-    if (bytes < size || mesh_os_map_anon(bytes, align, &p) != 0)
+    if (bytes < size)
         return NULL;
+    while (mesh_os_map_anon(bytes, align, &p) != 0)
+        if (!mesh_arena_yield(bytes + align))
+            return NULL; /* no address space, even from the arena's reservation */
     pthread_mutex_lock(&huge_lock);
     if (!reserve_slot_locked()) {
         pthread_mutex_unlock(&huge_lock);

@@ -86,6 +86,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
 int mesh_os_memfd(const char *name, int *fd_out);
 int mesh_os_truncate(int fd, uint64_t bytes);
 int mesh_os_map_reserve(size_t bytes, void **out);            /* private, NORESERVE */
+void *mesh_os_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off);
 int mesh_os_map_none(size_t bytes, void **out);                /* PROT_NONE reservation */
 int mesh_os_map_fixed_anon(void *addr, size_t bytes);          /* private, read-write, MAP_FIXED */
 int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out);
@@ -355,6 +356,7 @@ void mesh_arena_check_locked(void);
 bool mesh_arena_grow_locked(uint32_t end);
 bool mesh_arena_records_cover_locked(uint32_t n);
 bool mesh_arena_fd_is_ours_locked(void);
+bool mesh_arena_yield(size_t bytes);
 bool mesh_reserve_grow(void *base, size_t reserved, size_t *usable, size_t need);
 void mesh_reserve_unlock(void *base, size_t reserved, size_t usable);
 void mesh_arena_unlock_reserved(void);

@@ -31,6 +31,13 @@ extern ssize_t __read(int fd, void *buf, size_t n);
 #define MFD_CLOEXEC 1U
 #endif
 
+/* libmesh exports mmap (interpose.c): its own mappings go straight to the
+ * kernel, never through that. */
+static void *sys_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off)
+{
+    return (void *)syscall(SYS_mmap, addr, bytes, prot, flags, fd, off);
+}
+
 #define SAVE_ERRNO int saved_errno_ = errno
 #define RETURN_ERR(ok) do { int e_ = (ok) ? 0 : errno; errno = saved_errno_; return e_; } while (0)
 
@@ -52,9 +59,15 @@ int mesh_os_truncate(int fd, uint64_t bytes)
 int mesh_os_map_reserve(size_t bytes, void **out)
 {
     SAVE_ERRNO;
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = sys_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     *out = p == MAP_FAILED ? NULL : p;
     RETURN_ERR(p != MAP_FAILED);
+}
+
+/* The program's own mmap(2), errno and all (interpose.c). */
+void *mesh_os_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off)
+{
+    return sys_mmap(addr, bytes, prot, flags, fd, off);
 }
 
 /* Address space that nothing can use yet: PROT_NONE, so that neither
@@ -63,7 +76,7 @@ int mesh_os_map_reserve(size_t bytes, void **out)
 int mesh_os_map_none(size_t bytes, void **out)
 {
     SAVE_ERRNO;
-    void *p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = sys_mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     *out = p == MAP_FAILED ? NULL : p;
     if (p != MAP_FAILED)
         munlock(p, bytes); /* after mlockall(MCL_FUTURE), not counted as locked */
@@ -75,7 +88,7 @@ int mesh_os_map_none(size_t bytes, void **out)
 int mesh_os_map_fixed_anon(void *addr, size_t bytes)
 {
     SAVE_ERRNO;
-    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    void *p = sys_mmap(addr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     RETURN_ERR(p != MAP_FAILED);
 }
 
@@ -84,7 +97,7 @@ int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixe
 {
     SAVE_ERRNO;
     int flags = MAP_SHARED | MAP_NORESERVE | (fixed ? MAP_FIXED : 0);
-    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
+    void *p = sys_mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
     *out = p == MAP_FAILED ? NULL : p;
     RETURN_ERR(p != MAP_FAILED);
 }
@@ -99,7 +112,7 @@ int mesh_os_map_anon(size_t bytes, size_t align, void **out)
         errno = saved_errno_;
         return ENOMEM;
     }
-    char *p = mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = sys_mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         *out = NULL;
         RETURN_ERR(false);

@@ -17,14 +17,23 @@
  * as any heap does, but is not meshed (mesh_arena_page_in_file), and its
  * pages go back with MADV_DONTNEED.
  *
+ * That leaves the program a margin only: when it runs out of address space
+ * (mmap, a thread's stack) the arena gives up the unused end of its
+ * reservation (mesh_arena_yield), so that address space goes where it is
+ * needed first, as it does under glibc.
+ *
  * Called with mesh_arena.lock held, except at start-up.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
 #define A mesh_arena
+
+static bool sized_by_limit;  /* the reservation takes nearly all RLIMIT_AS leaves */
 
 /* Metadata reserved per arena page: its table entry and, since a span
  * takes a page at least, a record, a trimmed word and the mesher's index
@@ -46,8 +55,10 @@ static size_t arena_bytes_wanted(void)
     uint64_t avail = limit > mapped ? limit - mapped : 0;
     uint64_t margin = avail / 32 > (16U << 20) ? avail / 32 : 16U << 20;
     uint64_t fit = avail > margin ? (avail - margin) / (MESH_PAGE_SIZE + META_PER_PAGE) * MESH_PAGE_SIZE : 0;
-    if (fit < bytes)
+    if (fit < bytes) {
         bytes = (size_t)fit;
+        sized_by_limit = true;
+    }
     return bytes < MESH_MIN_ARENA_BYTES ? MESH_MIN_ARENA_BYTES : bytes;
 }
 
@@ -250,4 +261,64 @@ bool mesh_arena_records_cover_locked(uint32_t n)
         return false;
     A.records_usable = want * sizeof(mesh_miniheap_t);
     return true;
+}
+
+/* Gives up at least `bytes` (16 MiB at least) of the reservation's end, as
+ * far as the part in use, when the arena was sized from RLIMIT_AS and the
+ * program or a block mapped apart found no address space.  The record and
+ * trimmed arrays shrink with it.  True if anything was given up. */
+bool mesh_arena_yield(size_t bytes)
+{
+    if (!sized_by_limit)
+        return false;
+    uint64_t want = ((bytes < (16U << 20) ? 16U << 20 : bytes) >> MESH_PAGE_SHIFT) + MESH_GROW_MIN_PAGES - 1;
+    want &= ~(uint64_t)(MESH_GROW_MIN_PAGES - 1);
+    pthread_mutex_lock(&A.lock);
+    bool gave = A.npages > A.accessible;
+    if (gave) {
+        uint32_t n = A.npages - A.accessible > want ? (uint32_t)(A.npages - want) : A.accessible;
+        mesh_os_unmap(A.base + ((size_t)n << MESH_PAGE_SHIFT), (size_t)(A.npages - n) << MESH_PAGE_SHIFT);
+        uint32_t nrec = n < MESH_MAX_RECORDS ? n : MESH_MAX_RECORDS;
+        size_t rec_usable = A.records_usable / sizeof(mesh_miniheap_t);
+        if (nrec < A.max_records && nrec >= rec_usable) {
+            size_t r0 = ((size_t)nrec * sizeof(mesh_miniheap_t) + MESH_PAGE_SIZE - 1) & ~(MESH_PAGE_SIZE - 1);
+            size_t t0 = ((size_t)nrec * sizeof(uint32_t) + MESH_PAGE_SIZE - 1) & ~(MESH_PAGE_SIZE - 1);
+            size_t r1 = (size_t)A.max_records * sizeof(mesh_miniheap_t), t1 = (size_t)A.max_records * sizeof(uint32_t);
+            if (r1 > r0)
+                mesh_os_unmap((char *)A.records + r0, r1 - r0);
+            if (t1 > t0)
+                mesh_os_unmap((char *)A.trimmed + t0, t1 - t0);
+            A.max_records = nrec;
+        }
+        A.npages = n;
+        A.bytes = (size_t)n << MESH_PAGE_SHIFT;
+    }
+    pthread_mutex_unlock(&A.lock);
+    return gave;
+}
+
+/* The program's mmap: on ENOMEM, the arena gives up address space and the
+ * call is tried again. */
+MESH_EXPORT void *mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off)
+{
+    for (;;) {
+        void *p = mesh_os_mmap(addr, bytes, prot, flags, fd, off);
+        if (p != MAP_FAILED || errno != ENOMEM || (flags & MAP_FIXED) || !mesh_arena_yield(bytes))
+            return p;
+    }
+}
+
+extern __typeof__(mmap) mmap64 __attribute__((alias("mmap"), visibility("default")));
+
+/* A thread's stack is mapped inside libc, out of mmap's reach: a thread
+ * that could not be made for want of address space is tried again. */
+MESH_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg)
+{
+    static __typeof__(pthread_create) *real;
+    if (!real)
+        real = (__typeof__(pthread_create) *)dlsym(RTLD_NEXT, "pthread_create");
+    int rc;
+    while ((rc = real(thread, attr, start, arg)) == EAGAIN && mesh_arena_yield(0))
+        ;
+    return rc;
 }

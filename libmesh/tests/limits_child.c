@@ -11,9 +11,12 @@
  *                   prints "locked KB used KB" (VmLck, and bytes allocated)
  *   max SIZE CAP    allocate SIZE-byte blocks, one byte written in each
  *                   page, until malloc fails or CAP MiB; prints the MiB had
+ *   room N MB       allocate 16 MiB, then start N threads (default stacks)
+ *                   that each allocate, then map MB MiB; prints "ok"
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +166,48 @@ static int max_mode(size_t size, size_t cap_mb)
     return 0;
 }
 
+static void *thread_main(void *arg)
+{
+    char *p = malloc(1000);
+    if (p)
+        memset(p, 1, 1000);
+    free(p);
+    return p ? arg : NULL;
+}
+
+/* Address space for the program's own mappings once the heap has started:
+ * thread stacks (mapped inside libc) and a mapping of its own. */
+static int room_mode(int nthreads, size_t mb)
+{
+    char *heap = malloc(16 << 20);
+    if (!heap)
+        return 1;
+    memset(heap, 1, 16 << 20);
+    pthread_t t[256];
+    for (int i = 0; i < nthreads && i < 256; i++) {
+        int rc = pthread_create(&t[i], NULL, thread_main, t);
+        if (rc != 0) {
+            fprintf(stderr, "pthread_create %d of %d: %s\n", i + 1, nthreads, strerror(rc));
+            return 1;
+        }
+    }
+    for (int i = 0; i < nthreads && i < 256; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        if (r != t)
+            return 1;
+    }
+    char *m = mmap(NULL, mb << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    m[0] = m[(mb << 20) - 1] = 1;
+    free(heap);
+    printf("ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "alloc") == 0)
@@ -173,6 +218,8 @@ int main(int argc, char **argv)
         return mlock_mode(strtoul(argv[2], NULL, 10));
     if (argc >= 4 && strcmp(argv[1], "max") == 0)
         return max_mode(strtoul(argv[2], NULL, 10), strtoul(argv[3], NULL, 10));
-    fprintf(stderr, "usage: limits_child alloc MB SIZE | open PATH | mlock MB | max SIZE CAP_MB\n");
+    if (argc >= 4 && strcmp(argv[1], "room") == 0)
+        return room_mode(atoi(argv[2]), strtoul(argv[3], NULL, 10));
+    fprintf(stderr, "usage: limits_child alloc MB SIZE | open PATH | mlock MB | max SIZE CAP_MB | room N MB\n");
     return 2;
 }

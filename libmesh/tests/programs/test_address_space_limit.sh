@@ -2,7 +2,9 @@
 # RLIMIT_AS: the arena and its metadata are sized from what the limit leaves
 # (less a margin for the program's own mappings), so a program under
 # `ulimit -v` of 200 MB starts and allocates most of what it can under
-# glibc, in small blocks and in large ones.
+# glibc, in small blocks and in large ones; and when the program needs
+# address space of its own (threads' stacks, a mapping), the arena gives up
+# the part of its reservation it has not used.
 . "$(dirname "$0")/lib.sh"
 child=$top/libmesh/tests/bin/limits_child
 (ulimit -v 200000; LD_PRELOAD=$LIBMESH /bin/true) || fail "/bin/true under ulimit -v 200000 exited $?"
@@ -15,4 +17,8 @@ for size in 1000 100000; do
     echo "blocks of $size bytes under ulimit -v 200000: glibc $glibc MiB, libmesh $mesh MiB"
     [ "$mesh" -ge $((glibc * 3 / 4)) ] || fail "libmesh allocated $mesh MiB of $size-byte blocks, glibc $glibc"
 done
+rc=0
+out=$(ulimit -v 200000; LD_PRELOAD=$LIBMESH "$child" room 12 64 2>&1) || rc=$?
+[ $rc -eq 0 ] && [ "$out" = ok ] || fail "12 threads and a 64 MiB mapping under ulimit -v 200000: exit $rc, '$out'"
+out=$(ulimit -v 200000; "$child" room 12 64 2>&1) || fail "glibc: $out"
 echo ok
