@@ -22,7 +22,8 @@
  * reservation (mesh_arena_yield), so that address space goes where it is
  * needed first, as it does under glibc.
  *
- * Called with mesh_arena.lock held, except at start-up.
+ * The _locked functions are called with mesh_arena.lock held;
+ * mesh_arena_yield, and the interposed calls through it, take it.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
