@@ -13,6 +13,11 @@
  * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
  * dirty pages pile up, all of them are punched at once.
  *
+ * The range, its metadata arrays and the file are reserved and grown with
+ * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
+ * range is private memory, which is not meshed and whose pages go back
+ * with MADV_DONTNEED.
+ *
  * Everything below is protected by mesh_arena.lock except the table, which
  * is read without a lock: an entry is written only when a span is handed
  * out, so a reader holding a live object always finds its span.  Entries are
@@ -35,8 +40,6 @@ mesh_arena_t mesh_arena = {
     .fork_fd = -1,
     .lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP,
 };
-
-static uint32_t max_records;
 
 static bool fd_is_ours(void);
 static void punch(uint32_t page, uint32_t npages, bool use_fd);
@@ -66,7 +69,7 @@ static mesh_miniheap_t *record_alloc(void)
     if (id) {
         A.free_record = rec(id)->next;
     } else {
-        if (A.nrecords >= max_records)
+        if (A.nrecords >= A.max_records || !mesh_arena_records_cover_locked(A.nrecords + 1))
             return NULL;
         id = A.nrecords++;
     }
@@ -247,50 +250,6 @@ static bool split_free(uint32_t page, uint32_t npages, uint8_t state)
     return true;
 }
 
-/* ---- init ---- */
-
-int mesh_arena_init(void)
-{
-    int fd, err;
-    if ((err = mesh_os_memfd("mesh-arena", &fd)) != 0)
-        return err;
-    mesh_os_dup_high(fd, &fd);
-
-    /* Reserve generously; under an address-space limit, take what we can. */
-    size_t bytes = (size_t)mesh_opt.arena_gb << 30;
-    void *base = NULL;
-    for (;;) {
-        if ((err = mesh_os_truncate(fd, bytes)) == 0 &&
-            (err = mesh_os_map_shared(NULL, bytes, fd, 0, false, &base)) == 0)
-            break;
-        bytes /= 2;
-        if (bytes < MESH_MIN_ARENA_BYTES) {
-            mesh_os_close(fd);
-            return err ? err : ENOMEM;
-        }
-    }
-    uint64_t npages = bytes >> MESH_PAGE_SHIFT;
-    void *table, *records, *trimmed;
-    max_records = npages < MESH_MAX_RECORDS ? (uint32_t)npages : MESH_MAX_RECORDS;
-    if ((err = mesh_os_map_reserve(npages * sizeof(uint32_t), &table)) != 0 ||
-        (err = mesh_os_map_reserve((size_t)max_records * sizeof(mesh_miniheap_t), &records)) != 0 ||
-        (err = mesh_os_map_reserve((size_t)max_records * sizeof(uint32_t), &trimmed)) != 0) {
-        mesh_os_unmap(base, bytes);
-        mesh_os_close(fd);
-        return err;
-    }
-    A.base = base;
-    A.bytes = bytes;
-    A.npages = (uint32_t)npages;
-    A.table = table;
-    A.records = records;
-    A.trimmed = trimmed;
-    A.fd = fd;
-    mesh_os_fd_identity(fd, &A.fd_dev, &A.fd_ino);
-    A.nrecords = 1; /* id 0 means "no span" */
-    return 0;
-}
-
 /* ---- spans ---- */
 
 mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pages, uint8_t kind, bool *clean)
@@ -329,7 +288,7 @@ mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pa
     /* Nothing free fits: extend into never-used pages. */
     dirty = false;
     start = align_up(A.frontier, align_pages);
-    if (start < A.frontier || (uint64_t)start + npages > A.npages)
+    if (start < A.frontier || (uint64_t)start + npages > A.npages || !mesh_arena_grow_locked(start + npages))
         return NULL;
     mh = record_alloc();
     if (!mh)
@@ -349,7 +308,7 @@ mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pa
          * in with the next few, one call instead of a fault a page (in
          * Redis's populate, 10% of its time went to shmem faults). */
         uint32_t from = start > A.populated ? start : A.populated;
-        uint32_t to = A.npages - A.frontier > MESH_POPULATE_PAGES ? A.frontier + MESH_POPULATE_PAGES : A.npages;
+        uint32_t to = A.accessible - A.frontier > MESH_POPULATE_PAGES ? A.frontier + MESH_POPULATE_PAGES : A.accessible;
         mesh_os_populate(A.base + ((size_t)from << MESH_PAGE_SHIFT), (size_t)(to - from) << MESH_PAGE_SHIFT);
         A.populated = to;
     }
@@ -390,6 +349,10 @@ void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page)
 static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
 {
     void *p;
+    /* Private memory (a fork child that kept its copy so): a virtual span
+     * has pages of its own already; going back to them means zeros. */
+    if (vpage == file_page && vpage >= A.file_pages)
+        return mesh_os_dontneed(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT);
     if (!fd_is_ours())
         return EBADF;
     return mesh_os_map_shared(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, A.fd,
@@ -497,7 +460,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     if (npages <= mh->npages)
         return true;
     if (end == A.frontier) {
-        if ((uint64_t)end + need > A.npages)
+        if ((uint64_t)end + need > A.npages || !mesh_arena_grow_locked(end + need))
             return false;
         A.frontier = end + need;
     } else {
@@ -536,13 +499,27 @@ static bool fd_is_ours(void)
     return false;
 }
 
+/* Gives pages back: a hole in the file (through the descriptor, or the
+ * mapping when the descriptor is lost), MADV_DONTNEED past the file. */
+bool mesh_arena_fd_is_ours_locked(void)
+{
+    return fd_is_ours();
+}
+
 static void punch(uint32_t page, uint32_t npages, bool use_fd)
 {
-    uint64_t off = (uint64_t)page << MESH_PAGE_SHIFT, len = (uint64_t)npages << MESH_PAGE_SHIFT;
-    if (!use_fd || mesh_os_punch(A.fd, off, len) != 0)
-        mesh_os_remove(A.base + off, len);
+    uint32_t end = page + npages, fend = end < A.file_pages ? end : A.file_pages;
+    if (page < fend) {
+        uint64_t off = (uint64_t)page << MESH_PAGE_SHIFT, len = (uint64_t)(fend - page) << MESH_PAGE_SHIFT;
+        if (!use_fd || mesh_os_punch(A.fd, off, len) != 0)
+            mesh_os_remove(A.base + off, len);
+    }
+    if (end > fend) {
+        uint32_t from = page > fend ? page : fend;
+        mesh_os_dontneed(A.base + ((size_t)from << MESH_PAGE_SHIFT), (size_t)(end - from) << MESH_PAGE_SHIFT);
+    }
     MESH_STAT_ADD(punch_count, 1);
-    MESH_STAT_ADD(punched_bytes, len);
+    MESH_STAT_ADD(punched_bytes, (uint64_t)npages << MESH_PAGE_SHIFT);
 }
 
 /* Punches every dirty free span; returns the bytes given back. */
@@ -566,11 +543,6 @@ uint64_t mesh_arena_scavenge_locked(void)
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
 {
     return map_at_locked(vpage, npages, file_page);
-}
-
-bool mesh_arena_fd_is_ours_locked(void)
-{
-    return fd_is_ours();
 }
 
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
@@ -631,7 +603,7 @@ uint64_t mesh_arena_resident_bytes(void)
 {
     uint64_t bytes = 0;
     pthread_mutex_lock(&A.lock);
-    if (!fd_is_ours() || mesh_os_file_blocks(A.fd, &bytes) != 0)
+    if (A.file_pages < A.accessible || !fd_is_ours() || mesh_os_file_blocks(A.fd, &bytes) != 0)
         bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
     pthread_mutex_unlock(&A.lock);
     return bytes;

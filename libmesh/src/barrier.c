@@ -170,7 +170,10 @@ static void handler(int sig, siginfo_t *si, void *ctx)
 {
     int saved = errno;
     uintptr_t off = (uintptr_t)si->si_addr - (uintptr_t)mesh_arena.base;
-    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && off < mesh_arena.bytes && barrier_fault(si->si_addr)) {
+    /* Past the usable part the arena is PROT_NONE: a fault there is the
+     * program's. */
+    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && off < atomic_load(&mesh_arena.usable) &&
+        barrier_fault(si->si_addr)) {
         errno = saved;
         return;
     }

@@ -20,8 +20,14 @@
  * sandbox that denies memfd_create) copies the ranges into private
  * anonymous memory instead, which the child inherits copy-on-write; the
  * child, which no longer needs the parent's descriptor, closes it and puts
- * its own memfd in its place.  The child's arena then maps its file; every
- * meshed alias is mapped again.
+ * its own memfd in its place, or, where it cannot make one either (the
+ * sandbox, or RLIMIT_FSIZE), keeps the staged copy as private memory and
+ * meshes no more.  The child's arena then maps its file; every meshed alias
+ * is mapped again.
+ *
+ * Only the file-backed part of the arena, [0, file_pages), needs any of
+ * this: the private memory past it (RLIMIT_FSIZE, or no memfd at all) is
+ * copied on write by the kernel, exactly at the fork.
  *
  * libc resets some of its own state in the child (stdio locks, thread
  * data) before the fork handlers run, and that state may live in the heap:
@@ -73,9 +79,14 @@ static int add_range(uint64_t off, uint64_t len)
 
 /* The ranges of [0, frontier) that hold data: what SEEK_DATA finds in the
  * file, or without the file, every span not free. */
+static uint32_t file_end(void)
+{
+    return A.frontier < A.file_pages ? A.frontier : A.file_pages;
+}
+
 static int find_ranges(void)
 {
-    uint64_t limit = (uint64_t)A.frontier << MESH_PAGE_SHIFT, pos = 0;
+    uint64_t limit = (uint64_t)file_end() << MESH_PAGE_SHIFT, pos = 0;
     int err = 0;
     nranges = 0;
     if (mesh_arena_fd_is_ours_locked()) {
@@ -89,10 +100,12 @@ static int find_ranges(void)
         }
         return err == ENXIO ? 0 : err;
     }
-    for (uint32_t p = 0; p < A.frontier;) {
+    uint32_t end = file_end();
+    for (uint32_t p = 0; p < end;) {
         mesh_miniheap_t *mh = &A.records[atomic_load_explicit(&A.table[p], memory_order_relaxed)];
+        uint32_t n = p + mh->npages < end ? mh->npages : end - p;
         if (mh->kind != MESH_KIND_FREE &&
-            (err = add_range((uint64_t)p << MESH_PAGE_SHIFT, (uint64_t)mh->npages << MESH_PAGE_SHIFT)) != 0)
+            (err = add_range((uint64_t)p << MESH_PAGE_SHIFT, (uint64_t)n << MESH_PAGE_SHIFT)) != 0)
             return err;
         p += mh->npages;
     }
@@ -107,7 +120,8 @@ static int by_start(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Makes [0, frontier) read-only but for the pinned buffers' pages. */
+/* Makes the file-backed part in use read-only but for the pinned
+ * buffers' pages. */
 static void protect(void)
 {
     size_t n = mesh_pins_collect(pins, MAX_PINS);
@@ -119,7 +133,7 @@ static void protect(void)
             pins[j - 1][0] = t0;
             pins[j - 1][1] = t1;
         }
-    uintptr_t p = (uintptr_t)A.base, end = p + ((uintptr_t)A.frontier << MESH_PAGE_SHIFT);
+    uintptr_t p = (uintptr_t)A.base, end = p + ((uintptr_t)file_end() << MESH_PAGE_SHIFT);
     for (size_t i = 0; i < n && p < end; i++) {
         uintptr_t ps = pins[i][0] & ~(MESH_PAGE_SIZE - 1);
         uintptr_t pe = (pins[i][1] + MESH_PAGE_SIZE - 1) & ~(MESH_PAGE_SIZE - 1);
@@ -134,9 +148,17 @@ static void protect(void)
 
 /* ---- the copy ---- */
 
+/* The child's file is as large as the parent's, which RLIMIT_FSIZE
+ * allowed: unless the program lowered it since (then no SIGXFSZ: EFBIG). */
+static int size_file(int fd)
+{
+    uint64_t bytes = (uint64_t)A.file_pages << MESH_PAGE_SHIFT;
+    return bytes > mesh_os_file_size_limit() ? EFBIG : mesh_os_truncate(fd, bytes);
+}
+
 static int copy_to_file(int fd)
 {
-    int err = mesh_os_truncate(fd, A.bytes);
+    int err = size_file(fd);
     for (size_t i = 0; i < nranges && !err; i++)
         err = mesh_os_pwrite_all(fd, A.base + ranges[i][0], ranges[i][1], ranges[i][0]);
     return err;
@@ -145,7 +167,7 @@ static int copy_to_file(int fd)
 static int copy_to_stage(void)
 {
     void *p;
-    stage_bytes = (uint64_t)A.frontier << MESH_PAGE_SHIFT;
+    stage_bytes = (uint64_t)file_end() << MESH_PAGE_SHIFT;
     if (!stage_bytes)
         return 0;
     int err = mesh_os_map_reserve(stage_bytes, &p);
@@ -154,6 +176,16 @@ static int copy_to_stage(void)
     stage = p;
     for (size_t i = 0; i < nranges; i++)
         memcpy(stage + ranges[i][0], A.base + ranges[i][0], ranges[i][1]);
+    /* The ranges are the file's; a meshed alias's own file pages are holes,
+     * and a child that keeps the stage as its heap needs its bytes at its
+     * virtual address: they are its head's, read through the alias. */
+    for (uint32_t id = 1; id < A.nrecords; id++) {
+        const mesh_miniheap_t *a = &A.records[id];
+        if (a->kind == MESH_KIND_ALIAS && a->span_page + a->npages <= file_end()) {
+            size_t off = (size_t)a->span_page << MESH_PAGE_SHIFT;
+            memcpy(stage + off, A.base + off, (size_t)a->npages << MESH_PAGE_SHIFT);
+        }
+    }
     return 0;
 }
 
@@ -180,6 +212,9 @@ void mesh_fork_prepare(void)
     fork_errno = 0;
     stage = NULL;
     A.fork_fd = -1;
+    nranges = 0;
+    if (A.file_pages == 0)
+        return; /* a private arena: the kernel copies it on write */
     mesh_barrier_install();
     mesh_barrier_fork_begin();
     protect();
@@ -187,13 +222,13 @@ void mesh_fork_prepare(void)
     int fd, err = find_ranges();
     if (!err && mesh_os_memfd("mesh-arena", &fd) == 0) {
         mesh_os_dup_high(fd, &fd);
-        if ((err = copy_to_file(fd)) != 0)
-            mesh_os_close(fd);
-        else
+        if (copy_to_file(fd) == 0)
             A.fork_fd = fd;
-    } else if (!err) {
-        err = copy_to_stage();
+        else
+            mesh_os_close(fd);
     }
+    if (!err && A.fork_fd < 0)
+        err = copy_to_stage();
     fork_errno = err;
     if (!err)
         MESH_STAT_ADD(fork_copy_bytes, copied_bytes());
@@ -201,8 +236,10 @@ void mesh_fork_prepare(void)
 
 void mesh_fork_parent(void)
 {
-    mesh_os_protect(A.base, (size_t)A.frontier << MESH_PAGE_SHIFT, true);
-    mesh_barrier_fork_end();
+    if (A.file_pages) {
+        mesh_os_protect(A.base, (size_t)file_end() << MESH_PAGE_SHIFT, true);
+        mesh_barrier_fork_end();
+    }
     if (A.fork_fd >= 0)
         mesh_os_close(A.fork_fd);
     A.fork_fd = -1;
@@ -229,7 +266,7 @@ static int child_file(int *fd_out)
     if (err)
         return err;
     mesh_os_dup_high(fd, &fd);
-    err = mesh_os_truncate(fd, A.bytes);
+    err = size_file(fd);
     for (size_t i = 0; i < nranges && !err; i++)
         err = mesh_os_pwrite_all(fd, stage + ranges[i][0], ranges[i][1], ranges[i][0]);
     if (err) {
@@ -240,17 +277,44 @@ static int child_file(int *fd_out)
     return 0;
 }
 
+/* A child that cannot make a memfd of its own keeps the staged copy as
+ * its heap: moved over the file-backed part (page tables move, no bytes),
+ * the whole arena private, nothing meshed from now on.  The staged copy
+ * is the heap as the program saw it, every virtual page with its own
+ * bytes: a meshed alias keeps a private copy of its head's pages. */
+static void keep_stage_private(int err)
+{
+    void *p;
+    size_t file_bytes = (size_t)A.file_pages << MESH_PAGE_SHIFT;
+    if (stage_bytes < file_bytes &&
+        mesh_os_map_fixed_anon(A.base + stage_bytes, file_bytes - stage_bytes) != 0)
+        mesh_fatal_errno("fork: could not give the child its own copy of the heap", err, "");
+    if (stage_bytes && mesh_os_remap_fixed(stage, stage_bytes, A.base, &p) != 0)
+        mesh_fatal_errno("fork: could not give the child its own copy of the heap", err, "");
+    stage = NULL;
+    __atomic_store_n(&A.file_pages, 0, __ATOMIC_RELEASE);
+    A.file_full = true;
+    A.fd = -1;
+    A.fork_fd = -1;
+    A.no_file = "the fork child could not make a memfd";
+    mesh_opt.meshing = 0;
+}
+
 /* Switches the child's arena to a heap of its own before the program
  * writes to it.  Runs once, from the fork handler or from the write
  * barrier's, whichever comes first. */
 void mesh_fork_child_heap(void)
 {
-    if (child_has_heap)
+    if (child_has_heap || A.file_pages == 0)
         return;
     child_has_heap = true;
     int fd, err = child_file(&fd);
     void *p;
-    if (err || (err = mesh_os_map_shared(A.base, A.bytes, fd, 0, true, &p)) != 0)
+    if (err && stage) {
+        keep_stage_private(err);
+        return;
+    }
+    if (err || (err = mesh_os_map_shared(A.base, (size_t)A.file_pages << MESH_PAGE_SHIFT, fd, 0, true, &p)) != 0)
         mesh_fatal_errno("fork: could not give the child its own copy of the heap", err,
                          "; stopping the child rather than sharing the parent's heap");
     if (A.fd >= 0 && A.fd != fd)

@@ -69,7 +69,9 @@
 #define MESH_EMPTY_KEEP 2            /* empty spans a class keeps before returning them */
 
 #define MESH_DEFAULT_ARENA_GB 1024   /* virtual reservation; nothing is committed */
-#define MESH_MIN_ARENA_BYTES (256UL << 20)
+#define MESH_MIN_ARENA_BYTES (8UL << 20)
+#define MESH_GROW_MIN_PAGES 512      /* the arena is made usable 2 MiB at a time at least ... */
+#define MESH_GROW_MAX_PAGES 262144   /* ... an eighth of what it has, at most 1 GiB */
 #define MESH_MAX_RECORDS (1U << 26)  /* miniheap records: 4 GiB of reserved metadata */
 #define MESH_MAX_THREAD_HEAPS (1U << 16)
 
@@ -89,10 +91,14 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
 int mesh_os_memfd(const char *name, int *fd_out);
 int mesh_os_truncate(int fd, uint64_t bytes);
 int mesh_os_map_reserve(size_t bytes, void **out);            /* private, NORESERVE */
+void *mesh_os_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off);
+int mesh_os_map_none(size_t bytes, void **out);                /* PROT_NONE reservation */
+int mesh_os_map_fixed_anon(void *addr, size_t bytes);          /* private, read-write, MAP_FIXED */
 int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out);
 int mesh_os_map_anon(size_t bytes, size_t align, void **out);  /* private, read-write */
 int mesh_os_unmap(void *addr, size_t bytes);
 int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, void **out);
+int mesh_os_remap_fixed(void *old, size_t bytes, void *new_addr, void **out);
 int mesh_os_punch(int fd, uint64_t off, uint64_t bytes);
 int mesh_os_remove(void *addr, size_t bytes);                  /* MADV_REMOVE */
 int mesh_os_dontneed(void *addr, size_t bytes);
@@ -111,6 +117,10 @@ int mesh_os_file_blocks(int fd, uint64_t *bytes);
 int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole);
 int mesh_os_pwrite_all(int fd, const void *buf, size_t bytes, uint64_t off);
 int mesh_os_dup_high(int fd, int *out);
+uint64_t mesh_os_file_size_limit(void);
+void mesh_os_address_space(uint64_t *limit, uint64_t *mapped);
+int mesh_os_mlockall(int flags);
+void mesh_os_munlock(void *addr, size_t bytes);
 void mesh_os_close(int fd);
 uint64_t mesh_os_random64(void);
 uint64_t mesh_os_now_ns(void);
@@ -305,11 +315,14 @@ unsigned mesh_mh_live(const mesh_miniheap_t *mh);
 void mesh_mh_valid_mask(unsigned nobjects, uint64_t mask[MESH_BITMAP_WORDS]);
 bool mesh_mh_is_full_word(unsigned nobjects, unsigned w, uint64_t word);
 
-/* ---- arena.c: the reserved range, its file, the page table, the pages ---- */
+/* ---- arena.c: the reserved range, its file, the page table, the pages ----
+ * (reserve.c: reserving the range and growing its usable part and file) */
 
 typedef struct mesh_arena {
-    char *base;                  /* start of the reserved, file-backed range */
+    char *base;                  /* start of the reserved range */
     size_t bytes;                /* its length */
+    _Atomic size_t usable;       /* bytes [0, usable) are mapped read-write: what
+                                    lock-free readers may look up */
     _Atomic uint32_t *table;     /* page -> miniheap id, read without locks */
     mesh_miniheap_t *records;    /* record id -> record; id 0 is never used */
     uint32_t *trimmed;           /* record id -> pages of a detached small span
@@ -317,10 +330,18 @@ typedef struct mesh_arena {
     int fd;                      /* the memfd behind the arena, or -1 if lost */
     uint64_t fd_dev, fd_ino;     /* identity of our memfd, to survive closefrom() */
     uint32_t npages;             /* arena pages */
+    uint32_t max_records;        /* records the reservation holds */
+    const char *no_file;         /* why the arena has no file at all, or NULL */
     pthread_mutex_t lock;
-    /* below: protected by lock */
+    /* below: protected by lock (file_pages is read without it too: it only grows) */
     uint32_t frontier;           /* pages [0, frontier) have been handed out */
     uint32_t populated;          /* pages [frontier, populated) are faulted in already */
+    uint32_t accessible;         /* pages [0, accessible) are mapped read-write,
+                                    the rest PROT_NONE; frontier <= accessible */
+    uint32_t file_pages;         /* pages [0, file_pages) map the memfd (its size);
+                                    [file_pages, accessible) are private memory */
+    bool file_full;              /* the file grows no more (RLIMIT_FSIZE, no fd) */
+    size_t table_usable, records_usable;  /* bytes of each array mapped read-write */
     uint32_t nrecords;           /* records [1, nrecords) exist */
     uint32_t free_record;        /* free list of records, through next */
     uint64_t dirty_pages;        /* pages in FREE_DIRTY spans */
@@ -354,6 +375,26 @@ bool mesh_arena_fd_ok(void);
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page);
 bool mesh_arena_fd_is_ours_locked(void);
 void mesh_arena_check_locked(void);
+/* reserve.c */
+bool mesh_arena_grow_locked(uint32_t end);
+bool mesh_arena_records_cover_locked(uint32_t n);
+bool mesh_arena_yield(size_t bytes);
+bool mesh_reserve_grow(void *base, size_t reserved, size_t *usable, size_t need);
+void mesh_reserve_unlock(void *base, size_t reserved, size_t usable);
+void mesh_arena_unlock_reserved(void);
+
+/* Whether an arena page is backed by the file, so that it can be meshed:
+ * past RLIMIT_FSIZE, or with no memfd at all, the arena goes on with
+ * private memory, which cannot be mapped twice.  One load. */
+MESH_INLINE bool mesh_arena_page_in_file(uint32_t page)
+{
+    return page < __atomic_load_n(&mesh_arena.file_pages, __ATOMIC_ACQUIRE);
+}
+
+MESH_INLINE bool mesh_arena_span_in_file(const mesh_miniheap_t *mh)
+{
+    return mesh_arena_page_in_file(mh->span_page + mh->npages - 1);
+}
 
 MESH_INLINE uint32_t mesh_mh_id(const mesh_miniheap_t *mh)
 {
@@ -380,7 +421,7 @@ MESH_INLINE mesh_miniheap_t *mesh_alias_head(const mesh_miniheap_t *alias)
 MESH_INLINE mesh_miniheap_t *mesh_arena_lookup(const void *p)
 {
     uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_arena.base;
-    if (unlikely(off >= mesh_arena.bytes))
+    if (unlikely(off >= atomic_load_explicit(&mesh_arena.usable, memory_order_relaxed)))
         return NULL;
     uint32_t id = atomic_load_explicit(&mesh_arena.table[off >> MESH_PAGE_SHIFT], memory_order_acquire);
     return id ? &mesh_arena.records[id] : NULL;
@@ -620,6 +661,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);
 void mesh_maps_add(int64_t n);
 uint64_t mesh_maps_in_use(void);
+void mesh_mesh_unlock_reserved(void);
 void mesh_mesh_fork_prepare(void);
 void mesh_mesh_fork_parent(void);
 void mesh_mesh_fork_child(void);

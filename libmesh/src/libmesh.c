@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../include/mesh.h"
 #include "internal.h"
@@ -432,6 +433,24 @@ MESH_EXPORT struct mallinfo mallinfo(void)
     mi.keepcost = CLAMP(m2.keepcost);
 #undef CLAMP
     return mi;
+}
+
+/* The arena and its metadata are reserved up front, PROT_NONE past what is
+ * in use: mlockall(MCL_CURRENT) faults none of that in, but marks it
+ * locked, so VmLck (and RLIMIT_MEMLOCK's count) would show the whole
+ * reservation; it is taken out again here. */
+MESH_EXPORT int mlockall(int flags)
+{
+    int err = mesh_os_mlockall(flags);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    if ((flags & MCL_CURRENT) && atomic_load(&mesh_init_state) == 2) {
+        mesh_arena_unlock_reserved();
+        mesh_mesh_unlock_reserved();
+    }
+    return 0;
 }
 
 MESH_EXPORT void malloc_stats(void)

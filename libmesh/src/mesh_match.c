@@ -21,11 +21,17 @@
 static bool reserve_scratch(size_t n)
 {
     void *p;
+    size_t reserved = (size_t)mesh_arena.max_records * sizeof *M.cand_of;
     if (!M.cand_of) {
-        if (mesh_os_map_reserve((size_t)MESH_MAX_RECORDS * sizeof *M.cand_of, &p) != 0)
+        if (mesh_os_map_none(reserved, &p) != 0)
             return false;
         M.cand_of = p;
     }
+    /* Every span on this class's lists (whose lock is held) has a record
+     * below nrecords. */
+    uint32_t nrec = __atomic_load_n(&mesh_arena.nrecords, __ATOMIC_ACQUIRE);
+    if (!mesh_reserve_grow(M.cand_of, reserved, &M.cand_of_usable, (size_t)nrec * sizeof *M.cand_of))
+        return false;
     if (n <= M.cand_cap)
         return true;
     size_t cap = M.cand_cap ? M.cand_cap : 1024;
@@ -38,6 +44,14 @@ static bool reserve_scratch(size_t n)
     M.cand = p;
     M.cand_cap = cap;
     return true;
+}
+
+/* After mlockall: cand_of's unused part is reserved, not locked memory. */
+void mesh_mesh_unlock_reserved(void)
+{
+    pthread_mutex_lock(&M.lock);
+    mesh_reserve_unlock(M.cand_of, (size_t)mesh_arena.max_records * sizeof *M.cand_of, M.cand_of_usable);
+    pthread_mutex_unlock(&M.lock);
 }
 
 static bool disjoint(const cand_t *a, const cand_t *b)
@@ -55,11 +69,13 @@ static bool in_partial_bin(const mesh_miniheap_t *mh, unsigned cls, unsigned bin
 
 /* Adds mh to the candidates if it is sparse enough (dense: if it has two
  * free slots) and its chain can grow. */
-static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dense, uint8_t stamp, size_t *n)
+static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dense, size_t *n)
 {
     if (mh->attach_idx == M.stamp)
         return; /* already a candidate in this pass */
     mh->attach_idx = M.stamp;
+    if (!mesh_arena_span_in_file(mh))
+        return; /* private memory cannot be mapped twice */
     unsigned live = mesh_mh_live(mh);
     if (dense ? live + 2 > sc->nobjects : live * 100 >= sc->nobjects * MESH_OCCUPANCY_CUTOFF)
         return;
@@ -94,7 +110,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     M.stamp = M.stamp < MESH_SV_MAX_ATTACH || M.stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(M.stamp + 1);
     for (unsigned b = 0; b < MESH_PARTIAL_BINS && n < max / 2; b++)
         for (uint32_t id = ch->partial[b]; id && n < max / 2; id = mesh_rec(id)->next)
-            consider(mesh_rec(id), sc, ch->dense, M.stamp, &n);
+            consider(mesh_rec(id), sc, ch->dense, &n);
 
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
     uint32_t id = ch->cursor;
@@ -114,7 +130,7 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
         mesh_miniheap_t *mh = mesh_rec(id);
         id = mh->next;
         visited++;
-        consider(mh, sc, ch->dense, M.stamp, &n);
+        consider(mh, sc, ch->dense, &n);
     }
     ch->cursor_bin = (uint8_t)b;
     ch->cursor = id;
@@ -213,10 +229,10 @@ static enum mesh_outcome mesh_two_locked(mesh_class_heap_t *ch, unsigned cls, me
 /* The detached partial span of cls that starts at page, or NULL. */
 static mesh_miniheap_t *span_at(uint32_t page, unsigned cls)
 {
-    if (page >= mesh_arena.npages)
+    if (!mesh_arena_page_in_file(page))
         return NULL;
     mesh_miniheap_t *mh = mesh_rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
-    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page ||
+    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page || !mesh_arena_span_in_file(mh) ||
         !mesh_state_is_partial(mh->state))
         return NULL;
     return mh;

@@ -51,6 +51,7 @@ typedef struct mesh_mesher {
     cand_t *cand;                    /* the candidates of the slice under way, */
     size_t cand_cap, ncand;          /* scratch space from mmap */
     uint32_t *cand_of;               /* record id -> index in cand (stale unless it points back) */
+    size_t cand_of_usable;           /* bytes of it mapped: enough for every record that exists */
     uint16_t *sorted;                /* exact matching: bitmaps fullest first, all ones once used */
     uint8_t stamp;                   /* marks the spans a collection took (in attach_idx) */
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
@@ -30,6 +31,13 @@ extern ssize_t __read(int fd, void *buf, size_t n);
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 1U
 #endif
+
+/* libmesh exports mmap (interpose.c): its own mappings go straight to the
+ * kernel, never through that. */
+static void *sys_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off)
+{
+    return (void *)syscall(SYS_mmap, addr, bytes, prot, flags, fd, off);
+}
 
 #define SAVE_ERRNO int saved_errno_ = errno
 #define RETURN_ERR(ok) do { int e_ = (ok) ? 0 : errno; errno = saved_errno_; return e_; } while (0)
@@ -52,8 +60,36 @@ int mesh_os_truncate(int fd, uint64_t bytes)
 int mesh_os_map_reserve(size_t bytes, void **out)
 {
     SAVE_ERRNO;
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = sys_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* The program's own mmap(2), errno and all (interpose.c). */
+void *mesh_os_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off)
+{
+    return sys_mmap(addr, bytes, prot, flags, fd, off);
+}
+
+/* Address space that nothing can use yet: PROT_NONE, so that neither
+ * mlockall(MCL_CURRENT) nor a fault can bring memory into it, until a
+ * part is mapped over it (mesh_os_map_fixed_anon, mesh_os_map_shared). */
+int mesh_os_map_none(size_t bytes, void **out)
+{
+    SAVE_ERRNO;
+    void *p = sys_mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    *out = p == MAP_FAILED ? NULL : p;
+    if (p != MAP_FAILED)
+        munlock(p, bytes); /* after mlockall(MCL_FUTURE), not counted as locked */
+    RETURN_ERR(p != MAP_FAILED);
+}
+
+/* Private read-write memory exactly at addr, replacing what was there (a
+ * new mapping: it is locked only if the program asked for MCL_FUTURE). */
+int mesh_os_map_fixed_anon(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    void *p = sys_mmap(addr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     RETURN_ERR(p != MAP_FAILED);
 }
 
@@ -62,7 +98,7 @@ int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixe
 {
     SAVE_ERRNO;
     int flags = MAP_SHARED | MAP_NORESERVE | (fixed ? MAP_FIXED : 0);
-    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
+    void *p = sys_mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
     *out = p == MAP_FAILED ? NULL : p;
     RETURN_ERR(p != MAP_FAILED);
 }
@@ -77,7 +113,7 @@ int mesh_os_map_anon(size_t bytes, size_t align, void **out)
         errno = saved_errno_;
         return ENOMEM;
     }
-    char *p = mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = sys_mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         *out = NULL;
         RETURN_ERR(false);
@@ -112,6 +148,16 @@ int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, 
 
 /* Gives the file's pages back to the OS; the range then reads as zeros.
  * Precondition: fd is the arena's memfd (see mesh_os_fd_identity). */
+/* Moves the pages of [old, old + bytes) to new_addr, replacing what was
+ * mapped there: page tables move, no byte is copied. */
+int mesh_os_remap_fixed(void *old, size_t bytes, void *new_addr, void **out)
+{
+    SAVE_ERRNO;
+    void *p = mremap(old, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
+    *out = p == MAP_FAILED ? NULL : p;
+    RETURN_ERR(p != MAP_FAILED);
+}
+
 int mesh_os_punch(int fd, uint64_t off, uint64_t bytes)
 {
     SAVE_ERRNO;
@@ -308,6 +354,48 @@ int mesh_os_write_all(int fd, const void *buf, size_t len)
     return write_loop(fd, buf, len, -1);
 }
 
+/* RLIMIT_FSIZE's soft limit in bytes (UINT64_MAX: none): a file grown
+ * past it raises SIGXFSZ, which kills the process by default. */
+uint64_t mesh_os_file_size_limit(void)
+{
+    SAVE_ERRNO;
+    struct rlimit rl;
+    uint64_t v = UINT64_MAX;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        v = (uint64_t)rl.rlim_cur;
+    errno = saved_errno_;
+    return v;
+}
+
+/* RLIMIT_AS's soft limit (UINT64_MAX: none) and the address space the
+ * process has mapped now (VmSize), both in bytes. */
+void mesh_os_address_space(uint64_t *limit, uint64_t *mapped)
+{
+    SAVE_ERRNO;
+    struct rlimit rl;
+    *limit = UINT64_MAX;
+    *mapped = 0;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        *limit = (uint64_t)rl.rlim_cur;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[4096];
+        ssize_t n = __read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = 0;
+        const char *p = n > 0 ? strstr(buf, "\nVmSize:") : NULL;
+        if (p) {
+            for (p += 8; *p == ' ' || *p == '\t'; p++)
+                ;
+            uint64_t kb = 0;
+            for (; *p >= '0' && *p <= '9'; p++)
+                kb = kb * 10 + (uint64_t)(*p - '0');
+            *mapped = kb << 10;
+        }
+    }
+    errno = saved_errno_;
+}
+
 /* Moves fd above the numbers programs commonly dup2() onto. */
 int mesh_os_dup_high(int fd, int *out)
 {
@@ -320,6 +408,20 @@ int mesh_os_dup_high(int fd, int *out)
         *out = fd;
     }
     RETURN_ERR(nfd >= 0);
+}
+
+int mesh_os_mlockall(int flags)
+{
+    SAVE_ERRNO;
+    RETURN_ERR(syscall(SYS_mlockall, flags) == 0);
+}
+
+void mesh_os_munlock(void *addr, size_t bytes)
+{
+    SAVE_ERRNO;
+    if (bytes)
+        munlock(addr, bytes);
+    errno = saved_errno_;
 }
 
 void mesh_os_close(int fd)

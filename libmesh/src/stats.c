@@ -1,6 +1,7 @@
 /*
  * Statistics: counters declared once in internal.h (MESH_STATS), printed at
- * exit with MALLOCSTATS=1 in the original Mesh's format, and with every
+ * exit with MALLOCSTATS=1 in the original Mesh's format (plus a line when
+ * the arena has no file and nothing was meshed), and with every
  * counter and per-class occupancy added at MALLOCSTATS=2.
  */
 #include "internal.h"
@@ -125,6 +126,12 @@ void mesh_stats_print(int level)
     line_u64(&b, "MH Alloc Count", get(&mesh_stats.mh_alloc_count));
     line_u64(&b, "MH Free Count", get(&mesh_stats.mh_free_count));
     line_u64(&b, "MH High Water Mark", get(&mesh_stats.mh_hwm));
+    if (mesh_arena.no_file) {
+        /* One line more, only when there was nothing to mesh with. */
+        mesh_buf_str(&b, "Meshing off: ");
+        mesh_buf_str(&b, mesh_arena.no_file);
+        mesh_buf_str(&b, ", the heap is private memory\n");
+    }
     flush(&b);
     if (level < 2)
         return;

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "deny_memfd.h"
+#include "mesh.h"
 #include "test.h"
 
 extern char **environ;
@@ -257,6 +259,70 @@ static void test_fork_without_descriptors(void)
     CHECK(wait_ok(pid));
 }
 
+/* ---- fork once memfd_create is denied ---- */
+
+/* A sandbox that denies memfd_create after start-up: the child keeps the
+ * staged copy as private memory, meshed spans included, and works on. */
+static void *sparse_256(void *arg)
+{
+    char **kept = arg;
+    char *all[4000];
+    for (int i = 0; i < 4000; i++)
+        all[i] = malloc(256);
+    for (int i = 0; i < 4000; i++) {
+        if (i % 4 == 1) {
+            memset(all[i], (unsigned char)i, 256);
+            kept[i / 4] = all[i];
+        } else {
+            free(all[i]);
+        }
+    }
+    return NULL;
+}
+
+static int kept_intact(char **kept)
+{
+    for (int k = 0; k < 1000; k++)
+        for (int b = 0; b < 256; b++)
+            if ((unsigned char)kept[k][b] != (unsigned char)(4 * k + 1))
+                return 0;
+    return 1;
+}
+
+static void test_fork_after_memfd_denied(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        static char *kept[1000];
+        pthread_t t;
+        pthread_create(&t, NULL, sparse_256, kept);
+        pthread_join(t, NULL);
+        uint64_t pairs = 0;
+        size_t len = sizeof pairs;
+        mesh_mallctl("mesh.compact", &pairs, &len, NULL, 0);
+        if (pairs == 0 || deny_memfd(EPERM) != 0)
+            _exit(2);
+        pid_t g = fork();
+        if (g == 0) {
+            int ok = kept_intact(kept);
+            if (!ok)
+                fprintf(stderr, "  grandchild: the objects it inherited changed\n");
+            for (int k = 0; k < 1000; k++) {
+                memset(kept[k], 'g', 256); /* the child's own copy */
+                free(kept[k]);
+            }
+            char *z = calloc(1000, 256);
+            for (size_t i = 0; i < 256000 && ok; i++)
+                ok = z[i] == 0;
+            free(z);
+            _exit(ok ? 0 : 1);
+        }
+        int ok = g > 0 && wait_ok(g) && kept_intact(kept);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(wait_ok(pid));
+}
+
 static void test_untouched_not_copied(void)
 {
     char *big = malloc((size_t)2 << 30); /* reserved, not touched */
@@ -299,6 +365,7 @@ int main(void)
     TEST_RUN(test_fork_while_threads_allocate);
     TEST_RUN(test_fork_sees_heap_at_fork);
     TEST_RUN(test_fork_without_descriptors);
+    TEST_RUN(test_fork_after_memfd_denied);
     TEST_RUN(test_untouched_not_copied);
     TEST_RUN(test_spawn_and_vfork);
     TEST_DONE();

@@ -595,15 +595,24 @@ static void test_program_segv_handler(void)
         ctl("mesh.compact");
     }
     CHECK_EQ(atomic_load(&caught), 3);
+    /* Past what the arena has made usable its pages are PROT_NONE: a fault
+     * there is the program's too. */
+    volatile char *past = mesh_arena.base + mesh_arena.bytes - 4096;
+    if (sigsetjmp(jump, 1) == 0)
+        *past = 1;
+    CHECK_EQ(atomic_load(&caught), 4);
     CHECK(sigaction(SIGSEGV, &old, NULL) == 0);
 
     /* A stray write with no handler still kills the process with SIGSEGV,
-     * outside the arena and inside it (a page the program made read-only). */
-    for (int inside = 0; inside < 2; inside++) {
+     * outside the arena and inside it (a page the program made read-only,
+     * a page past what the arena has made usable). */
+    for (int inside = 0; inside < 3; inside++) {
         pid_t pid = fork();
         if (pid == 0) {
             signal(SIGSEGV, SIG_DFL);
-            if (inside) {
+            if (inside == 2) {
+                *past = 1;
+            } else if (inside) {
                 char *p = malloc(64 << 10);
                 mprotect(p, 4096, PROT_READ);
                 p[10] = 1;

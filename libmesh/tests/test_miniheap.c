@@ -17,12 +17,21 @@ static void test_valid_mask(void)
 
 static void test_live_and_full(void)
 {
-    mesh_miniheap_t mh;
-    mesh_mh_init_small(&mh, 2); /* 48-byte class: 85 objects */
-    CHECK_EQ(mesh_mh_live(&mh), 0);
-    atomic_store(&mh.bits[0], ~0ULL);
-    atomic_store(&mh.bits[1], (1ULL << 21) - 1);
-    CHECK_EQ(mesh_mh_live(&mh), 85);
+    /* a record from the arena's pool: initialising one touches the
+     * per-record trimmed array */
+    bool clean;
+    free(malloc(1));
+    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_miniheap_t *rec = mesh_arena_alloc_span_locked(1, 1, MESH_KIND_SMALL, &clean);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    CHECK(rec != NULL);
+    if (!rec)
+        return;
+    mesh_mh_init_small(rec, 2); /* 48-byte class: 85 objects */
+    CHECK_EQ(mesh_mh_live(rec), 0);
+    atomic_store(&rec->bits[0], ~0ULL);
+    atomic_store(&rec->bits[1], (1ULL << 21) - 1);
+    CHECK_EQ(mesh_mh_live(rec), 85);
     CHECK(mesh_mh_is_full_word(85, 0, ~0ULL));
     CHECK(mesh_mh_is_full_word(85, 1, (1ULL << 21) - 1));
     CHECK(!mesh_mh_is_full_word(85, 1, (1ULL << 20) - 1));
