@@ -49,6 +49,10 @@ def cmd_run(args) -> int:
             raise SystemExit(f"harness.paper: unknown figure(s) {', '.join(bad)}; "
                              f"known: {', '.join(collect.FIGURES)}")
         cfg.figures = wanted
+    if args.webkit_iterations:
+        cfg.webkit_iterations = args.webkit_iterations
+    if args.webkit_allocators:
+        cfg.webkit_allocators = tuple(a.strip() for a in args.webkit_allocators.split(","))
     h = None if args.no_cgroup else CgroupHierarchy.discover()
     if h is not None:
         h.remove_stale()
@@ -106,6 +110,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", help=f"comma-separated subset of {','.join(collect.FIGURES)}")
     p.add_argument("--tiny", action="store_true",
                    help="a seconds-long run of every figure at a tiny scale (tests, fixtures)")
+    p.add_argument("--webkit-iterations", type=int,
+                   help="iterations of the TodoMVC benchmark in each WebKit run (default 12)")
+    p.add_argument("--webkit-allocators",
+                   help="comma-separated rows of the WebKit figure (default all)")
     p.add_argument("--results-dir", default=RESULTS_DIR)
     p.add_argument("--name", default="paper", help="compacted results file name (default paper)")
     p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
