@@ -1,0 +1,165 @@
+"""Figure 6 on WebKit: the checks and numbers of webkit_fig and webkit_report,
+on made-up runs (the browser itself is exercised by
+libmesh/tests/programs/test_webkit.sh)."""
+
+import os
+import tempfile
+import unittest
+
+from harness import packages
+from harness import results as R
+from harness.allocators import MESH_LIBRARY
+from harness.paper import report, webkit_fig, webkit_report
+
+WEB = webkit_fig.WEB_COMM
+MIB = 2**20
+
+
+def process(comm=WEB, mapped=(), malloc="1", preload=None):
+    return {"pid": 42, "comm": comm, "preload": preload, "malloc_env": malloc,
+            "mapped": list(mapped)}
+
+
+class TestAllocatorCheck(unittest.TestCase):
+    def setUp(self):
+        self.allocs = webkit_fig.webkit_allocators()
+
+    def test_rows_run_with_malloc_1_but_webkit_own(self):
+        for name, a in self.allocs.items():
+            self.assertEqual(a.env.get("Malloc"), None if name == webkit_fig.OWN else "1", name)
+        self.assertIsNone(self.allocs[webkit_fig.OWN].library)
+        self.assertEqual(self.allocs["mesh-nomesh"].env["MESH_MESHING"], "0")
+
+    def test_mesh_mapped_passes(self):
+        ps = [process("WebKitNetworkPr"), process(mapped=[MESH_LIBRARY])]
+        self.assertIsNone(webkit_fig.check_web_processes(ps, self.allocs["mesh"]))
+
+    def test_preload_dropped_fails(self):
+        why = webkit_fig.check_web_processes([process(mapped=[])], self.allocs["mesh"])
+        self.assertIn("does not map", why)
+
+    def test_every_web_process_is_checked(self):
+        ps = [process(mapped=[MESH_LIBRARY]), process(mapped=[])]
+        self.assertIsNotNone(webkit_fig.check_web_processes(ps, self.allocs["mesh"]))
+
+    def test_glibc_must_map_no_other_allocator(self):
+        why = webkit_fig.check_web_processes([process(mapped=[MESH_LIBRARY])],
+                                             self.allocs["glibc"])
+        self.assertIn("preloads nothing", why)
+        self.assertIsNone(webkit_fig.check_web_processes([process()], self.allocs["glibc"]))
+
+    def test_malloc_variable_checked(self):
+        why = webkit_fig.check_web_processes([process(malloc="1")], self.allocs[webkit_fig.OWN])
+        self.assertIn("Malloc", why)
+        why = webkit_fig.check_web_processes([process(malloc=None)], self.allocs["glibc"])
+        self.assertIn("Malloc", why)
+
+    def test_no_web_process_fails(self):
+        why = webkit_fig.check_web_processes([process("WebKitNetworkPr")], self.allocs["glibc"])
+        self.assertIn("no web process", why)
+
+
+class TestPackages(unittest.TestCase):
+    def test_webkit_packages_installed_by_bench(self):
+        for p in webkit_fig.PACKAGES:
+            self.assertIn(p, packages.PACKAGES)
+
+    def test_node_only_without_npm(self):
+        self.assertEqual(packages.wanted(lambda _: None)[-2:], ("nodejs", "npm"))
+        self.assertNotIn("npm", packages.wanted(lambda _: "/usr/bin/npm"))
+
+
+class TestNumbers(unittest.TestCase):
+    def test_parse_counters(self):
+        text = ("MESH COUNT: 3\nMeshed MB (total): 0.1\n-- counters --\n"
+                "mesh_count (meshes performed): 3\n"
+                "mesh_pause_max_ns (longest write-protect pause of one mesh, ns): 1500000\n"
+                "-- size classes --\n16 1 256 0 0\n")
+        self.assertEqual(webkit_fig.parse_counters(text),
+                         {"mesh_count": 3, "mesh_pause_max_ns": 1500000})
+        self.assertIsNone(webkit_fig.parse_counters("MESH COUNT: 3\n"))
+
+    def test_window_mean(self):
+        t, v = [0.0, 1.0, 2.0, 3.0], [10, 20, 30, 40]
+        self.assertAlmostEqual(webkit_fig.window_mean(t, v, 0.0, 2.0), 15.0)
+        self.assertAlmostEqual(webkit_fig.window_mean(t, v, 0.5, 1.5), 15.0)
+        # the last sample holds until the end of the window
+        self.assertAlmostEqual(webkit_fig.window_mean(t, v, 3.0, 4.0), 40.0)
+        self.assertIsNone(webkit_fig.window_mean(t, v, 5.0, 5.0))
+
+
+def run(al, trial, mean, settled, score, pause_ns=0, ok=True):
+    res = {"mean_run": mean * MIB, "settled": settled * MIB, "peak_run": mean * 1.5 * MIB,
+           "score": score, "result_s": 60.0}
+    if al.startswith("mesh"):
+        res["mallocstats"] = {"web": {"mesh_count": 100, "mesh_pause_max_ns": pause_ns,
+                                      "mesh_pass_max_ns": 2 * pause_ns, "mesh_passes": 10,
+                                      "mesh_pass_ns": 10**8, "meshed_pages_total": 256}}
+    return R.Run(workload=webkit_fig.WORKLOAD, allocator=al, trial=trial, seed=0, scale=12.0,
+                 argv=[], status="ok" if ok else "failed", result=res,
+                 error=None if ok else "allocator check: web process 42 does not map x")
+
+
+def document(runs):
+    return R.MatrixResult(created="2026-12-01T00:00:00+0000", machine={"cpus": 2},
+                          commit="abc", config={"figures": {"webkit": {"trials": 2}}},
+                          allocators={}, runs=runs, complete=True)
+
+
+class TestReport(unittest.TestCase):
+    def setUp(self):
+        self.doc = document([
+            run("jemalloc", 1, 400, 380, 100), run("jemalloc", 2, 400, 380, 100),
+            run("mesh", 1, 300, 300, 99, pause_ns=1_500_000),
+            run("mesh", 2, 340, 320, 97, pause_ns=3_000_000),
+            run("glibc", 1, 420, 410, 110), run("glibc", 2, 420, 410, 110),
+            run(webkit_fig.OWN, 1, 350, 290, 200), run(webkit_fig.OWN, 2, 350, 290, 200),
+            run("mesh", 3, 1, 1, 1, ok=False),
+        ])
+
+    def test_ratios_by_hand(self):
+        rows = webkit_report.rows(self.doc)
+        mesh = rows["mesh"]
+        self.assertEqual((mesh.trials, mesh.failed), (2, 1))
+        self.assertAlmostEqual(mesh.ratios["mean_run"].mean, 320 / 400)
+        self.assertAlmostEqual(mesh.ratios["settled"].mean, 310 / 380)
+        self.assertAlmostEqual(mesh.ratios["score"].mean, 98 / 100)
+        self.assertAlmostEqual(mesh.meshing["longest_pause_ms"], 3.0)
+
+    def test_targets(self):
+        got = {t.what: t.met for t in webkit_report.targets(webkit_report.rows(self.doc))}
+        self.assertTrue(got["mean footprint over the run, mesh / jemalloc"])      # 0.80
+        self.assertTrue(got["footprint after the run settles, mesh / jemalloc"])   # 0.82
+        self.assertTrue(got["footprint after the run settles, mesh below glibc"])
+        self.assertFalse(got["footprint after the run settles, mesh below webkit-own"])
+        self.assertTrue(got["score, mesh / jemalloc"])
+        self.assertFalse(got["longest meshing stall in the web process (write-protect pause)"])
+
+    def test_section_and_failure_listed(self):
+        text = "\n".join(webkit_report.section(self.doc, "/r/paper-webkit.json", "/r", "/r/plots"))
+        self.assertIn("| mean footprint over the run, mesh / jemalloc | 0.84 (530 / 632 MB) | "
+                      "0.80 ± ", text)
+        self.assertIn("Failed: mesh trial 3: failed: allocator check", text)
+        self.assertIn("| mesh | 100 ± 0 | 1.0 ± 0.0 | 10 ± 0 | 0.100 ± 0.000 | 3.00 | 6.00 |", text)
+
+    def test_not_measured(self):
+        text = "\n".join(webkit_report.section(None, None, "/r", "/r/plots"))
+        self.assertIn("Not measured", text)
+
+    def test_separate_file_used_only_when_main_has_none(self):
+        main = document([])
+        self.assertEqual(report.webkit_source(main, "m", self.doc, "w"), (self.doc, "w"))
+        self.assertEqual(report.webkit_source(self.doc, "m", None, None), (self.doc, "m"))
+
+    def test_plot_drawn(self):
+        from harness.paper import plots
+        with tempfile.TemporaryDirectory() as d:
+            for r in self.doc.runs:
+                r.memory.t, r.memory.footprint = [0.0, 30.0, 60.0, 65.0], [MIB, 300 * MIB,
+                                                                         310 * MIB, 300 * MIB]
+            paths = plots.fig6_webkit(self.doc, d)
+            self.assertTrue(os.path.getsize(os.path.join(d, "fig6-webkit.png")) > 1000, paths)
+
+
+if __name__ == "__main__":
+    unittest.main()
