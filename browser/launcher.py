@@ -173,10 +173,8 @@ class Launcher:
         self.error = f"loading {uri} failed: {err.message}"
         return False
 
-    def run(self) -> int:
-        pin_own_event_log()
-        context = WebKit2.WebContext.new()
-        self.start_network_process(context)
+    def open_page(self, context: WebKit2.WebContext) -> Gtk.Window:
+        """A window with a web view loading the page, its web process started."""
         manager = WebKit2.UserContentManager()
         manager.register_script_message_handler("result")
         manager.connect("script-message-received::result", self.on_message)
@@ -194,6 +192,13 @@ class Launcher:
             self.error = self.error or "WebKit's web process did not start"
         if self.logs:
             self.logs.restore_stderr()
+        return window
+
+    def run(self) -> int:
+        pin_own_event_log()
+        context = WebKit2.WebContext.new()
+        self.start_network_process(context)
+        window = self.open_page(context)
         wait_until(lambda: self.result is not None or self.error is not None, self.args.timeout)
         result_at = time.monotonic()
         self.note_processes()
@@ -206,7 +211,7 @@ class Launcher:
         # Closing the view ends the web process; the network process goes
         # with the context. Both must exit on their own, not be killed.
         window.destroy()
-        del view, window, context
+        del window, context
         exited = wait_until(lambda: not children(os.getpid()), 30)
         out = dict(self.result or {})
         out["launcher"] = {"webkit": "%d.%d.%d" % (WebKit2.get_major_version(),

@@ -173,6 +173,25 @@ def check_web_processes(processes: list, a: Allocator) -> Optional[str]:
     return None
 
 
+def pause_summary(events: list) -> Optional[dict]:
+    """The write-protect pauses of one run's mesh passes (raw MESH_EVENTS
+    lines): percentiles over passes of each pass's longest pause, and how
+    many meshes paused 2 ms or more (the histogram's top two buckets)."""
+    passes = sorted(int(e.get("max_pause_us") or 0) for e in events
+                    if isinstance(e, dict) and "passes" not in e)
+    if not passes:
+        return None
+    n = len(passes)
+    slow = total = 0
+    for e in events:
+        hist = e.get("pause_us_hist") or {}
+        slow += int(hist.get("<5000", 0)) + int(hist.get(">=5000", 0))
+        total += sum(int(v) for v in hist.values())
+    return {"passes": n, "p50_us": passes[n // 2], "p90_us": passes[int(n * 0.9)],
+            "p99_us": passes[int(n * 0.99)], "max_us": passes[-1],
+            "meshes": total, "meshes_over_2ms": slow}
+
+
 def window_mean(t: list, v: list, start: float, end: float) -> Optional[float]:
     """Time-weighted mean of the step function (t, v) over [start, end]."""
     area = span = 0.0
@@ -259,6 +278,7 @@ def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *,
         res = summarize(m, page, holder.get("t0", 0.0), settle_s)
         if a.is_mesh:
             run.events = runner._read_events(os.path.join(logs, "events-web.jsonl"))
+            res["pauses"] = pause_summary(run.events)
             res["mallocstats"] = {role: parse_counters(_read(path)) for role, path in
                                   (("web", os.path.join(logs, "web.log")),
                                    ("network", os.path.join(logs, "network.log")),

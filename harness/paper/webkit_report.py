@@ -51,6 +51,7 @@ def meshing(runs: list) -> dict:
         return {}
     ev = [F.event_summary(r.events) for r in runs]
     ct = [_web_counters(r) for r in runs]
+    pauses = [p for p in ((r.result or {}).get("pauses") for r in runs) if p]
     return {
         "meshes": R.Stat.of(c.get("mesh_count") for c in ct),
         "released_mib": R.Stat.of(c.get("meshed_pages_total", 0) * 4096 / MIB for c in ct),
@@ -63,6 +64,11 @@ def meshing(runs: list) -> dict:
         "longest_pass_ms": max([c.get("mesh_pass_max_ns", 0) / 1e6 for c in ct]
                                + [e.longest_pass_ms for e in ev]),
         "logged_passes": R.Stat.of(e.passes for e in ev),
+        # per pass, its longest pause: the median and 90th percentile over passes
+        "pass_pause_p50_ms": R.Stat.of(p["p50_us"] / 1e3 for p in pauses),
+        "pass_pause_p90_ms": R.Stat.of(p["p90_us"] / 1e3 for p in pauses),
+        "meshes_over_2ms": (sum(p["meshes_over_2ms"] for p in pauses),
+                            sum(p["meshes"] for p in pauses)) if pauses else None,
     }
 
 
@@ -152,15 +158,48 @@ def table(rs: dict[str, Row]) -> list[str]:
 
 def meshing_table(rs: dict[str, Row]) -> list[str]:
     out = ["| allocator | meshes | released by meshing (MiB) | passes | meshing time (s) | "
-           "longest pause (ms) | longest pass (ms) |", "|---|---|---|---|---|---|---|"]
+           "longest pause (ms) | a pass's longest pause, median / p90 over passes (ms) | "
+           "meshes that paused >= 2 ms | longest pass (ms) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for al, row in rs.items():
         m = row.meshing
         if not m:
             continue
+        slow = m.get("meshes_over_2ms")
+        slow_text = (f"{slow[0]} of {slow[1]} ({100 * slow[0] / slow[1]:.2f}%)"
+                     if slow and slow[1] else "-")
         out.append(f"| {al} | {_fmt(m['meshes'], digits=0)} | {_fmt(m['released_mib'], digits=1)} | "
                    f"{_fmt(m['passes'], digits=0)} | {_fmt(m['total_s'], digits=3)} | "
-                   f"{m['longest_pause_ms']:.2f} | {m['longest_pass_ms']:.2f} |")
-    out.append("| paper (Firefox) | - | - | - | 0.135 | 7.5 | - |")
+                   f"{m['longest_pause_ms']:.2f} | {_fmt(m.get('pass_pause_p50_ms'))} / "
+                   f"{_fmt(m.get('pass_pause_p90_ms'))} | {slow_text} | "
+                   f"{m['longest_pass_ms']:.2f} |")
+    out.append("| paper (Firefox) | - | - | - | 0.135 | 7.5 | - | - | - |")
+    return out
+
+
+def meshing_notes(rs: dict[str, Row]) -> list[str]:
+    """What meshing bought in this browser, and what it cost, from the rows."""
+    mesh, nomesh = rs.get("mesh"), rs.get("mesh-nomesh")
+    if mesh is None or not mesh.meshing:
+        return []
+    out = []
+    m = mesh.meshing
+    run_s = mesh.values.get("result_s")
+    if m.get("total_s") and run_s:
+        out.append(f"The web process spent {m['total_s'].mean:.2f} s a run in mesh passes, "
+                   f"{100 * m['total_s'].mean / run_s.mean:.1f}% of the run's "
+                   f"{run_s.mean:.0f} s (the paper: 0.135 s in Firefox), for "
+                   f"{m['meshes'].mean:.0f} meshes that released "
+                   f"{m['released_mib'].mean:.0f} MiB in all over the run.")
+    if nomesh is not None:
+        for key, words in (("mean_run", "mean footprint"), ("settled", "settled footprint")):
+            a, b = mesh.values.get(key), nomesh.values.get(key)
+            if a and b:
+                r = a.ratio(b)
+                out.append(f"Against libmesh without meshing (mesh-nomesh), the {words} is "
+                           f"{r.mean:.2f} ± {r.stdev:.2f} ({(a.mean - b.mean) / MIB:+.1f} MiB)"
+                           + (": no saving beyond the spread of the trials."
+                              if abs(r.mean - 1) <= max(r.stdev, 0.02) else "."))
     return out
 
 
@@ -234,7 +273,7 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     out += ["", "Meshing in the web process (its MALLOCSTATS=2 counters at exit and its own "
             "MESH_EVENTS log; means per run, longest over all runs):", ""] + meshing_table(rs)
     failed = [r for r in res.runs if r.workload == WORKLOAD and not r.ok]
-    notes = [n for n in (stand_in_note(main, rs),) if n]
+    notes = meshing_notes(rs) + [n for n in (stand_in_note(main, rs),) if n]
     notes += [f"Failed: {r.allocator} trial {r.trial}: {r.status}: {r.error}" for r in failed]
     if notes:
         out += [""] + [f"- {n}" for n in notes]

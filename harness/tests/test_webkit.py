@@ -79,6 +79,15 @@ class TestNumbers(unittest.TestCase):
                          {"mesh_count": 3, "mesh_pause_max_ns": 1500000})
         self.assertIsNone(webkit_fig.parse_counters("MESH COUNT: 3\n"))
 
+    def test_pause_summary(self):
+        hist = {"<1000": 5, "<2000": 1, "<5000": 2, ">=5000": 1}
+        events = [{"t": float(i), "max_pause_us": 100 * i, "pause_us_hist": hist}
+                  for i in range(1, 11)]
+        p = webkit_fig.pause_summary(events)
+        self.assertEqual((p["passes"], p["p50_us"], p["p90_us"], p["max_us"]), (10, 600, 1000, 1000))
+        self.assertEqual((p["meshes_over_2ms"], p["meshes"]), (30, 90))
+        self.assertIsNone(webkit_fig.pause_summary([]))
+
     def test_window_mean(self):
         t, v = [0.0, 1.0, 2.0, 3.0], [10, 20, 30, 40]
         self.assertAlmostEqual(webkit_fig.window_mean(t, v, 0.0, 2.0), 15.0)
@@ -115,6 +124,7 @@ class TestReport(unittest.TestCase):
             run("glibc", 1, 420, 410, 110), run("glibc", 2, 420, 410, 110),
             run(webkit_fig.OWN, 1, 350, 290, 200), run(webkit_fig.OWN, 2, 350, 290, 200),
             run("mesh", 3, 1, 1, 1, ok=False),
+            run("mesh-nomesh", 1, 330, 310, 99), run("mesh-nomesh", 2, 330, 310, 99),
         ])
 
     def test_ratios_by_hand(self):
@@ -140,7 +150,10 @@ class TestReport(unittest.TestCase):
         self.assertIn("| mean footprint over the run, mesh / jemalloc | 0.84 (530 / 632 MB) | "
                       "0.80 ± ", text)
         self.assertIn("Failed: mesh trial 3: failed: allocator check", text)
-        self.assertIn("| mesh | 100 ± 0 | 1.0 ± 0.0 | 10 ± 0 | 0.100 ± 0.000 | 3.00 | 6.00 |", text)
+        self.assertIn("| mesh | 100 ± 0 | 1.0 ± 0.0 | 10 ± 0 | 0.100 ± 0.000 | 3.00 | - / - | - | "
+                      "6.00 |", text)
+        self.assertIn("0.10 s a run in mesh passes, 0.2% of the run's 60 s", text)
+        self.assertIn("Against libmesh without meshing", text)
 
     def test_not_measured(self):
         text = "\n".join(webkit_report.section(None, None, "/r", "/r/plots"))
