@@ -206,6 +206,19 @@ def window_mean(t: list, v: list, start: float, end: float) -> Optional[float]:
     return area / span if span > 0 else None
 
 
+def settled_parts(series: R.MemorySeries, result: dict) -> Optional[dict]:
+    """The settled footprint split as the cgroup charges it: anonymous memory
+    (outside libmesh's arena file), shmem (the arena file) and kernel memory
+    (page tables and mappings, which meshing adds), in bytes; None when the
+    run has no settle window."""
+    close_s, res_s = result.get("closing_s"), result.get("result_s")
+    if close_s is None or res_s is None:
+        return None
+    start = max(res_s, close_s - 1.0)
+    return {col: window_mean(series.t, getattr(series, col), start, close_s)
+            for col in ("anon", "shmem", "kernel")}
+
+
 def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -235,6 +248,7 @@ def summarize(m, page: dict, t0: float, settle_s: float) -> dict:
         out["settled"] = window_mean(t, fp, max(res_s, close_s - min(1.0, settle_s)), close_s)
         peak = [v for a, v in zip(t, fp) if a is not None and v is not None and a <= res_s]
         out["peak_run"] = max(peak) if peak else None
+        out["settled_parts"] = settled_parts(m.series, out)
     return out
 
 

@@ -27,6 +27,10 @@ MIB = 2**20
 MEAN_BOUND, SETTLED_BOUND, SCORE_BOUND, PAUSE_BOUND_MS = 0.80, 0.85, 0.97, 2.0
 
 
+# How the cgroup charges the settled footprint (webkit_fig.settled_parts).
+PARTS = ("anon", "shmem", "kernel")
+
+
 @dataclass
 class Row:
     allocator: str
@@ -79,6 +83,9 @@ def rows(res: R.MatrixResult) -> dict[str, Row]:
         row = Row(al, len(runs), len(F.all_runs(res, WORKLOAD, al)) - len(runs))
         for key in ("mean_run", "settled", "peak_run", "score", "result_s"):
             row.values[key] = _stat(runs, key)
+        for part in PARTS:
+            row.values[f"settled_{part}"] = R.Stat.of(
+                ((r.result or {}).get("settled_parts") or {}).get(part) for r in runs)
         if any(r.events or _web_counters(r) for r in runs):
             row.meshing = meshing(runs)
         out[al] = row
@@ -156,6 +163,20 @@ def table(rs: dict[str, Row]) -> list[str]:
     return out
 
 
+def parts_table(rs: dict[str, Row]) -> list[str]:
+    out = ["| allocator | settled (MiB) | anonymous | shmem (libmesh's arena file) | "
+           "kernel (page tables, mappings) |", "|---|---|---|---|---|"]
+    any_row = False
+    for al, row in rs.items():
+        v = row.values
+        if v.get("settled_kernel") is None:
+            continue
+        any_row = True
+        out.append(f"| {al} | {_fmt(v['settled'], 1 / MIB, 1)} | "
+                   + " | ".join(_fmt(v[f"settled_{p}"], 1 / MIB, 1) for p in PARTS) + " |")
+    return out if any_row else []
+
+
 def meshing_table(rs: dict[str, Row]) -> list[str]:
     out = ["| allocator | meshes | released by meshing (MiB) | passes | meshing time (s) | "
            "longest pause (ms) | a pass's longest pause, median / p90 over passes (ms) | "
@@ -200,6 +221,12 @@ def meshing_notes(rs: dict[str, Row]) -> list[str]:
                            f"{r.mean:.2f} ± {r.stdev:.2f} ({(a.mean - b.mean) / MIB:+.1f} MiB)"
                            + (": no saving beyond the spread of the trials."
                               if abs(r.mean - 1) <= max(r.stdev, 0.02) else "."))
+        diffs = [(p, mesh.values.get(f"settled_{p}"), nomesh.values.get(f"settled_{p}"))
+                 for p in PARTS]
+        if all(a and b for _, a, b in diffs):
+            out.append("Settled, mesh minus mesh-nomesh: " + ", ".join(
+                f"{p} {(a.mean - b.mean) / MIB:+.1f} MiB" for p, a, b in diffs)
+                + " (the kernel's share is the mappings and page tables meshed spans need).")
     return out
 
 
@@ -270,6 +297,10 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     out += [f"| {t.what} | {t.paper} | {t.ours} | {t.bound} | {_verdict(t.met)} |"
             for t in targets(rs)]
     out += [""] + table(rs)
+    parts = parts_table(rs)
+    if parts:
+        out += ["", "Where the settled footprint is (the cgroup's own split, all browser "
+                "processes):", ""] + parts
     out += ["", "Meshing in the web process (its MALLOCSTATS=2 counters at exit and its own "
             "MESH_EVENTS log; means per run, longest over all runs):", ""] + meshing_table(rs)
     failed = [r for r in res.runs if r.workload == WORKLOAD and not r.ok]

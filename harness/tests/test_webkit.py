@@ -88,6 +88,13 @@ class TestNumbers(unittest.TestCase):
         self.assertEqual((p["meshes_over_2ms"], p["meshes"]), (30, 90))
         self.assertIsNone(webkit_fig.pause_summary([]))
 
+    def test_settled_parts(self):
+        m = R.MemorySeries()
+        m.t, m.anon, m.shmem, m.kernel = [0.0, 9.0, 10.0], [1, 2, 3], [4, 5, 6], [7, 8, 9]
+        got = webkit_fig.settled_parts(m, {"result_s": 5.0, "closing_s": 10.0})
+        self.assertEqual(got, {"anon": 2.0, "shmem": 5.0, "kernel": 8.0})
+        self.assertIsNone(webkit_fig.settled_parts(m, {}))
+
     def test_window_mean(self):
         t, v = [0.0, 1.0, 2.0, 3.0], [10, 20, 30, 40]
         self.assertAlmostEqual(webkit_fig.window_mean(t, v, 0.0, 2.0), 15.0)
@@ -99,7 +106,9 @@ class TestNumbers(unittest.TestCase):
 
 def run(al, trial, mean, settled, score, pause_ns=0, ok=True):
     res = {"mean_run": mean * MIB, "settled": settled * MIB, "peak_run": mean * 1.5 * MIB,
-           "score": score, "result_s": 60.0}
+           "score": score, "result_s": 60.0,
+           "settled_parts": {"anon": 50 * MIB, "shmem": (settled - 60) * MIB,
+                             "kernel": (10 if al == "mesh" else 5) * MIB}}
     if al.startswith("mesh"):
         res["mallocstats"] = {"web": {"mesh_count": 100, "mesh_pause_max_ns": pause_ns,
                                       "mesh_pass_max_ns": 2 * pause_ns, "mesh_passes": 10,
@@ -154,6 +163,9 @@ class TestReport(unittest.TestCase):
                       "6.00 |", text)
         self.assertIn("0.10 s a run in mesh passes, 0.2% of the run's 60 s", text)
         self.assertIn("Against libmesh without meshing", text)
+        self.assertIn("Settled, mesh minus mesh-nomesh: anon +0.0 MiB, shmem +0.0 MiB, "
+                      "kernel +5.0 MiB", text)
+        self.assertIn("| mesh | 310.0 ± 14.1 | 50.0 ± 0.0 | 250.0 ± 14.1 | 10.0 ± 0.0 |", text)
 
     def test_not_measured(self):
         text = "\n".join(webkit_report.section(None, None, "/r", "/r/plots"))
