@@ -83,6 +83,11 @@ def rows(res: R.MatrixResult) -> dict[str, Row]:
         row = Row(al, len(runs), len(F.all_runs(res, WORKLOAD, al)) - len(runs))
         for key in ("mean_run", "settled", "peak_run", "score", "result_s"):
             row.values[key] = _stat(runs, key)
+        # CPU time of every browser process (the launcher's wait4 counts the
+        # helpers it reaped): the same work, less swayed by other jobs than
+        # the score's wall-clock times
+        row.values["cpu_s"] = R.Stat.of(r.user_s + r.sys_s for r in runs
+                                        if r.user_s is not None and r.sys_s is not None)
         for part in PARTS:
             row.values[f"settled_{part}"] = R.Stat.of(
                 ((r.result or {}).get("settled_parts") or {}).get(part) for r in runs)
@@ -91,7 +96,7 @@ def rows(res: R.MatrixResult) -> dict[str, Row]:
         out[al] = row
     base = out.get(BASE)
     for row in out.values():
-        for key in ("mean_run", "settled", "peak_run", "score"):
+        for key in ("mean_run", "settled", "peak_run", "score", "cpu_s"):
             mine, theirs = row.values.get(key), base.values.get(key) if base else None
             row.ratios[key] = mine.ratio(theirs) if mine and theirs else None
     return out
@@ -148,18 +153,19 @@ def _verdict(met: Optional[bool]) -> str:
 
 def table(rs: dict[str, Row]) -> list[str]:
     out = ["| allocator | Malloc=1 | mean footprint (MiB) | / jemalloc | settled (MiB) | / jemalloc "
-           "| peak (MiB) | score | / jemalloc | run (s) | ok runs |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| peak (MiB) | score | / jemalloc | run (s) | CPU (s) | / jemalloc | ok runs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for al, row in rs.items():
         v, r = row.values, row.ratios
         out.append(f"| {al} | {'no' if al == webkit_fig.OWN else 'yes'} | "
                    f"{_fmt(v['mean_run'], 1 / MIB, 1)} | {_fmt(r['mean_run'])} | "
                    f"{_fmt(v['settled'], 1 / MIB, 1)} | {_fmt(r['settled'])} | "
                    f"{_fmt(v['peak_run'], 1 / MIB, 1)} | {_fmt(v['score'], digits=1)} | "
-                   f"{_fmt(r['score'])} | {_fmt(v['result_s'], digits=1)} | {row.trials}"
+                   f"{_fmt(r['score'])} | {_fmt(v['result_s'], digits=1)} | "
+                   f"{_fmt(v['cpu_s'], digits=1)} | {_fmt(r['cpu_s'])} | {row.trials}"
                    + (f" ({row.failed} failed)" if row.failed else "") + " |")
     out.append("| paper: Firefox, mozjemalloc / Mesh | - | 632 / 530 MB | 0.84 | - | - | - | "
-               "- | ≈ 1.00 | - | - |")
+               "- | ≈ 1.00 | - | - | - | - |")
     return out
 
 
@@ -196,6 +202,20 @@ def meshing_table(rs: dict[str, Row]) -> list[str]:
                    f"{m['longest_pass_ms']:.2f} |")
     out.append("| paper (Firefox) | - | - | - | 0.135 | 7.5 | - | - | - |")
     return out
+
+
+def speed_note(rs: dict[str, Row]) -> Optional[str]:
+    """The score's spread, and the CPU time beside it."""
+    mesh, base = rs.get("mesh"), rs.get(BASE)
+    if not (mesh and base and mesh.ratios.get("cpu_s") and base.values.get("score")):
+        return None
+    sc, cpu = base.values["score"], mesh.ratios["cpu_s"]
+    return (f"jemalloc's own score spreads by ±{100 * sc.stdev / sc.mean:.0f}% over its trials "
+            "(other jobs share the 2 cores), too much to hold the score ratio to a few percent. "
+            "The CPU time of all browser processes for the same work is steadier: mesh / "
+            f"jemalloc {cpu.mean:.2f} ± {cpu.stdev:.2f}"
+            + (f", mesh-nomesh / jemalloc {_fmt(rs['mesh-nomesh'].ratios.get('cpu_s'))}"
+               if rs.get("mesh-nomesh") else "") + ".")
 
 
 def meshing_notes(rs: dict[str, Row]) -> list[str]:
@@ -304,7 +324,8 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     out += ["", "Meshing in the web process (its MALLOCSTATS=2 counters at exit and its own "
             "MESH_EVENTS log; means per run, longest over all runs):", ""] + meshing_table(rs)
     failed = [r for r in res.runs if r.workload == WORKLOAD and not r.ok]
-    notes = meshing_notes(rs) + [n for n in (stand_in_note(main, rs),) if n]
+    notes = [n for n in (speed_note(rs),) if n] + meshing_notes(rs)
+    notes += [n for n in (stand_in_note(main, rs),) if n]
     notes += [f"Failed: {r.allocator} trial {r.trial}: {r.status}: {r.error}" for r in failed]
     if notes:
         out += [""] + [f"- {n}" for n in notes]

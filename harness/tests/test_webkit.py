@@ -114,7 +114,8 @@ def run(al, trial, mean, settled, score, pause_ns=0, ok=True):
                                       "mesh_pass_max_ns": 2 * pause_ns, "mesh_passes": 10,
                                       "mesh_pass_ns": 10**8, "meshed_pages_total": 256}}
     return R.Run(workload=webkit_fig.WORKLOAD, allocator=al, trial=trial, seed=0, scale=12.0,
-                 argv=[], status="ok" if ok else "failed", result=res,
+                 argv=[], status="ok" if ok else "failed", result=res, user_s=20.0,
+                 sys_s=10.0 if al.startswith("mesh") else 5.0,
                  error=None if ok else "allocator check: web process 42 does not map x")
 
 
@@ -144,6 +145,7 @@ class TestReport(unittest.TestCase):
         self.assertAlmostEqual(mesh.ratios["settled"].mean, 310 / 380)
         self.assertAlmostEqual(mesh.ratios["score"].mean, 98 / 100)
         self.assertAlmostEqual(mesh.meshing["longest_pause_ms"], 3.0)
+        self.assertAlmostEqual(mesh.ratios["cpu_s"].mean, 30 / 25)
 
     def test_targets(self):
         got = {t.what: t.met for t in webkit_report.targets(webkit_report.rows(self.doc))}
@@ -163,6 +165,7 @@ class TestReport(unittest.TestCase):
                       "6.00 |", text)
         self.assertIn("0.10 s a run in mesh passes, 0.2% of the run's 60 s", text)
         self.assertIn("Against libmesh without meshing", text)
+        self.assertIn("mesh / jemalloc 1.20 ± 0.00, mesh-nomesh / jemalloc 1.20", text)
         self.assertIn("Settled, mesh minus mesh-nomesh: anon +0.0 MiB, shmem +0.0 MiB, "
                       "kernel +5.0 MiB", text)
         self.assertIn("| mesh | 310.0 ± 14.1 | 50.0 ± 0.0 | 250.0 ± 14.1 | 10.0 ± 0.0 |", text)
