@@ -45,7 +45,7 @@ browser/dist/.built: $(BROWSER_SOURCES)
 	browser/build.sh
 
 # paper-figures.md and plots/paper/ from the committed results/paper.json (seconds);
-# `make paper-run` measures everything again (about 20 minutes, as root).
+# `make paper-run` measures everything again (about 30 minutes, 11 of them WebKit, as root).
 PAPER_RESULTS ?= results/paper.json
 PAPER_OUT ?= paper-figures.md
 PAPER_PLOTS ?= plots/paper

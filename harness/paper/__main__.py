@@ -1,6 +1,6 @@
 """Command line: /usr/bin/python3 -m harness.paper {run,report,compact}.
 
-  run      measure every figure (about 20 minutes here), save the full
+  run      measure every figure (about 30 minutes here), save the full
            document under results/paper-raw/ (not for committing), the
            compacted one as results/paper.json, then write the report
   report   paper-figures.md and plots/paper/ from a results document
