@@ -68,6 +68,7 @@ def meshing(runs: list) -> dict:
         "longest_pass_ms": max([c.get("mesh_pass_max_ns", 0) / 1e6 for c in ct]
                                + [e.longest_pass_ms for e in ev]),
         "logged_passes": R.Stat.of(e.passes for e in ev),
+        "barrier_waits": R.Stat.of(c.get("barrier_waits") for c in ct),
         # per pass, its longest pause: the median and 90th percentile over passes
         "pass_pause_p50_ms": R.Stat.of(p["p50_us"] / 1e3 for p in pauses),
         "pass_pause_p90_ms": R.Stat.of(p["p90_us"] / 1e3 for p in pauses),
@@ -232,6 +233,12 @@ def meshing_notes(rs: dict[str, Row]) -> list[str]:
                    f"{run_s.mean:.0f} s (the paper: 0.135 s in Firefox), for "
                    f"{m['meshes'].mean:.0f} meshes that released "
                    f"{m['released_mib'].mean:.0f} MiB in all over the run.")
+    if m.get("barrier_waits") is not None:
+        out.append(f"Writes by other threads that had to wait for a mesh to finish (the write "
+                   f"barrier): {m['barrier_waits'].mean:.1f} a run. A pass stalls the thread "
+                   "that runs it (passes start from malloc, free and idle points of any thread, "
+                   "the page's main thread too), and a write-protect pause also any thread that "
+                   "writes into that span meanwhile.")
     if nomesh is not None:
         for key, words in (("mean_run", "mean footprint"), ("settled", "settled footprint")):
             a, b = mesh.values.get(key), nomesh.values.get(key)

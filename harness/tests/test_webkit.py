@@ -112,7 +112,8 @@ def run(al, trial, mean, settled, score, pause_ns=0, ok=True):
     if al.startswith("mesh"):
         res["mallocstats"] = {"web": {"mesh_count": 100, "mesh_pause_max_ns": pause_ns,
                                       "mesh_pass_max_ns": 2 * pause_ns, "mesh_passes": 10,
-                                      "mesh_pass_ns": 10**8, "meshed_pages_total": 256}}
+                                      "mesh_pass_ns": 10**8, "meshed_pages_total": 256,
+                                      "barrier_waits": 3}}
     return R.Run(workload=webkit_fig.WORKLOAD, allocator=al, trial=trial, seed=0, scale=12.0,
                  argv=[], status="ok" if ok else "failed", result=res, user_s=20.0,
                  sys_s=10.0 if al.startswith("mesh") else 5.0,
@@ -165,6 +166,7 @@ class TestReport(unittest.TestCase):
                       "6.00 |", text)
         self.assertIn("0.10 s a run in mesh passes, 0.2% of the run's 60 s", text)
         self.assertIn("Against libmesh without meshing", text)
+        self.assertIn("(the write barrier): 3.0 a run", text)
         self.assertIn("mesh / jemalloc 1.20 ± 0.00, mesh-nomesh / jemalloc 1.20", text)
         self.assertIn("Settled, mesh minus mesh-nomesh: anon +0.0 MiB, shmem +0.0 MiB, "
                       "kernel +5.0 MiB", text)
