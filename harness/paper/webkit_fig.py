@@ -252,6 +252,32 @@ def summarize(m, page: dict, t0: float, settle_s: float) -> dict:
     return out
 
 
+def verdict(m, page: dict, res: dict, a: Allocator) -> tuple[str, Optional[str]]:
+    """(status, error) of a run, from what measure() saw and the launcher said.
+    m: runner.Measurement."""
+    launcher_error = (page.get("launcher") or {}).get("error")
+    wrong = check_web_processes(res.get("processes") or [], a) if page else None
+    if m.start_error:
+        return "failed", m.start_error
+    if m.timed_out:
+        return "timeout", "the launcher did not finish"
+    if not page:
+        return "failed", f"the launcher printed no result (exit status {m.exit_code})"
+    if launcher_error:
+        return "failed", f"launcher: {launcher_error}"
+    if wrong:
+        return "failed", f"allocator check: {wrong}"
+    if not res.get("helpers_exited"):
+        return "failed", "WebKit's helper processes did not exit on their own"
+    if m.exit_code != 0:
+        return "failed", f"launcher exit status {m.exit_code}"
+    if res.get("score") is None or res.get("mean_run") is None:
+        return "failed", "no score or no samples during the run"
+    if a.is_mesh and not (res.get("mallocstats") or {}).get("web"):
+        return "failed", "the web process printed no MALLOCSTATS report at exit"
+    return "ok", None
+
+
 def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
                port: int, display: str, iterations: int, settle_s: float, hz: float = 100.0,
                pss_budget: float = 0.02, timeout: float = 900.0,
@@ -298,28 +324,7 @@ def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *,
                                    ("network", os.path.join(logs, "network.log")),
                                    ("ui", err))}
         run.result = res
-        launcher_error = (page.get("launcher") or {}).get("error")
-        wrong = check_web_processes(res.get("processes") or [], a) if page else None
-        if m.start_error:
-            run.error = m.start_error
-        elif m.timed_out:
-            run.status, run.error = "timeout", "the launcher did not finish"
-        elif not page:
-            run.error = f"the launcher printed no result (exit status {m.exit_code})"
-        elif launcher_error:
-            run.error = f"launcher: {launcher_error}"
-        elif wrong:
-            run.error = f"allocator check: {wrong}"
-        elif not res.get("helpers_exited"):
-            run.error = "WebKit's helper processes did not exit on their own"
-        elif m.exit_code != 0:
-            run.error = f"launcher exit status {m.exit_code}"
-        elif res.get("score") is None or res.get("mean_run") is None:
-            run.error = "no score or no samples during the run"
-        elif a.is_mesh and not (res["mallocstats"] or {}).get("web"):
-            run.error = "the web process printed no MALLOCSTATS report at exit"
-        else:
-            run.status = "ok"
+        run.status, run.error = verdict(m, page, res, a)
     except CgroupError as e:
         run.error = str(e)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ import unittest
 
 from harness import packages
 from harness import results as R
+from harness import runner
 from harness.allocators import MESH_LIBRARY
 from harness.paper import report, webkit_fig, webkit_report
 
@@ -67,6 +68,39 @@ class TestPackages(unittest.TestCase):
     def test_node_only_without_npm(self):
         self.assertEqual(packages.wanted(lambda _: None)[-2:], ("nodejs", "npm"))
         self.assertNotIn("npm", packages.wanted(lambda _: "/usr/bin/npm"))
+
+
+class TestVerdict(unittest.TestCase):
+    def setUp(self):
+        self.allocs = webkit_fig.webkit_allocators()
+        self.m = runner.Measurement(argv=[], method="cgroup-v2", exit_code=0)
+        self.page = {"score": 100.0, "launcher": {"error": None}}
+
+    def res(self, mapped=(MESH_LIBRARY,), web_stats=True):
+        return {"processes": [process(mapped=list(mapped))], "helpers_exited": True,
+                "score": 100.0, "mean_run": 1.0,
+                "mallocstats": {"web": {"mesh_count": 1} if web_stats else None}}
+
+    def test_ok(self):
+        self.assertEqual(webkit_fig.verdict(self.m, self.page, self.res(), self.allocs["mesh"]),
+                         ("ok", None))
+
+    def test_allocator_not_mapped_fails_the_run(self):
+        status, why = webkit_fig.verdict(self.m, self.page, self.res(mapped=()),
+                                         self.allocs["mesh"])
+        self.assertEqual(status, "failed")
+        self.assertIn("allocator check", why)
+
+    def test_no_exit_report_fails_the_run(self):
+        status, why = webkit_fig.verdict(self.m, self.page, self.res(web_stats=False),
+                                         self.allocs["mesh"])
+        self.assertIn("MALLOCSTATS", why)
+
+    def test_helpers_killed_fails_the_run(self):
+        res = self.res()
+        res["helpers_exited"] = False
+        self.assertIn("exit on their own",
+                      webkit_fig.verdict(self.m, self.page, res, self.allocs["mesh"])[1])
 
 
 class TestNumbers(unittest.TestCase):
