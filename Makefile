@@ -4,12 +4,13 @@
 #   make test       build everything and run every test (ends "N passed, N failed")
 #   make soak       MINUTES (2) of the multithreaded soak against ALLOC (libmesh, glibc, jemalloc)
 #   make bench      install what is missing (as root), run the benchmark, write results
+#   make browser    the browser benchmark's pages (npm ci + esbuild; browser/README.md)
 #   make install PREFIX=/usr/local
 PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test soak bench bench-alloc plots paper paper-run install clean
+.PHONY: all libmesh workloads test soak bench bench-alloc plots paper paper-run install clean browser
 
 all: libmesh workloads
 
@@ -46,16 +47,25 @@ bench-alloc: all
 plots:
 	$(PYTHON) -m harness plot
 
+# The TodoMVC pages WebKit runs for Figure 6: rebuilt only when a source or the lock changed.
+BROWSER_SOURCES := $(wildcard browser/apps/*/app.js browser/apps/*/app.jsx) \
+	browser/package.json browser/package-lock.json browser/build.sh
+browser: browser/dist/.built
+browser/dist/.built: $(BROWSER_SOURCES)
+	browser/build.sh
+
 # paper-figures.md and plots/paper/ from the committed results/paper.json (seconds);
-# `make paper-run` measures everything again (about 20 minutes, as root).
+# `make paper-run` measures everything again (about 30 minutes, 11 of them WebKit, as root).
 PAPER_RESULTS ?= results/paper.json
 PAPER_OUT ?= paper-figures.md
 PAPER_PLOTS ?= plots/paper
+# Figure 6 on WebKit, measured on its own (`harness.paper run --figures webkit --name paper-webkit`).
+PAPER_WEBKIT ?= results/paper-webkit.json
 
 paper:
-	$(PYTHON) -m harness.paper report $(PAPER_RESULTS) --out $(PAPER_OUT) --plots $(PAPER_PLOTS)
+	$(PYTHON) -m harness.paper report $(PAPER_RESULTS) --webkit $(PAPER_WEBKIT) --out $(PAPER_OUT) --plots $(PAPER_PLOTS)
 
-paper-run: all
+paper-run: all browser
 	$(PYTHON) -m harness.paper run
 
 install: libmesh
@@ -64,4 +74,4 @@ install: libmesh
 clean:
 	$(MAKE) -C libmesh clean
 	@if [ -f workloads/Makefile ]; then $(MAKE) -C workloads clean; fi
-	rm -rf build
+	rm -rf build browser/dist

@@ -232,7 +232,7 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     if not args.no_install:
-        out = packages.ensure()
+        out = packages.ensure(packages.wanted())
         print(f"harness: {out.message}", file=sys.stderr)
         if not out.ok:
             return 2

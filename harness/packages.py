@@ -8,12 +8,25 @@ the exact apt-get line is returned for the user to run.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+# The allocators, hyperfine and the plots; then WebKitGTK for Python and the
+# X server it runs in (Figure 6 on a real browser engine,
+# harness/paper/webkit_fig.py).
 PACKAGES = ("libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4", "hyperfine",
-            "python3-matplotlib")
+            "python3-matplotlib", "gir1.2-webkit2-4.1", "python3-gi", "xvfb", "xauth")
+# Debian's node and npm build the browser benchmark's pages; asked for only
+# when no npm is installed at all (a node from elsewhere that brings its own
+# npm does as well, and Debian's npm would not install beside it).
+NODE_PACKAGES = ("nodejs", "npm")
+
+
+def wanted(which: Callable[[str], Optional[str]] = shutil.which) -> tuple:
+    """PACKAGES, plus node and npm when there is no npm on PATH."""
+    return PACKAGES + (() if which("npm") else NODE_PACKAGES)
 
 Runner = Callable[[list], subprocess.CompletedProcess]
 

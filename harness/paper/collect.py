@@ -9,6 +9,8 @@
   matrix   the synthetic and throughput workloads: the harness's default
            matrix (every workload, every allocator, scale 1, hyperfine for
            the throughput workloads)
+  webkit   Figure 6 on a real browser engine: webkit_fig.run_webkit for each
+           allocator, trial by trial, the order shuffled within each trial
 
 The document is the harness's schema (harness/results.py); its config says
 what each figure ran ("figures"), including what each allocator name meant
@@ -31,9 +33,9 @@ from .. import results as R
 from .. import runner
 from .. import workloads as W
 from ..sampler import CgroupHierarchy, machine_info
-from . import redis_fig, ruby_fig
+from . import redis_fig, ruby_fig, webkit_fig
 
-FIGURES = ("redis", "ruby", "browser", "matrix")
+FIGURES = ("redis", "ruby", "browser", "matrix", "webkit")
 BROWSER_RUN_NAME = "browser-like-paper"
 
 
@@ -50,6 +52,10 @@ class PaperConfig:
     browser_allocators: tuple = ("jemalloc", "mesh", "mesh-nomesh")
     browser_scale: float = W.CATALOG["browser-like"].paper_scale
     browser_args: tuple = ()
+    webkit_allocators: tuple = webkit_fig.ALLOCATORS
+    webkit_iterations: int = 12        # every suite this many times in a run
+    webkit_settle_s: float = 5.0       # the idle page kept open after the run
+    webkit_suites: str = ""            # all of them
     matrix_workloads: tuple = tuple(W.CATALOG)
     matrix_allocators: tuple = tuple(A.builtin_allocators())
     matrix_scale: float = 1.0
@@ -147,6 +153,54 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
     return runs, config
 
 
+def collect_webkit(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                   stream: TextIO, mesh: dict, mesh_info: dict) -> tuple[list, dict]:
+    allocs = webkit_fig.webkit_allocators(mesh)
+    names = list(cfg.webkit_allocators)
+    webkit_fig.build_pages()
+    why = webkit_fig.missing() or next((allocs[n].missing() for n in names if allocs[n].missing()),
+                                       None)
+    if why:
+        raise SystemExit(f"harness.paper: webkit: {why}")
+    runs = []
+    total = len(names) * cfg.trials
+    done = 0
+    start = time.monotonic()
+    with webkit_fig.serve() as port:
+        for trial in range(1, cfg.trials + 1):
+            order = list(names)
+            random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
+            for name in order:
+                done += 1
+                stream.write(f"[webkit {done}/{total}] trial {trial} {name} ... ")
+                stream.flush()
+                with webkit_fig.xvfb() as display:
+                    r = webkit_fig.run_webkit(name, hierarchy, scratch, trial=trial, port=port,
+                                              display=display, iterations=cfg.webkit_iterations,
+                                              settle_s=cfg.webkit_settle_s, hz=cfg.hz,
+                                              pss_budget=cfg.pss_budget, allocators=allocs,
+                                              suites=cfg.webkit_suites)
+                runs.append(r)
+                if r.ok:
+                    what = (f"ok: score {r.result['score']:.1f}, mean "
+                            f"{r.result['mean_run'] / 2**20:.0f} MiB, settled "
+                            f"{r.result['settled'] / 2**20:.0f} MiB")
+                else:
+                    what = f"{r.status.upper()}: {r.error}"
+                _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+    info = {}
+    for name in names:
+        a = allocs[name]
+        d = _describe(a, mesh_info) if a.is_mesh else asdict(A.describe(a))
+        d["env"] = dict(a.env)
+        d["description"] = a.description
+        info[name] = d
+    config = {"allocators": info, "iterations": cfg.webkit_iterations,
+              "settle_s": cfg.webkit_settle_s, "suites": cfg.webkit_suites or "all",
+              "versions": webkit_fig.version(), "trials": cfg.trials}
+    return runs, config
+
+
 def _matrix(workloads: list, allocator_names: tuple, cfg: PaperConfig, scale: float, timing: str,
             hierarchy, scratch: str, stream: TextIO, mesh: dict,
             full: bool = False) -> R.MatrixResult:
@@ -216,6 +270,12 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
             names += [n for n in cfg.browser_allocators if n not in names]
             if not m.complete:
                 raise KeyboardInterrupt
+        if "webkit" in cfg.figures:
+            runs, figures["webkit"] = collect_webkit(cfg, hierarchy, scratch, stream, mesh,
+                                                     mesh_info)
+            res.runs += runs
+            workloads.append(webkit_fig.WORKLOAD)
+            names += [n for n in cfg.webkit_allocators if n not in names and n in reg]
         if "matrix" in cfg.figures:
             ws = [W.CATALOG[w] for w in cfg.matrix_workloads]
             m = _matrix(ws, cfg.matrix_allocators, cfg, cfg.matrix_scale, "throughput",
@@ -252,7 +312,7 @@ TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf
 
 def tiny_config(trials: int = 2) -> PaperConfig:
     return PaperConfig(
-        trials=trials, redis_script=TINY_REDIS,
+        trials=trials, redis_script=TINY_REDIS, figures=("redis", "ruby", "browser", "matrix"),
         redis_allocators=("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-nomesh"),
         ruby_allocators=("jemalloc", "glibc", "mesh"), ruby_scale=0.05,
         browser_allocators=("jemalloc", "mesh"), browser_scale=0.05,

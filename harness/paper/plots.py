@@ -162,6 +162,47 @@ def fig6_browser(res: R.MatrixResult, out_dir: str) -> list[str]:
                                   "fig6-browser", out_dir, {"mesh": (530 / 632, 1.0)})
 
 
+def fig6_webkit(res: Optional[R.MatrixResult], out_dir: str) -> list[str]:
+    """Footprint over time of WebKit under each allocator (median trial by
+    mean footprint; a dot where the page reported its result), and the mean
+    footprint and score of each row over its trials."""
+    from . import webkit_report as W
+    rows = W.rows(res) if res is not None else {}
+    names = [n for n, r in rows.items() if r.trials]
+    if not names:
+        return []
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(14, 4.5),
+                                     gridspec_kw={"width_ratios": [3, 1.3, 1.3]})
+    for al in names:
+        run = _median_run(F.ok_runs(res, W.WORKLOAD, al), lambda r: r.result.get("mean_run"))
+        if run is None:
+            continue
+        colour = P._colour(al, names)
+        _series(ax, run, colour, al, lw=2.0 if al == "mesh" else 1.2)
+        at = run.result.get("result_s")
+        if at is not None:
+            y = [v for t, v in zip(run.memory.t, run.memory.footprint) if t is not None and t <= at]
+            if y and y[-1] is not None:
+                ax.plot([at], [y[-1] / MIB], "o", color=colour, ms=5)
+    ax.set_title("Figure 6 on WebKitGTK: TodoMVC suites (median trial; dot: result)", fontsize=10)
+    ax.set_xlabel("time since the launcher started (s)")
+    ax.set_ylabel("footprint of all browser processes (MiB)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _bars(bx, names, [_mib(rows[n].values.get("mean_run")) for n in names], names,
+          "mean footprint over the run (MiB)")
+    jem = rows.get("jemalloc")
+    if jem and jem.values.get("mean_run"):
+        bx.axhline(jem.values["mean_run"].mean / MIB * 530 / 632, color="black", lw=1, ls="--")
+    bx.set_title("dashed: jemalloc x 530/632 (paper)", fontsize=9)
+    _bars(cx, names, [rows[n].values.get("score") for n in names], names, "score (runs/min)")
+    cx.set_title("webkit-own runs without Malloc=1", fontsize=9)
+    fig.tight_layout()
+    return P._save(fig, out_dir, "fig6-webkit")
+
+
 def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -> list[str]:
     run = _median_run(F.ok_runs(res, F.REDIS, allocator),
                       lambda r: r.result.get("footprint_at_mark"))
@@ -199,9 +240,12 @@ def matrix_plots(res: R.MatrixResult, out_dir: str) -> list[str]:
     return P.fragmentation(sub, out_dir) + P.summary_time(sub, out_dir, baseline="jemalloc")
 
 
-def plot_paper(res: R.MatrixResult, out_dir: str) -> list[str]:
+def plot_paper(res: R.MatrixResult, out_dir: str,
+               webkit: Optional[R.MatrixResult] = None) -> list[str]:
+    """Every figure's plot; webkit: the document holding the WebKit runs."""
     os.makedirs(out_dir, exist_ok=True)
     plt.rcParams["svg.hashsalt"] = "mesh-harness"
     plt.rcParams["svg.fonttype"] = "none"
     return (fig7_redis(res, out_dir) + redis_measures(res, out_dir) + fig8_ruby(res, out_dir)
-            + fig6_browser(res, out_dir) + matrix_plots(res, out_dir))
+            + fig6_browser(res, out_dir) + fig6_webkit(webkit, out_dir)
+            + matrix_plots(res, out_dir))
