@@ -193,23 +193,17 @@ static void set_span_ends(mesh_miniheap_t *mh)
 
 /* Files [page, page + npages) as a FREE span of the given state, merging it
  * with neighbours in the same state.  Takes ownership of mh (or frees it
- * when it is merged away). */
-/* A dirty free span records the period in which it became dirty (in its
- * first bitmap word, which a free span does not use otherwise), so that the
- * periodic scavenge gives back only pages that stayed unused a period. */
-static uint64_t dirty_epoch(const mesh_miniheap_t *mh)
-{
-    return atomic_load_explicit(&mh->bits[0], memory_order_relaxed);
-}
-
+ * when it is merged away).  A dirty free span records the period in which
+ * it became dirty (the latest of what it merged), so that the periodic
+ * scavenge gives back only pages that stayed unused a period. */
 static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
 {
     uint64_t epoch = A.epoch;
     if (page > 0) {
         mesh_miniheap_t *p = rec(table_get(page - 1));
         if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
-            if (dirty_epoch(p) > epoch)
-                epoch = dirty_epoch(p);
+            if (p->dirty_epoch > epoch)
+                epoch = p->dirty_epoch;
             bin_remove(p);
             page = p->span_page;
             npages += p->npages;
@@ -220,8 +214,8 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
     if (end < A.frontier) {
         mesh_miniheap_t *n = rec(table_get(end));
         if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
-            if (dirty_epoch(n) > epoch)
-                epoch = dirty_epoch(n);
+            if (n->dirty_epoch > epoch)
+                epoch = n->dirty_epoch;
             bin_remove(n);
             npages += n->npages;
             record_free(n);
@@ -235,7 +229,7 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
         atomic_store_explicit(&mh->bits[w], 0, memory_order_relaxed);
     if (state == MESH_MH_FREE_DIRTY)
-        atomic_store_explicit(&mh->bits[0], epoch, memory_order_relaxed);
+        mh->dirty_epoch = epoch;
     set_span_ends(mh);
     bin_insert(mh);
 }
@@ -579,7 +573,7 @@ uint64_t mesh_arena_scavenge_aged_locked(void)
         for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
             mesh_miniheap_t *f = rec(id);
             next = f->next;
-            if (dirty_epoch(f) >= cutoff)
+            if (f->dirty_epoch >= cutoff)
                 continue;
             bin_remove(f);
             punch(f->span_page, f->npages, use_fd);

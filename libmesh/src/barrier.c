@@ -37,6 +37,11 @@ static bool installed;
 static __thread bool tls_holder __attribute__((tls_model("initial-exec")));
 static __thread void *tls_fault_addr __attribute__((tls_model("initial-exec")));
 static __thread uint32_t tls_fault_seq __attribute__((tls_model("initial-exec")));
+static __thread uint64_t tls_fault_ns __attribute__((tls_model("initial-exec")));
+
+/* How long the same fault may repeat with no mesh under way before it is
+ * taken for the program's (barrier_fault). */
+#define MESH_STALE_FAULT_NS 10000000ULL
 
 /* ---- begin, end, wait ---- */
 
@@ -157,10 +162,26 @@ static bool barrier_fault(void *addr)
     }
     /* Nothing in progress now, but a mesh may have ended since the fault:
      * retry once.  The same fault again with none ended between is the
-     * program's. */
+     * program's.  The count is read again after seeing no mesh under way:
+     * one that ended between the first read and that look (the very mesh
+     * that made this page fault) must count as ended, or a second fault
+     * in the next mesh would look like the same one. */
+    seq = atomic_load(&barrier_seq);
+    uint64_t now = mesh_os_now_ns();
     if (tls_fault_addr != addr || tls_fault_seq != seq) {
         tls_fault_addr = addr;
         tls_fault_seq = seq;
+        tls_fault_ns = now;
+        return true;
+    }
+    /* The same fault again, and still no mesh.  The kernel can report a
+     * write to a page that a mesh has just given back read-write as a
+     * protection fault for a moment after (seen on a 6.18 kernel under
+     * load, a few faults in a hundred thousand meshes): a page of the arena
+     * is read-only only while a mesh or a fork protects it, so give the
+     * kernel a little time before taking the fault for the program's. */
+    if (now - tls_fault_ns < MESH_STALE_FAULT_NS) {
+        mesh_os_yield();
         return true;
     }
     return false;

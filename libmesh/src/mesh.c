@@ -216,10 +216,10 @@ static void join_chain(const src_spans_t *sp, mesh_miniheap_t *dst, mesh_minihea
 {
     uint32_t dst_id = mesh_mh_id(dst);
     for (uint32_t k = 1; k < sp->n; k++)
-        __atomic_store_n(&mesh_rec(sp->id[k])->prev, dst_id, __ATOMIC_RELEASE);
+        __atomic_store_n(&mesh_rec(sp->id[k])->head, dst_id, __ATOMIC_RELEASE);
     atomic_fetch_add(&src->gen, 1);
     src->state = MESH_MH_NONE;
-    __atomic_store_n(&src->prev, dst_id, __ATOMIC_RELEASE);
+    __atomic_store_n(&src->head, dst_id, __ATOMIC_RELEASE);
     __atomic_store_n(&src->kind, MESH_KIND_ALIAS, __ATOMIC_RELEASE);
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
         uint64_t moved = atomic_exchange(&src->bits[w], 0);

@@ -71,9 +71,9 @@ static bool in_partial_bin(const mesh_miniheap_t *mh, unsigned cls, unsigned bin
  * free slots) and its chain can grow. */
 static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dense, size_t *n)
 {
-    if (mh->attach_idx == M.stamp)
+    if (mh->stamp == M.stamp)
         return; /* already a candidate in this pass */
-    mh->attach_idx = M.stamp;
+    mh->stamp = M.stamp;
     if (!mesh_arena_span_in_file(mh))
         return; /* private memory cannot be mapped twice */
     unsigned live = mesh_mh_live(mh);
@@ -97,8 +97,8 @@ static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dens
  * (emptiest bin first), where the spans meshed or freed into most recently
  * are, so that chains keep growing; half from a cursor that each pass
  * moves on through the lists, so that a set of spans that cannot mesh with
- * each other is not all a pass ever sees.  A detached span's attach_idx is
- * free; it marks the spans already taken in this pass. */
+ * each other is not all a pass ever sees.  A detached span's stamp marks the
+ * spans already taken in this pass. */
 static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
 {
     const mesh_size_class_t *sc = &mesh_classes[cls];

@@ -221,6 +221,14 @@ int mesh_os_sigmask(int how, const sigset_t *set, sigset_t *old)
     RETURN_ERR(r == 0);
 }
 
+/* Gives the processor up.  Async-signal-safe. */
+void mesh_os_yield(void)
+{
+    SAVE_ERRNO;
+    syscall(SYS_sched_yield);
+    errno = saved_errno_;
+}
+
 /* The process id from the kernel, never from a cache: a fork child asks it
  * before libc has set itself up again.  Async-signal-safe. */
 uint32_t mesh_os_getpid(void)
