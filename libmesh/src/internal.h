@@ -180,7 +180,8 @@ void mesh_options_init(void);
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh to finish")                 \
-    X(efault_retries, "system calls retried after EFAULT during a mesh")
+    X(efault_retries, "system calls retried after EFAULT during a mesh")        \
+    X(defrag_allocs, "objects placed in the fullest spans by mesh_defrag_malloc")
 
 typedef struct mesh_stats {
 #define MESH_STAT_FIELD(name, doc) _Atomic uint64_t name;
