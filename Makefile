@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test bench bench-alloc plots paper paper-run install clean
+.PHONY: all libmesh workloads test bench bench-alloc plots paper paper-run redis-build install clean
 
 all: libmesh workloads
 
@@ -47,6 +47,12 @@ paper:
 
 paper-run: all
 	$(PYTHON) -m harness.paper run
+
+# redis-server from Debian's source of the installed version, twice (bundled
+# jemalloc; system malloc with the defrag patch), cached in build/redis/;
+# paper-run does this itself.  A few minutes, once.
+redis-build:
+	$(PYTHON) -m harness.paper.redis_build
 
 install: libmesh
 	$(MAKE) -C libmesh install PREFIX=$(PREFIX)
