@@ -282,6 +282,27 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
     return res
 
 
+def merge(base: R.MatrixResult, new: R.MatrixResult) -> R.MatrixResult:
+    """base with every figure new measured replaced by new's runs: the runs
+    and timings of new's workloads, its figure configs (marked with when,
+    from which commit and library they were measured) and allocators."""
+    workloads = {r.workload for r in new.runs} | {t.workload for t in new.timings}
+    base.runs = [r for r in base.runs if r.workload not in workloads] + list(new.runs)
+    base.timings = [t for t in base.timings if t.workload not in workloads] + list(new.timings)
+    figs = base.config.setdefault("figures", {})
+    for name, fig in (new.config.get("figures") or {}).items():
+        figs[name] = {**fig, "created": new.created, "commit": new.commit,
+                      "libmesh": new.config.get("libmesh"), "loadavg": new.config.get("loadavg"),
+                      "duration_s": new.duration_s}
+    base.allocators = {**base.allocators, **new.allocators}
+    names = list(base.config.get("allocators") or [])
+    base.config["allocators"] = names + [a for a in new.config.get("allocators") or [] if a not in names]
+    base.config.setdefault("merged", []).append(
+        {"figures": sorted(new.config.get("figures") or {}), "created": new.created,
+         "commit": new.commit})
+    return base
+
+
 # A run of every figure in well under a minute: the tests' scale and the
 # fixture's. Same code paths, fewer keys, a smaller budget, fewer allocators.
 TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf", 492)),

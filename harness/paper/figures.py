@@ -375,6 +375,16 @@ class Comparison:
                 else self.ours.mean >= self.claim.target)
 
 
+def defrag_cpu(res: R.MatrixResult, allocator: str) -> Optional[R.Stat]:
+    """CPU time of Redis's defragmenter over a run (INFO active_defrag_cpu_us)."""
+    vals = []
+    for r in ok_runs(res, REDIS, allocator):
+        info = (r.result or {}).get("info_final") or {}
+        if isinstance(info.get("active_defrag_cpu_us"), (int, float)):
+            vals.append(info["active_defrag_cpu_us"] / 1e6)
+    return R.Stat.of(vals) if vals else None
+
+
 def comparisons(res: R.MatrixResult) -> list[Comparison]:
     red, rub, bro = redis_rows(res), ruby_rows(res), browser_rows(res)
 
@@ -399,7 +409,7 @@ def comparisons(res: R.MatrixResult) -> list[Comparison]:
     if defrag is not None and defrag.trials:
         mesh_vs_defrag = _ratio(rv(red, "mesh", "at_mark"), defrag.values.get("at_mark"))
     elif defrag is not None:
-        defrag_note = ("not run: Debian's redis-server does not support active defrag "
+        defrag_note = ("not run: the redis-server run does not support active defrag "
                        "(see below)" if defrag.note else "no successful run")
     out = [
         Comparison(C.BY_KEY["redis.mesh_vs_nomesh"], rv(red, "mesh", "at_mark/mesh-nomesh", True)),
@@ -409,6 +419,8 @@ def comparisons(res: R.MatrixResult) -> list[Comparison]:
         Comparison(C.BY_KEY["redis.populate_jemalloc"], rv(red, "jemalloc", "populate")),
         Comparison(C.BY_KEY["redis.mesh_total"], ev(red, "mesh", "total")),
         Comparison(C.BY_KEY["redis.mesh_longest"], ev(red, "mesh", "longest")),
+        Comparison(C.BY_KEY["redis.defrag_total"], defrag_cpu(res, "jemalloc-activedefrag"),
+                   "" if defrag is not None and defrag.trials else defrag_note or "not run"),
         Comparison(C.BY_KEY["ruby.mesh_vs_jemalloc"], rv(rub, "mesh", "mean/jemalloc", True)),
         Comparison(C.BY_KEY["ruby.mesh_time"], rv(rub, "mesh", "time/jemalloc", True)),
         Comparison(C.BY_KEY["ruby.norand_vs_jemalloc"], rv(rub, "mesh-norand", "mean/jemalloc", True)),

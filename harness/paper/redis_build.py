@@ -99,20 +99,27 @@ def cached(version: Optional[str] = None) -> Optional[RedisBuild]:
     return RedisBuild(version, d, servers)
 
 
+def deb_src_stanzas(sources: str) -> str:
+    """deb822 sources (apt's format) -> the same archives as deb-src stanzas
+    ('' if none has Types: deb)."""
+    out = []
+    for stanza in sources.split("\n\n"):
+        lines = [l for l in stanza.strip().splitlines() if l and not l.startswith("#")]
+        if any(l.split(":", 1)[0] == "Types" and "deb" in l.split(":", 1)[1].split() for l in lines):
+            out.append("\n".join("Types: deb-src" if l.split(":", 1)[0] == "Types" else l
+                                 for l in lines))
+    return "\n\n".join(out) + "\n" if out else ""
+
+
 def _add_deb_src(stream: TextIO) -> None:
     """As root: a deb-src stanza for every deb stanza of debian.sources."""
     with open(APT_SOURCES, encoding="utf-8") as f:
-        stanzas = f.read().split("\n\n")
-    out = []
-    for s in stanzas:
-        lines = [l for l in s.strip().splitlines() if l and not l.startswith("#")]
-        if any(l.strip() == "Types: deb" for l in lines):
-            out.append("\n".join("Types: deb-src" if l.strip() == "Types: deb" else l for l in lines))
-    if not out:
+        text = deb_src_stanzas(f.read())
+    if not text:
         raise BuildError(f"no 'Types: deb' stanza in {APT_SOURCES} to derive a deb-src line from")
     with open(SRC_LIST, "w", encoding="utf-8") as f:
         f.write("# Added by the Mesh harness to fetch redis's source (harness/paper/redis_build.py).\n")
-        f.write("\n\n".join(out) + "\n")
+        f.write(text)
     stream.write(f"redis build: added {SRC_LIST}; apt-get update\n")
     p = _run(["apt-get", "update"])
     if p.returncode != 0:

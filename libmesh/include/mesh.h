@@ -56,7 +56,7 @@ int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size
  * objects than the mean of its size class's partial spans; 0 otherwise:
  * objects in full spans, in spans a thread has attached, large objects,
  * and pointers libmesh did not return.  The means are refreshed at most
- * every 10 ms, so a hint costs a page-table lookup and a popcount.
+ * every 50 ms, so a hint costs a page-table lookup and a popcount.
  *
  * mesh_defrag_malloc(size): like malloc, but a small object goes into the
  * fullest partial span of its class rather than the calling thread's

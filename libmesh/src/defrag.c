@@ -12,9 +12,9 @@
  * The hint compares a span's live objects with the mean over its class's
  * partial spans.  The means are recomputed from the span records (read
  * without locks: a hint needs no exact figure) at most once per
- * MESH_DEFRAG_REFRESH_NS, looking at the clock once every
- * MESH_DEFRAG_CLOCK_CALLS hints, so a hint costs a lookup, a popcount of
- * four words and a compare.
+ * MESH_DEFRAG_REFRESH_NS, since a walk of every record costs up to a
+ * millisecond; the clock is read once every MESH_DEFRAG_CLOCK_CALLS hints,
+ * so a hint costs a lookup, a popcount of four words and a compare.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -23,7 +23,7 @@
 #include "../include/mesh.h"
 #include "internal.h"
 
-#define MESH_DEFRAG_REFRESH_NS (10 * 1000000ULL)
+#define MESH_DEFRAG_REFRESH_NS (50 * 1000000ULL)
 #define MESH_DEFRAG_CLOCK_CALLS 1024
 #define MESH_DEFRAG_PICK 8           /* spans of the fullest bin looked at for a target */
 

@@ -127,7 +127,7 @@ static void test_hint_and_moves(void)
             objs[i] = q;
             moves++;
         }
-        usleep(12000); /* the hint's means are refreshed every 10 ms */
+        usleep(60000); /* the hint's means are refreshed every 50 ms */
     }
     CHECK(moves > 0);
     CHECK_EQ(attached_copies, 0); /* copies go to detached spans, not this thread's */
