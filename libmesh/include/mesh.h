@@ -52,14 +52,17 @@ int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size
  * (fragmentation = active / allocated).
  *
  * mesh_defrag_hint(p): 1 if p is a live small object whose span is
- * detached (no thread allocates from it), partial, and holds fewer live
- * objects than the mean of its size class's partial spans; 0 otherwise:
- * objects in full spans, in spans a thread has attached, large objects,
- * and pointers libmesh did not return.  The means are refreshed at most
- * every 50 ms, so a hint costs a page-table lookup and a popcount.
+ * detached (no thread allocates from it), partial, and is one to drain:
+ * its class's live objects fit in K = ceil(live / objects per span) spans,
+ * and this span holds fewer live objects than the K-th fullest; 0
+ * otherwise: objects in full or kept spans, in spans a thread has
+ * attached, large objects, and pointers libmesh did not return.  The
+ * thresholds hold still while objects move, so one scan drains a span
+ * completely; they are refreshed at most every 50 ms, so a hint costs a
+ * page-table lookup and a popcount.
  *
  * mesh_defrag_malloc(size): like malloc, but a small object goes into the
- * fullest partial span of its class rather than the calling thread's
+ * fullest kept partial span of its class rather than the calling thread's
  * current span, so that moved objects fill dense spans while sparse ones
  * drain; with no partial span, or for a large size, it is malloc.  Free
  * the result with free.

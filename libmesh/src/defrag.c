@@ -9,12 +9,19 @@
  * fullest partial span of the class, copies and frees the old object: the
  * sparse spans drain, are given back, and the dense ones fill up.
  *
- * The hint compares a span's live objects with the mean over its class's
- * partial spans.  The means are recomputed from the span records (read
- * without locks: a hint needs no exact figure) at most once per
- * MESH_DEFRAG_REFRESH_NS, since a walk of every record costs up to a
- * millisecond; the clock is read once every MESH_DEFRAG_CLOCK_CALLS hints,
- * so a hint costs a lookup, a popcount of four words and a compare.
+ * Which spans to drain: a class's live objects fit in K = ceil(live /
+ * objects per span) spans; the K fullest spans are kept and filled, the
+ * others drained.  So the hint compares a span's live objects with a
+ * threshold per class, the live count of its K-th fullest span.  Unlike a
+ * mean over partial spans, the threshold holds still while objects move
+ * (kept spans only gain, drained ones only lose), so one scan of the
+ * program's objects drains a span completely instead of leaving the
+ * objects it saw before the span fell below a moving mean.  Thresholds are
+ * recomputed from the span records (read without locks: a hint needs no
+ * exact figure) at most once per MESH_DEFRAG_REFRESH_NS, since a walk of
+ * every record costs up to a millisecond; the clock is read once every
+ * MESH_DEFRAG_CLOCK_CALLS hints, so a hint costs a lookup, a popcount of
+ * four words and a compare.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -25,11 +32,12 @@
 
 #define MESH_DEFRAG_REFRESH_NS (50 * 1000000ULL)
 #define MESH_DEFRAG_CLOCK_CALLS 1024
-#define MESH_DEFRAG_PICK 8           /* spans of the fullest bin looked at for a target */
+#define MESH_DEFRAG_PICK 64          /* spans of a bin looked at for a fill target */
 
-/* Per class: 256 x the mean live objects of its partial spans (0 when the
- * class has fewer than two partial spans, where moving cannot help). */
-static _Atomic uint32_t mean_live_x256[MESH_NUM_CLASSES];
+/* Per class: spans with fewer live objects than this are drained (0: the
+ * class is packed as tightly as it can be, nothing to move). */
+static _Atomic uint32_t drain_below[MESH_NUM_CLASSES];
+static uint32_t histogram[MESH_NUM_CLASSES][MESH_MAX_OBJECTS + 1]; /* under refresh_lock */
 static _Atomic uint64_t refreshed_ns;
 static _Atomic uint32_t calls;
 static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -39,29 +47,36 @@ static mesh_miniheap_t *rec(uint32_t id)
     return &mesh_arena.records[id];
 }
 
-/* One walk over every span record: live objects and partial spans per
- * class.  Records are never unmapped, so the racy reads are safe; a span
- * changing list meanwhile only blurs the mean a little. */
-static void refresh_means(void)
+/* One walk over every span record: how many spans of each class hold how
+ * many live objects; then each class's threshold.  Records are never
+ * unmapped, so the racy reads are safe; a span changing meanwhile only
+ * blurs the counts a little. */
+static void refresh_thresholds(void)
 {
     uint64_t live[MESH_NUM_CLASSES] = {0}, spans[MESH_NUM_CLASSES] = {0};
+    memset(histogram, 0, sizeof histogram);
     pthread_mutex_lock(&mesh_arena.lock);
     uint32_t n = mesh_arena.nrecords;
     pthread_mutex_unlock(&mesh_arena.lock);
     for (uint32_t id = 1; id < n; id++) {
         mesh_miniheap_t *mh = rec(id);
-        if (__atomic_load_n(&mh->kind, __ATOMIC_RELAXED) != MESH_KIND_SMALL ||
-            !mesh_global_is_partial(__atomic_load_n(&mh->state, __ATOMIC_RELAXED)))
-            continue;
         unsigned c = mh->cls;
-        if (c >= MESH_NUM_CLASSES)
+        if (__atomic_load_n(&mh->kind, __ATOMIC_RELAXED) != MESH_KIND_SMALL || c >= MESH_NUM_CLASSES)
             continue;
-        live[c] += mesh_mh_live(mh);
+        unsigned l = mesh_mh_live(mh);
+        histogram[c][l > MESH_MAX_OBJECTS ? MESH_MAX_OBJECTS : l]++;
+        live[c] += l;
         spans[c]++;
     }
-    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
-        atomic_store_explicit(&mean_live_x256[c], spans[c] >= 2 ? (uint32_t)(live[c] * 256 / spans[c]) : 0,
-                              memory_order_relaxed);
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        uint32_t per_span = mesh_classes[c].nobjects, t = 0;
+        uint64_t keep = (live[c] + per_span - 1) / per_span, seen = 0;
+        if (spans[c] > keep + 1) { /* more than one span's worth to gain */
+            for (t = per_span; t > 0 && seen + histogram[c][t] < keep; t--)
+                seen += histogram[c][t];
+        }
+        atomic_store_explicit(&drain_below[c], t, memory_order_relaxed);
+    }
 }
 
 static void maybe_refresh(void)
@@ -76,7 +91,7 @@ static void maybe_refresh(void)
         return;
     if (pthread_mutex_trylock(&refresh_lock) != 0)
         return; /* another thread is at it; its means will do */
-    refresh_means();
+    refresh_thresholds();
     atomic_store_explicit(&refreshed_ns, mesh_os_now_ns(), memory_order_relaxed);
     pthread_mutex_unlock(&refresh_lock);
 }
@@ -96,20 +111,31 @@ MESH_EXPORT int mesh_defrag_hint(const void *p)
     if (!(atomic_load_explicit(&head->bits[slot >> 6], memory_order_relaxed) >> (slot & 63) & 1))
         return 0; /* not a live object */
     maybe_refresh();
-    uint32_t mean = atomic_load_explicit(&mean_live_x256[head->cls], memory_order_relaxed);
-    return mesh_mh_live(head) * 256 < mean;
+    return mesh_mh_live(head) < atomic_load_explicit(&drain_below[head->cls], memory_order_relaxed);
 }
 
-/* The fullest of the first few spans of the fullest non-empty partial bin
- * (class lock held); NULL when the class has no partial span. */
-static mesh_miniheap_t *fullest_partial_locked(mesh_class_heap_t *ch)
+/* Where a moved object goes: the fullest of the first spans of the fullest
+ * non-empty partial bin that is kept (at or above the class's threshold),
+ * or the fullest span seen if none is (class lock held; NULL when the class
+ * has no partial span).  Filling a span that is being drained would raise
+ * the threshold and strand the objects of spans a scan has already passed.
+ * Bins are by occupancy when a span was last filed (remote frees do not
+ * refile), so a drained span can sit in a high bin: it is skipped. */
+static mesh_miniheap_t *fill_target_locked(mesh_class_heap_t *ch, unsigned cls)
 {
+    uint32_t keep_from = atomic_load_explicit(&drain_below[cls], memory_order_relaxed);
+    mesh_miniheap_t *any = NULL;
+    unsigned any_live = 0;
     for (int b = MESH_PARTIAL_BINS - 1; b >= 0; b--) {
         mesh_miniheap_t *best = NULL;
         unsigned best_live = 0, k = 0;
         for (uint32_t id = ch->partial[b]; id && k < MESH_DEFRAG_PICK; id = rec(id)->next, k++) {
             unsigned live = mesh_mh_live(rec(id));
-            if (!best || live > best_live) {
+            if (!any || live > any_live) {
+                any = rec(id);
+                any_live = live;
+            }
+            if (live >= keep_from && (!best || live > best_live)) {
                 best = rec(id);
                 best_live = live;
             }
@@ -117,7 +143,7 @@ static mesh_miniheap_t *fullest_partial_locked(mesh_class_heap_t *ch)
         if (best)
             return best;
     }
-    return NULL;
+    return any;
 }
 
 /* Takes the lowest free slot of a detached partial span and refiles it. */
@@ -153,7 +179,7 @@ MESH_EXPORT void *mesh_defrag_malloc(size_t size)
     unsigned cls = mesh_size_class(size);
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     pthread_mutex_lock(&ch->lock);
-    mesh_miniheap_t *mh = fullest_partial_locked(ch);
+    mesh_miniheap_t *mh = fill_target_locked(ch, cls);
     void *p = mh ? take_slot_locked(ch, mh) : NULL;
     pthread_mutex_unlock(&ch->lock);
     if (!p)

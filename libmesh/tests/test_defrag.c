@@ -1,5 +1,5 @@
 /* Defragmentation by moving: mesh_defrag_hint picks exactly the objects of
- * detached partial spans sparser than their class's mean, mesh_defrag_malloc
+ * detached partial spans below their class's threshold, mesh_defrag_malloc
  * fills the fullest partial spans, and moving the hinted objects frees
  * spans that meshing could never merge (16-byte objects, 256 a span). */
 #define _GNU_SOURCE
@@ -44,19 +44,28 @@ static bool intact(int i)
     return true;
 }
 
-/* The mean live objects of the class's partial spans, as the hint defines it. */
-static double partial_mean(unsigned cls)
+/* The hint's threshold, from its definition: the class's live objects fit
+ * in keep = ceil(live / 256) spans; spans with fewer live objects than the
+ * keep-th fullest span are drained. */
+static unsigned drain_threshold(unsigned cls)
 {
-    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    static unsigned hist[MESH_MAX_OBJECTS + 1];
     uint64_t live = 0, spans = 0;
-    pthread_mutex_lock(&ch->lock);
-    for (unsigned b = 0; b < MESH_PARTIAL_BINS; b++)
-        for (uint32_t id = ch->partial[b]; id; id = mesh_arena.records[id].next) {
-            live += mesh_mh_live(&mesh_arena.records[id]);
-            spans++;
-        }
-    pthread_mutex_unlock(&ch->lock);
-    return spans ? (double)live / spans : 0;
+    memset(hist, 0, sizeof hist);
+    for (uint32_t id = 1; id < mesh_arena.nrecords; id++) {
+        mesh_miniheap_t *mh = &mesh_arena.records[id];
+        if (mh->kind != MESH_KIND_SMALL || mh->cls != cls)
+            continue;
+        hist[mesh_mh_live(mh)]++;
+        live += mesh_mh_live(mh);
+        spans++;
+    }
+    unsigned n = mesh_classes[cls].nobjects, t = 0;
+    uint64_t keep = (live + n - 1) / n, seen = 0;
+    if (spans > keep + 1)
+        for (t = n; t > 0 && seen + hist[t] < keep; t--)
+            seen += hist[t];
+    return t;
 }
 
 static void test_hint_and_moves(void)
@@ -78,14 +87,15 @@ static void test_hint_and_moves(void)
     }
     uint64_t spans_before = mesh_class_heaps[cls].nspans, active_before = stat("stats.active");
 
-    /* The hint is the definition: detached, partial, below the mean. */
-    double mean = partial_mean(cls);
+    /* The hint is the definition: detached, partial, below the threshold. */
+    unsigned threshold = drain_threshold(cls);
+    CHECK(threshold > 0);
     int hinted = 0, mismatches = 0;
     for (int i = 0; i < N; i++) {
         if (!objs[i])
             continue;
         mesh_miniheap_t *mh = mesh_arena_lookup(objs[i]);
-        bool want = atomic_load(&mh->owner) == 0 && mesh_global_is_partial(mh->state) && mesh_mh_live(mh) < mean;
+        bool want = atomic_load(&mh->owner) == 0 && mesh_global_is_partial(mh->state) && mesh_mh_live(mh) < threshold;
         int h = mesh_defrag_hint(objs[i]);
         mismatches += h != want;
         hinted += h;
@@ -127,7 +137,7 @@ static void test_hint_and_moves(void)
             objs[i] = q;
             moves++;
         }
-        usleep(60000); /* the hint's means are refreshed every 50 ms */
+        usleep(60000); /* the hint's thresholds are refreshed every 50 ms */
     }
     CHECK(moves > 0);
     CHECK_EQ(attached_copies, 0); /* copies go to detached spans, not this thread's */
