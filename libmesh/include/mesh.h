@@ -58,7 +58,7 @@ int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size
  * otherwise: objects in full or kept spans, in spans a thread has
  * attached, large objects, and pointers libmesh did not return.  The
  * thresholds hold still while objects move, so one scan drains a span
- * completely; they are refreshed at most every 50 ms, so a hint costs a
+ * completely; they are refreshed at most every 100 ms, so a hint costs a
  * page-table lookup and a popcount.
  *
  * mesh_defrag_malloc(size): like malloc, but a small object goes into the

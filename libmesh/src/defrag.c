@@ -30,7 +30,7 @@
 #include "../include/mesh.h"
 #include "internal.h"
 
-#define MESH_DEFRAG_REFRESH_NS (50 * 1000000ULL)
+#define MESH_DEFRAG_REFRESH_NS (100 * 1000000ULL)
 #define MESH_DEFRAG_CLOCK_CALLS 1024
 #define MESH_DEFRAG_PICK 64          /* spans of a bin looked at for a fill target */
 
@@ -114,10 +114,12 @@ MESH_EXPORT int mesh_defrag_hint(const void *p)
     return mesh_mh_live(head) < atomic_load_explicit(&drain_below[head->cls], memory_order_relaxed);
 }
 
-/* Where a moved object goes: the fullest of the first spans of the fullest
- * non-empty partial bin that is kept (at or above the class's threshold),
- * or the fullest span seen if none is (class lock held; NULL when the class
- * has no partial span).  Filling a span that is being drained would raise
+/* Where a moved object goes: the head of the fullest non-empty partial bin
+ * if it is kept (at or above the class's threshold): that is the span the
+ * last move filled, refiled at its bin's head, so moves fill one span after
+ * another at the cost of one popcount; else the fullest kept span among the
+ * first of the bin, or the fullest span seen if none is kept (class lock
+ * held; NULL when the class has no partial span).  Filling a span that is being drained would raise
  * the threshold and strand the objects of spans a scan has already passed.
  * Bins are by occupancy when a span was last filed (remote frees do not
  * refile), so a drained span can sit in a high bin: it is skipped. */
@@ -131,6 +133,8 @@ static mesh_miniheap_t *fill_target_locked(mesh_class_heap_t *ch, unsigned cls)
         unsigned best_live = 0, k = 0;
         for (uint32_t id = ch->partial[b]; id && k < MESH_DEFRAG_PICK; id = rec(id)->next, k++) {
             unsigned live = mesh_mh_live(rec(id));
+            if (k == 0 && live >= keep_from)
+                return rec(id);
             if (!any || live > any_live) {
                 any = rec(id);
                 any_live = live;

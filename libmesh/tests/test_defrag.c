@@ -137,7 +137,7 @@ static void test_hint_and_moves(void)
             objs[i] = q;
             moves++;
         }
-        usleep(60000); /* the hint's thresholds are refreshed every 50 ms */
+        usleep(110000); /* the hint's thresholds are refreshed every 100 ms */
     }
     CHECK(moves > 0);
     CHECK_EQ(attached_copies, 0); /* copies go to detached spans, not this thread's */
