@@ -36,6 +36,11 @@ def _defrag_cpu_s(r: R.Run) -> Optional[float]:
     return us / 1e6 if isinstance(us, (int, float)) else None
 
 
+def _at_end(r: R.Run) -> Optional[float]:
+    t = (r.result or {}).get("info_final_at_s")
+    return redis_fig.value_at(r.memory.t, r.memory.footprint, t) if t else None
+
+
 def _mesh_s(r: R.Run) -> float:
     return F.event_summary(r.events).total_s if r.events else 0.0
 
@@ -53,6 +58,7 @@ class Cost:
     compact_s: Optional[R.Stat]        # the two together
     cpu_s: Optional[R.Stat]            # the server's user + system time (wait4)
     script_end_s: Optional[R.Stat] = None  # when the populates were done
+    at_end: Optional[R.Stat] = None    # footprint when the last INFO was read
 
 
 def costs(res: R.MatrixResult) -> dict[str, Cost]:
@@ -69,7 +75,8 @@ def costs(res: R.MatrixResult) -> dict[str, Cost]:
             R.Stat.of(_final(r).get("active_defrag_misses") for r in runs),
             R.Stat.of(_mesh_s(r) for r in runs), R.Stat.of(compact),
             R.Stat.of((r.user_s or 0) + (r.sys_s or 0) for r in runs),
-            R.Stat.of(r.result.get("script_end_s") for r in runs))
+            R.Stat.of(r.result.get("script_end_s") for r in runs),
+            R.Stat.of(_at_end(r) for r in runs))
     return out
 
 
@@ -130,11 +137,12 @@ def section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
            "meshing is the time of libmesh's mesh passes (MESH_EVENTS); process CPU is the "
            "server's user + system time. Compaction has until the mark from the end of the "
            "script (the populates take longer on a busy machine), so that column is given "
-           "too.", "",
+           "too; the last is the footprint when the final INFO was read, just before SIGTERM.",
+           "",
            f"| allocator | script ended at (s) | footprint at {mark:g} s (MiB) | / mesh-nomesh | "
            "/ same without defrag | defrag CPU (s) | objects moved | hint said stay | "
-           "meshing (s) | compaction CPU (s) | process CPU (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "meshing (s) | compaction CPU (s) | process CPU (s) | footprint at the end (MiB) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for al, k in c.items():
         base = c.get(redis_fig.DEFRAG_ROWS.get(al, ""))
         defrag = al in redis_fig.DEFRAG_ROWS
@@ -146,7 +154,7 @@ def section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
                    f"{fmt(k.misses, digits=0) if defrag else '-'} | "
                    f"{fmt(k.mesh_s, digits=3) if k.mesh_s and k.mesh_s.mean else '-'} | "
                    f"{fmt(k.compact_s, digits=3) if k.compact_s and k.compact_s.mean else '-'} | "
-                   f"{fmt(k.cpu_s, digits=2)} |")
+                   f"{fmt(k.cpu_s, digits=2)} | {fmt(k.at_end, 1 / MIB, 1)} |")
     settings = _settings(figs)
     if settings:
         out += ["", settings]
@@ -162,6 +170,18 @@ def section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
                      f"defrag {md.defrag_cpu_s.mean:.2f} s and meshing {md.mesh_s.mean:.2f} s (the "
                      f"paper's meshing alone: 0.23 s); moved objects: {md.moved.mean:.0f} against "
                      f"jemalloc's {jd.moved.mean:.0f}.")
+    jo = c.get("jemalloc-activedefrag")
+    if jo and jo.at_end and jo.at_mark and jo.at_end.mean < jo.at_mark.mean - 5 * MIB:
+        notes.append(f"jemalloc gives back what its defragmenter frees late: its footprint was "
+                     f"{jo.at_mark.mean / MIB:.1f} MiB at {mark:g} s and {jo.at_end.mean / MIB:.1f} MiB "
+                     "at the end. jemalloc 5 returns freed pages by decay (dirty_decay_ms, 10 s by "
+                     "default, as Redis 7.0 leaves it), where Redis 4.0's jemalloc 4 purged at once.")
+    load = (figs.get("loadavg") or {}).get("start")
+    if load and load[0] > 2.0:
+        notes.append(f"The machine was busy while this figure was measured (load average "
+                     f"{load[0]:.1f} at the start on 2 cores, other jobs running): the populates "
+                     "ended later and compaction got less of a core before the mark, so the numbers "
+                     "at 7.5 s spread widely with when each run's script ended (the table above).")
     return out, notes
 
 
