@@ -169,7 +169,9 @@ def section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
                      f"(the paper: 1.49 s); Mesh + active defrag {md.compact_s.mean:.2f} s, of which "
                      f"defrag {md.defrag_cpu_s.mean:.2f} s and meshing {md.mesh_s.mean:.2f} s (the "
                      f"paper's meshing alone: 0.23 s); moved objects: {md.moved.mean:.0f} against "
-                     f"jemalloc's {jd.moved.mean:.0f}.")
+                     f"jemalloc's {jd.moved.mean:.0f}. Defrag CPU is thread CPU time; meshing is "
+                     "the wall time of the mesh passes, which on a busy machine includes time the "
+                     "thread waited for a core.")
     jo = c.get("jemalloc-activedefrag")
     if jo and jo.at_end and jo.at_mark and jo.at_end.mean < jo.at_mark.mean - 5 * MIB:
         notes.append(f"jemalloc gives back what its defragmenter frees late: its footprint was "
