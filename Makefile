@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 PYTHON := /usr/bin/python3
 export DEBUG
 
-.PHONY: all libmesh workloads test soak bench bench-alloc plots paper paper-run install clean browser
+.PHONY: all libmesh workloads test soak bench bench-alloc plots paper paper-run redis-build install clean browser
 
 all: libmesh workloads
 
@@ -67,6 +67,12 @@ paper:
 
 paper-run: all browser
 	$(PYTHON) -m harness.paper run
+
+# redis-server from Debian's source of the installed version, twice (bundled
+# jemalloc; system malloc with the defrag patch), cached in build/redis/;
+# paper-run does this itself.  A few minutes, once.
+redis-build:
+	$(PYTHON) -m harness.paper.redis_build
 
 install: libmesh
 	$(MAKE) -C libmesh install PREFIX=$(PREFIX)

@@ -6,6 +6,8 @@
   report   paper-figures.md and plots/paper/ from a results document
            (what `make paper` runs; seconds)
   compact  compact a full document into a committable one
+  merge    replace the figures a newer run measured (say `run --figures redis`)
+           in a results document, keeping the others
 """
 
 from __future__ import annotations
@@ -121,6 +123,14 @@ def cmd_compact(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    res = collect.merge(R.load(args.base), R.load(args.new))
+    out_dir, name = os.path.split(os.path.abspath(args.out))
+    path = R.save(res, out_dir, name=os.path.splitext(name)[0], update_latest=False)
+    print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="/usr/bin/python3 -m harness.paper",
                                  description="Reproduce the Mesh paper's figures on real programs "
@@ -152,6 +162,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
     p.add_argument("--plots", default=DEFAULT_PLOTS, help="plot directory (default plots/paper)")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("merge", help="put the figures of a newer run into a results file")
+    p.add_argument("base", help="the results file to update (say results/paper.json)")
+    p.add_argument("new", help="a compacted run of some figures (run --figures ... --name ...)")
+    p.add_argument("out", help="where to write the merged document")
+    p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("compact", help="compact a full results file for committing")
     p.add_argument("full")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ from .. import results as R
 from .. import runner
 from .. import workloads as W
 from ..sampler import CgroupHierarchy, machine_info
-from . import redis_fig, ruby_fig, webkit_fig
+from . import redis_build, redis_fig, ruby_fig, webkit_fig
 
 FIGURES = ("redis", "ruby", "browser", "matrix", "webkit")
 BROWSER_RUN_NAME = "browser-like-paper"
@@ -97,12 +98,18 @@ def _progress(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
-def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict) -> dict:
+def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
+                servers: redis_fig.Servers) -> dict:
     info = {}
     jem = redis_fig.linked_jemalloc()
     for name in cfg.redis_allocators:
         a = allocs[name]
-        if a.library is None and jem:
+        if servers.built is not None and a.library is None:
+            d = asdict(A.describe(a))
+            d["server"] = servers.of(name)
+            d["version"] = redis_fig._version_line(servers.of(name))
+            d["version_source"] = "redis-server --version"
+        elif a.library is None and jem:
             d = asdict(A.describe(replace(a, library=jem)))
             d["preload"] = None
             d["library"] = jem
@@ -113,19 +120,44 @@ def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict) -> dict:
     return info
 
 
+def redis_servers(stream: TextIO) -> tuple[redis_fig.Servers, Optional[str]]:
+    """The source builds (made now if missing), or Debian's redis-server for
+    every row with the reason there is no build."""
+    try:
+        return redis_fig.built_servers(redis_build.ensure(stream)), None
+    except (redis_build.BuildError, OSError, subprocess.SubprocessError) as e:
+        _progress(stream, f"redis: no source build ({e}); Debian's redis-server runs every row")
+        return redis_fig.DEBIAN_SERVERS, str(e)
+
+
 def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
-                  stream: TextIO, mesh: dict, mesh_info: dict) -> tuple[list, dict]:
-    allocs = {**redis_fig.redis_allocators(), **mesh}
+                  stream: TextIO, mesh: dict, mesh_info: dict,
+                  servers: Optional[redis_fig.Servers] = None) -> tuple[list, dict]:
+    build_error = None
+    if servers is None:
+        servers, build_error = redis_servers(stream)
+    allocs = redis_fig.redis_allocators(servers, mesh)
     names = list(cfg.redis_allocators)
-    supported, reply = (redis_fig.probe_activedefrag() if "jemalloc-activedefrag" in names
-                        else (None, None))
     runs = []
-    if supported is False:
-        names.remove("jemalloc-activedefrag")
-        runs.append(R.Run(workload=redis_fig.WORKLOAD, allocator="jemalloc-activedefrag", trial=0,
+    probes: dict = {}
+    for name in [n for n in names if n in redis_fig.DEFRAG_ROWS]:
+        a, server = allocs[name], servers.of(name)
+        key = (server, a.library)
+        if key not in probes:
+            probes[key] = redis_fig.probe_activedefrag(server, a.child_env())
+        ok, reply = probes[key]
+        if ok:
+            continue
+        names.remove(name)
+        why = f"{os.path.basename(server)} refuses it: {reply}"
+        if build_error:
+            why += f" (no source build: {build_error})"
+        runs.append(R.Run(workload=redis_fig.WORKLOAD, allocator=name, trial=0,
                           seed=0, scale=1.0, argv=["config", "set", "activedefrag", "yes"],
-                          status="skipped", error=f"Debian's redis-server refuses it: {reply}"))
-        _progress(stream, f"redis: jemalloc-activedefrag skipped: {reply}")
+                          status="skipped", error=why))
+        _progress(stream, f"redis: {name} skipped: {why}")
+    supported = {n: probes[(servers.of(n), allocs[n].library)][0]
+                 for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
     total = len(names) * cfg.trials
     done = 0
     start = time.monotonic()
@@ -137,7 +169,8 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
             stream.write(f"[redis {done}/{total}] trial {trial} {name} ... ")
             stream.flush()
             r = redis_fig.run_redis(name, hierarchy, scratch, trial=trial, script=cfg.redis_script,
-                                    hz=cfg.hz, pss_budget=cfg.pss_budget, allocators=allocs)
+                                    hz=cfg.hz, pss_budget=cfg.pss_budget, allocators=allocs,
+                                    servers=servers)
             runs.append(r)
             if r.ok:
                 at = r.result["footprint_at_mark"] / 2**20
@@ -146,10 +179,16 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
             else:
                 what = f"{r.status.upper()}: {r.error}"
             _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+    replies = {n: probes[(servers.of(n), allocs[n].library)][1]
+               for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
     config = {"script": cfg.redis_script.describe(),
-              "allocators": _redis_info(cfg, allocs, mesh_info),
-              "activedefrag_supported": supported, "activedefrag_reply": reply,
-              "versions": redis_fig.version(), "trials": cfg.trials}
+              "allocators": _redis_info(cfg, allocs, mesh_info, servers),
+              "activedefrag_supported": supported, "activedefrag_reply": replies,
+              "defrag_config": dict(redis_fig.DEFRAG_CONFIG),
+              "servers": {"source_build": servers.built is not None,
+                          "jemalloc_rows": servers.jemalloc, "other_rows": servers.libc,
+                          "build_error": build_error},
+              "versions": redis_fig.version(servers), "trials": cfg.trials}
     return runs, config
 
 
@@ -303,6 +342,27 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
     return res
 
 
+def merge(base: R.MatrixResult, new: R.MatrixResult) -> R.MatrixResult:
+    """base with every figure new measured replaced by new's runs: the runs
+    and timings of new's workloads, its figure configs (marked with when,
+    from which commit and library they were measured) and allocators."""
+    workloads = {r.workload for r in new.runs} | {t.workload for t in new.timings}
+    base.runs = [r for r in base.runs if r.workload not in workloads] + list(new.runs)
+    base.timings = [t for t in base.timings if t.workload not in workloads] + list(new.timings)
+    figs = base.config.setdefault("figures", {})
+    for name, fig in (new.config.get("figures") or {}).items():
+        figs[name] = {**fig, "created": new.created, "commit": new.commit,
+                      "libmesh": new.config.get("libmesh"), "loadavg": new.config.get("loadavg"),
+                      "duration_s": new.duration_s}
+    base.allocators = {**base.allocators, **new.allocators}
+    names = list(base.config.get("allocators") or [])
+    base.config["allocators"] = names + [a for a in new.config.get("allocators") or [] if a not in names]
+    base.config.setdefault("merged", []).append(
+        {"figures": sorted(new.config.get("figures") or {}), "created": new.created,
+         "commit": new.commit})
+    return base
+
+
 # A run of every figure in well under a minute: the tests' scale and the
 # fixture's. Same code paths, fewer keys, a smaller budget, fewer allocators.
 TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf", 492)),
@@ -313,7 +373,8 @@ TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf
 def tiny_config(trials: int = 2) -> PaperConfig:
     return PaperConfig(
         trials=trials, redis_script=TINY_REDIS, figures=("redis", "ruby", "browser", "matrix"),
-        redis_allocators=("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-nomesh"),
+        redis_allocators=("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-activedefrag",
+                          "mesh-nomesh"),
         ruby_allocators=("jemalloc", "glibc", "mesh"), ruby_scale=0.05,
         browser_allocators=("jemalloc", "mesh"), browser_scale=0.05,
         matrix_workloads=("fragmenter", "larson"),

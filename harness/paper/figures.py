@@ -375,6 +375,16 @@ class Comparison:
                 else self.ours.mean >= self.claim.target)
 
 
+def defrag_cpu(res: R.MatrixResult, allocator: str) -> Optional[R.Stat]:
+    """CPU time of Redis's defragmenter over a run (INFO active_defrag_cpu_us)."""
+    vals = []
+    for r in ok_runs(res, REDIS, allocator):
+        info = (r.result or {}).get("info_final") or {}
+        if isinstance(info.get("active_defrag_cpu_us"), (int, float)):
+            vals.append(info["active_defrag_cpu_us"] / 1e6)
+    return R.Stat.of(vals) if vals else None
+
+
 def comparisons(res: R.MatrixResult) -> list[Comparison]:
     red, rub, bro = redis_rows(res), ruby_rows(res), browser_rows(res)
 
@@ -399,7 +409,7 @@ def comparisons(res: R.MatrixResult) -> list[Comparison]:
     if defrag is not None and defrag.trials:
         mesh_vs_defrag = _ratio(rv(red, "mesh", "at_mark"), defrag.values.get("at_mark"))
     elif defrag is not None:
-        defrag_note = ("not run: Debian's redis-server does not support active defrag "
+        defrag_note = ("not run: the redis-server run does not support active defrag "
                        "(see below)" if defrag.note else "no successful run")
     out = [
         Comparison(C.BY_KEY["redis.mesh_vs_nomesh"], rv(red, "mesh", "at_mark/mesh-nomesh", True)),
@@ -409,6 +419,8 @@ def comparisons(res: R.MatrixResult) -> list[Comparison]:
         Comparison(C.BY_KEY["redis.populate_jemalloc"], rv(red, "jemalloc", "populate")),
         Comparison(C.BY_KEY["redis.mesh_total"], ev(red, "mesh", "total")),
         Comparison(C.BY_KEY["redis.mesh_longest"], ev(red, "mesh", "longest")),
+        Comparison(C.BY_KEY["redis.defrag_total"], defrag_cpu(res, "jemalloc-activedefrag"),
+                   "" if defrag is not None and defrag.trials else defrag_note or "not run"),
         Comparison(C.BY_KEY["ruby.mesh_vs_jemalloc"], rv(rub, "mesh", "mean/jemalloc", True)),
         Comparison(C.BY_KEY["ruby.mesh_time"], rv(rub, "mesh", "time/jemalloc", True)),
         Comparison(C.BY_KEY["ruby.norand_vs_jemalloc"], rv(rub, "mesh-norand", "mean/jemalloc", True)),
@@ -431,6 +443,10 @@ class Target:
     detail: str = ""
 
 
+# Mesh itself, with Redis's defragmenter moving objects on top of it or
+# not: not "another allocator" for the targets below.
+SELF = ("mesh", "mesh-activedefrag", "mesh-nomesh-activedefrag")
+
 def targets(res: R.MatrixResult) -> list[Target]:
     red = redis_rows(res)
     out = []
@@ -442,7 +458,7 @@ def targets(res: R.MatrixResult) -> list[Target]:
     mesh = red.get("mesh")
     at = mesh.values.get("at_mark") if mesh else None
     others = {al: r.values.get("at_mark") for al, r in red.items()
-              if al != "mesh" and r.values.get("at_mark") is not None}
+              if al not in SELF and r.values.get("at_mark") is not None}
     if at is not None and others:
         lowest = min(others, key=lambda k: others[k].mean)
         ratio = at.ratio(others[lowest])
@@ -474,7 +490,7 @@ def state_targets(res: R.MatrixResult) -> list[Target]:
         out.append(Target(f"Redis at 7.5 s, Mesh / Mesh without meshing, end state {words} "
                           f"(n={mesh.at_mark.n})", mesh.vs_nomesh, f"<= {bound:.2f}",
                           mesh.vs_nomesh.mean <= bound, base.lstrip("; ")))
-        others = {al: r.at_mark for al, r in rows.items() if al != "mesh" and r.at_mark}
+        others = {al: r.at_mark for al, r in rows.items() if al not in SELF and r.at_mark}
         if others:
             lowest = min(others, key=lambda k: others[k].mean)
             out.append(Target(f"Redis at 7.5 s, Mesh lower than every other allocator, "

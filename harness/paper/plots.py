@@ -26,9 +26,9 @@ def _median_run(runs: list[R.Run], key: Callable[[R.Run], Optional[float]]) -> O
     return vals[(len(vals) - 1) // 2][2] if vals else None
 
 
-def _series(ax, run: R.Run, colour: str, label: str, lw: float = 1.4) -> None:
+def _series(ax, run: R.Run, colour: str, label: str, lw: float = 1.4, ls: str = "-") -> None:
     x, y = P._mib_points(run.memory.t, run.memory.footprint)
-    ax.plot(x, y, color=colour, lw=lw, label=label)
+    ax.plot(x, y, color=colour, lw=lw, label=label, ls=ls)
 
 
 def _live(ax, run: Optional[R.Run]) -> None:
@@ -69,7 +69,8 @@ def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
         if run is None:
             continue
         mark = run.result.get("mark_s", mark)
-        _series(ax, run, P._colour(al, names), al, lw=2.0 if al == "mesh" else 1.2)
+        _series(ax, run, P._colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
+                or al == "mesh" else 1.2, ls="--" if al.endswith("activedefrag") else "-")
     if mark is not None:
         ax.axvline(mark, color="#666666", lw=0.8, ls=":")
         ax.text(mark, 1.0, f" {mark:g} s", transform=ax.get_xaxis_transform(), fontsize=8,
@@ -108,7 +109,8 @@ def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title
         run = P.representative(F.ok_runs(res, workload, al))
         if run is None:
             continue
-        _series(ax, run, P._colour(al, names), al, lw=2.0 if al == "mesh" else 1.2)
+        _series(ax, run, P._colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
+                or al == "mesh" else 1.2, ls="--" if al.endswith("activedefrag") else "-")
         if live_run is None or al == "jemalloc":
             live_run = run
     _live(ax, live_run)

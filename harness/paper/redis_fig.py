@@ -26,8 +26,14 @@ The footprint at 7.5 s is read from the sampled series (the value in
 force at that moment); populate time is the wall time of the two DEBUG
 POPULATE round trips. The paper's jemalloc row used active
 defragmentation ("config set activedefrag yes" where the paper's harness
-sent its first "info"); Debian's redis links the stock libjemalloc, which
-lacks the hint API active defrag needs, so probe_activedefrag() asks a
+sent its first "info"). Debian's redis links the stock libjemalloc, which
+lacks the hint active defrag needs, so the servers are built from
+Debian's source of the installed version (redis_build.py): with Redis's
+bundled jemalloc for the jemalloc rows, on the system malloc for the
+rest (preloaded; glibc's is the system's own), both with our patch that
+lets the libc build defragment through libmesh's mesh_defrag_* API.
+Without that build, Debian's redis-server runs every row as before and
+the active-defrag rows are skipped: probe_activedefrag() asks a
 throw-away server and records its answer.
 """
 
@@ -41,13 +47,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from .. import results as R
 from .. import runner
 from ..allocators import MESH_EVENTS_ENV, MULTIARCH, REPO_ROOT, Allocator, builtin_allocators
 from ..sampler import CgroupError, CgroupHierarchy
+from . import redis_build
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -55,13 +62,31 @@ GLIBC_SHIM = os.path.join(REPO_ROOT, "workloads", "bin", "glibc-shim.so")
 WORKLOAD = "redis-server"
 
 # The allocators of Figure 7, in the order tables and plots use.
-ALLOCATORS = ("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-nomesh",
-              "mesh-norand", "mimalloc", "tcmalloc")
+ALLOCATORS = ("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-activedefrag",
+              "mesh-nomesh", "mesh-nomesh-activedefrag", "mesh-norand", "mimalloc", "tcmalloc")
+
+# Rows that turn Redis's active defragmentation on, and the row each is
+# otherwise the same as.
+DEFRAG_ROWS = {"jemalloc-activedefrag": "jemalloc", "mesh-activedefrag": "mesh",
+               "mesh-nomesh-activedefrag": "mesh-nomesh"}
+
+# Sent with "config set activedefrag yes". Redis 7's defaults would let
+# the defragmenter use 1-25% of a core; the paper ran Redis 4.0.2, whose
+# defaults were 25-75%, which is what lets a scan finish within the
+# script's 7.5 s. The thresholds stay Redis's defaults (start above 10%
+# fragmentation and 100 MiB of it); active-defrag-ignore-bytes is lowered
+# to 10 MiB so that a heap meshing has already compacted below 100 MiB of
+# fragmentation is still defragmented (the same for every row).
+DEFRAG_CONFIG = (("active-defrag-cycle-min", "25"), ("active-defrag-cycle-max", "75"),
+                 ("active-defrag-ignore-bytes", "10mb"))
 
 # INFO fields kept in a run's result.
 INFO_FIELDS = ("used_memory", "used_memory_rss", "mem_fragmentation_ratio",
-               "allocator_frag_ratio", "mem_allocator", "evicted_keys", "expired_keys",
-               "active_defrag_running", "active_defrag_hits", "total_active_defrag_time",
+               "allocator_frag_ratio", "allocator_allocated", "allocator_active",
+               "allocator_resident", "mem_allocator", "evicted_keys", "expired_keys",
+               "active_defrag_running", "active_defrag_hits", "active_defrag_misses",
+               "active_defrag_key_hits", "active_defrag_key_misses", "total_active_defrag_time",
+               "active_defrag_cpu_us", "used_cpu_user", "used_cpu_sys",
                "total_eviction_exceeded_time")
 
 
@@ -115,21 +140,46 @@ def end_state(renewed_alive: float, others_alive: float) -> str:
     return RENEWED if renewed_alive - others_alive > 0.25 else EVEN
 
 
-def redis_allocators() -> dict[str, Allocator]:
-    """What each name means for redis-server (Debian's build links jemalloc)."""
-    reg = builtin_allocators()
-    jemalloc = Allocator("jemalloc", None,
-                         description="jemalloc linked into Debian's redis-server (nothing preloaded)")
+@dataclass(frozen=True)
+class Servers:
+    """The redis-server binaries the rows run: built from source (jemalloc
+    rows on the bundled-jemalloc build, the rest on the libc build), or
+    Debian's for every row when there is no build."""
+    jemalloc: str = REDIS_SERVER
+    libc: str = REDIS_SERVER
+    built: Optional[redis_build.RedisBuild] = None
+
+    def of(self, name: str) -> str:
+        return self.jemalloc if DEFRAG_ROWS.get(name, name) == "jemalloc" else self.libc
+
+
+DEBIAN_SERVERS = Servers()
+
+
+def built_servers(b: redis_build.RedisBuild) -> Servers:
+    return Servers(b.server("jemalloc"), b.server("libc"), b)
+
+
+def redis_allocators(servers: Servers = DEBIAN_SERVERS,
+                     mesh: Optional[dict] = None) -> dict[str, Allocator]:
+    """What each name means for redis-server. mesh: libmesh allocators to
+    use instead of the registry's (the run's snapshot of the library)."""
+    reg = {**builtin_allocators(), **(mesh or {})}
+    built = servers.built is not None
+    jem = ("Redis's bundled jemalloc, linked into redis-server-jemalloc built from source"
+           if built else "jemalloc linked into Debian's redis-server")
     out = {
-        "jemalloc": jemalloc,
-        "jemalloc-activedefrag": Allocator(
-            "jemalloc-activedefrag", None,
-            description="redis's jemalloc with CONFIG SET activedefrag yes"),
-        "glibc": Allocator("glibc", GLIBC_SHIM,
-                           description="glibc malloc through workloads/bin/glibc-shim.so"),
+        "jemalloc": Allocator("jemalloc", None, description=f"{jem} (nothing preloaded)"),
+        "glibc": (Allocator("glibc", None, description="glibc malloc: redis-server-libc built "
+                            "from source, nothing preloaded") if built else
+                  Allocator("glibc", GLIBC_SHIM,
+                            description="glibc malloc through workloads/bin/glibc-shim.so")),
     }
     for name in ("mesh", "mesh-nomesh", "mesh-norand", "mimalloc", "tcmalloc"):
         out[name] = reg[name]
+    for row, base in DEFRAG_ROWS.items():
+        out[row] = replace(out[base], name=row,
+                           description=f"{out[base].description}, CONFIG SET activedefrag yes")
     return out
 
 
@@ -153,8 +203,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_argv(port: int, workdir: str) -> list[str]:
-    return [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+def server_argv(port: int, workdir: str, server: str = REDIS_SERVER) -> list[str]:
+    return [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--enable-debug-command", "yes", "--daemonize", "no",
             "--dir", workdir, "--logfile", ""]
 
@@ -193,11 +243,12 @@ def parse_info(text: str) -> dict:
     return out
 
 
-def probe_activedefrag() -> tuple[bool, str]:
-    """Does this redis-server accept CONFIG SET activedefrag yes? (answer, its reply)"""
+def probe_activedefrag(server: str = REDIS_SERVER, env: Optional[dict] = None) -> tuple[bool, str]:
+    """Does this redis-server, with this environment (a preload), accept
+    CONFIG SET activedefrag yes? (answer, its reply)"""
     d = tempfile.mkdtemp(prefix="redis-probe-")
     port = free_port()
-    proc = subprocess.Popen(server_argv(port, d), env=runner.clean_env(home=d), cwd=d,
+    proc = subprocess.Popen(server_argv(port, d, server), env=runner.clean_env(env, home=d), cwd=d,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -300,8 +351,11 @@ class _Driver:
             self._sleep(s.settle_s)
             res["dbsize"] = int(cli(self.port, "dbsize"))
             if self.activedefrag:
+                for k, v in DEFRAG_CONFIG:
+                    cli(self.port, "config", "set", k, v)
                 reply = cli(self.port, "config", "set", "activedefrag", "yes")
                 res["activedefrag_reply"] = reply
+                res["activedefrag_at_s"] = self.since()
             res["info_settled"] = parse_info(cli(self.port, "info"))
             res["info_settled_at_s"] = self.since()
             self._sleep(s.steady_s)
@@ -317,6 +371,10 @@ class _Driver:
                                     "others_alive": round(alive[1], 4),
                                     "probed_at_s": self.since(),
                                     "state": end_state(*alive)}
+            # CPU and defrag counters over the whole run, just before the end.
+            self._sleep_until(s.duration_s - 0.3)
+            res["info_final"] = parse_info(cli(self.port, "info"))
+            res["info_final_at_s"] = self.since()
             self._sleep_until(s.duration_s)
             res["stopped_at_s"] = self.since()
             self._signal(signal.SIGTERM)
@@ -369,24 +427,25 @@ def parse_mallocstats(text: str) -> Optional[dict]:
 
 def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
               script: RedisScript = PAPER_SCRIPT, hz: float = 100.0,
-              pss_budget: float = 0.02, allocators: Optional[dict] = None) -> R.Run:
+              pss_budget: float = 0.02, allocators: Optional[dict] = None,
+              servers: Servers = DEBIAN_SERVERS) -> R.Run:
     """One run of the script under allocator `name` (a key of redis_allocators()).
 
     Never raises for a failing run: the Run says what went wrong. The
     server is killed (with its whole cgroup) whatever happens.
     """
-    a = (allocators or redis_allocators())[name]
+    a = (allocators or redis_allocators(servers))[name]
     d = tempfile.mkdtemp(prefix=f"redis-{name}-{trial}-", dir=scratch)
     out, events = os.path.join(d, "server.log"), os.path.join(d, "events.jsonl")
     port = free_port()
-    argv = server_argv(port, d)
+    argv = server_argv(port, d, servers.of(name))
     extra = a.child_env()
     if a.is_mesh:
         extra[MESH_EVENTS_ENV] = events
         extra["MALLOCSTATS"] = "2"   # where the memory is, printed at exit
     run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
                 status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    drv = _Driver(port, script, activedefrag=name == "jemalloc-activedefrag")
+    drv = _Driver(port, script, activedefrag=name in DEFRAG_ROWS)
     try:
         missing = a.missing()
         if missing:
@@ -439,11 +498,21 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
     return run
 
 
-def version() -> dict:
-    """redis-server's own version line, and the jemalloc it links."""
+def _version_line(server: str) -> Optional[str]:
     try:
-        line = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run([server, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
-        line = None
-    return {"redis_server": line, "linked_jemalloc": linked_jemalloc(), "multiarch": MULTIARCH}
+        return None
+
+
+def version(servers: Servers = DEBIAN_SERVERS) -> dict:
+    """redis-server's own version line(s), and the jemalloc Debian's links."""
+    out = {"redis_server": _version_line(REDIS_SERVER), "linked_jemalloc": linked_jemalloc(),
+           "multiarch": MULTIARCH}
+    if servers.built is not None:
+        out["built_from"] = servers.built.version
+        out["built_jemalloc"] = _version_line(servers.jemalloc)
+        out["built_libc"] = _version_line(servers.libc)
+        out["patch"] = os.path.relpath(redis_build.PATCH, REPO_ROOT)
+    return out

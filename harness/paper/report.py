@@ -15,7 +15,7 @@ from .. import results as R
 from ..allocators import REPO_ROOT
 from . import claims as C
 from . import figures as F
-from . import redis_fig
+from . import redis_defrag, redis_fig
 from . import webkit_report
 
 MIB = 2**20
@@ -62,7 +62,7 @@ def _verdict(met: Optional[bool]) -> str:
 
 def headline(res: R.MatrixResult) -> list[str]:
     out = ["| number issue 6 is measured by | bound | ours | met |", "|---|---|---|---|"]
-    for t in F.targets(res):
+    for t in F.targets(res) + redis_defrag.targets(res):
         detail = f" ({t.detail})" if t.detail else ""
         out.append(f"| {t.what}{detail} | {t.bound} | {fmt(t.ours)} | {_verdict(t.met)} |")
     return out
@@ -189,6 +189,10 @@ def machine_section(res: R.MatrixResult) -> list[str]:
     red = figs.get("redis") or {}
     if red.get("versions"):
         out.append(f"| redis-server | {red['versions'].get('redis_server')} |")
+        for k in ("built_jemalloc", "built_libc"):
+            if red["versions"].get(k):
+                out.append(f"| redis-server built from source ({k.split('_')[1]}) | "
+                           f"{red['versions'][k]} |")
     if (figs.get("ruby") or {}).get("ruby"):
         out.append(f"| ruby | {figs['ruby']['ruby']} |")
     out += ["", "| allocator | library | version | build id |", "|---|---|---|---|"]
@@ -225,7 +229,7 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
            "Mesh without meshing and equal to jemalloc with active defragmentation; inserts take "
            "1.76 s with Mesh and 1.72 s with jemalloc; meshing takes 0.23 s in all, its longest "
            "pause 22 ms (active defrag: 1.49 s).", "",
-           f"**Ours:** Debian's `redis-server` on 127.0.0.1 (no persistence, DEBUG enabled) in its "
+           f"**Ours:** {redis_defrag.servers_words(figs)} on 127.0.0.1 (no persistence, DEBUG enabled) in its "
            f"own memory cgroup, sampled at 100 Hz from the moment it is spawned. `redis-cli`, "
            f"outside the cgroup, sends `config set maxmemory {script.get('maxmemory')}`, "
            f"`config set maxmemory-policy {script.get('policy')}`, {pops}; then, as the paper's "
@@ -235,7 +239,8 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
            f"Populate = the two DEBUG POPULATE round trips. Keys = DBSIZE "
            f"{script.get('settle_s')} s after the script, while Redis may still be evicting "
            f"(it evicts in time-bounded steps): an allocator whose runs evict more slowly shows "
-           f"more keys there, not a different live set at {mark:g} s.", "",
+           f"more keys there, not a different live set at {mark:g} s."
+           + redis_defrag.provenance(figs, res), "",
            comparison_table_block(res, "7"), "",
            f"| allocator | footprint at {mark:g} s (MiB) | / mesh-nomesh | / jemalloc | "
            "mean footprint (MiB) | populate (s) | / jemalloc | keys (DBSIZE) | ok runs |",
@@ -252,6 +257,8 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                    f"{fmt(v['dbsize'], digits=0)} | {row.trials}"
                    + (f" ({row.failed} failed)" if row.failed else "") + " |")
     out += state_table(res, mark)
+    compaction, compaction_notes = redis_defrag.section(res, mark)
+    out += compaction
     where, where_notes = breakdown_section(res, mark)
     out += where
     out += ["", "Meshing, from the MESH_EVENTS log (mean ± sd per run; the longest pause and "
@@ -264,6 +271,7 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
     notes += mesh_diagnosis(rows.get("mesh"), "at_mark", [(rows.get("mesh-nomesh"), 0.61),
                                                          (rows.get("jemalloc"), None)],
                             F.ok_runs(res, F.REDIS, "mesh"))
+    notes += compaction_notes
     notes += where_notes
     notes += norand_note(res)
     mesh, nomesh = rows.get("mesh"), rows.get("mesh-nomesh")
@@ -293,15 +301,8 @@ def redis_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                      "keys alike and the survivors are spread evenly (about 42% of every span), "
                      "which meshing packs less tightly. Found by counting the surviving keys by "
                      "number (redis-cli --scan), under jemalloc and mesh." + state_counts(res))
-    if figs.get("activedefrag_supported") is False:
-        notes.append("jemalloc with active defragmentation could not be run: Debian's redis-server "
-                     f"answers `config set activedefrag yes` with \"{figs.get('activedefrag_reply')}\". "
-                     "The paper's comparison with active defrag is therefore missing, not matched.")
-    notes.append(f"Redis differs: {((figs.get('versions') or {}).get('redis_server') or '?').split(' sha')[0]} "
-                 "(the paper: 4.0.2 built with its bundled jemalloc); its jemalloc is Debian's "
-                 "libjemalloc2, linked, not the patched copy Redis ships. Redis 7 evicts in "
-                 "time-bounded steps (maxmemory-eviction-tenacity) and goes on evicting between "
-                 "commands, where 4.0 evicted all at once before the next command.")
+    notes += redis_defrag.refusals(figs)
+    notes.append(redis_defrag.redis_differs(figs))
     steady = [((r.result or {}).get("info_steady") or {}).get("total_eviction_exceeded_time")
               for r in F.ok_runs(res, F.REDIS, "jemalloc")]
     steady = [x for x in steady if x is not None]
@@ -384,7 +385,8 @@ def state_table(res: R.MatrixResult, mark: float) -> list[str]:
 def breakdown_section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
     """The table of where mesh's and mesh-nomesh's memory is, by end state,
     and the notes it supports."""
-    bd = F.redis_breakdown(res)
+    bd = F.redis_breakdown(res, ("mesh", "mesh-activedefrag", "mesh-nomesh",
+                                 "mesh-nomesh-activedefrag"))
     if not bd:
         return [], []
     out = ["", f"Where the memory is, by end state: kernel and anonymous memory from the cgroup at "

@@ -41,6 +41,35 @@ extern "C" {
  */
 int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 
+/*
+ * Defragmentation by moving, for programs that can relocate their own
+ * objects (update every pointer to one): meshing cannot merge spans that
+ * hold many small objects, moving them can.  For each object it could
+ * move, the program asks mesh_defrag_hint; when the answer is 1 it
+ * allocates the copy with mesh_defrag_malloc, copies, and frees the old
+ * object.  The statistics a defragmenter needs to decide when to run are
+ * mesh_mallctl's stats.allocated, stats.active and stats.resident
+ * (fragmentation = active / allocated).
+ *
+ * mesh_defrag_hint(p): 1 if p is a live small object whose span is
+ * detached (no thread allocates from it), partial, and is one to drain:
+ * its class's live objects fit in K = ceil(live / objects per span) spans,
+ * and this span holds fewer live objects than the K-th fullest; 0
+ * otherwise: objects in full or kept spans, in spans a thread has
+ * attached, large objects, and pointers libmesh did not return.  The
+ * thresholds hold still while objects move, so one scan drains a span
+ * completely; they are refreshed at most every 100 ms, so a hint costs a
+ * page-table lookup and a popcount.
+ *
+ * mesh_defrag_malloc(size): like malloc, but a small object goes into the
+ * fullest kept partial span of its class rather than the calling thread's
+ * current span, so that moved objects fill dense spans while sparse ones
+ * drain; with no partial span, or for a large size, it is malloc.  Free
+ * the result with free.
+ */
+int mesh_defrag_hint(const void *p);
+void *mesh_defrag_malloc(size_t size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -140,7 +140,8 @@ void mesh_options_init(void);
     X(lock_wait_max_ns, "longest wait of a thread for a class lock, ns")        \
     X(pin_waits, "system calls that waited for a mesh or fork before starting") \
     X(mesh_pinned, "meshes not made: a system call was writing into src")       \
-    X(efault_retries, "system calls retried after EFAULT during a mesh")
+    X(efault_retries, "system calls retried after EFAULT during a mesh")        \
+    X(defrag_allocs, "objects placed in the fullest spans by mesh_defrag_malloc")
 
 typedef struct mesh_stats {
 #define MESH_STAT_FIELD(name, doc) _Atomic uint64_t name;
