@@ -70,8 +70,8 @@ static bool poll_ready(const mesh_wait_t *w)
     struct pollfd copy[POLL_CHECK_MAX];
     if (signal_due(w))
         return true;
-    if (w->n > POLL_CHECK_MAX)
-        return false;
+    if (w->n == 0 || w->n > POLL_CHECK_MAX)
+        return false;   /* poll(NULL, 0, t) is a sleep: no descriptor to check */
     memcpy(copy, w->what, w->n * sizeof *copy);
     return real_poll(copy, w->n, 0) > 0;
 }

@@ -82,12 +82,14 @@ static unsigned classes_to_visit(bool forced, unsigned order[MESH_NUM_CLASSES])
         uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
         if (np < 2)
             continue;
-        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
-        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
-        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
-            ch->skipped < sit_out) {
-            ch->skipped++;
-            continue;
+        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8) {
+            /* fruitless_runs is 1 to 4 here: the shift is defined */
+            uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
+            uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
+            if (ch->skipped < sit_out) {
+                ch->skipped++;
+                continue;
+            }
         }
         order[n++] = c;
     }
