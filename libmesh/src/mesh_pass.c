@@ -112,6 +112,7 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     mesh_os_sigmask(SIG_BLOCK, &all, &old);
     pthread_mutex_lock(&ch->lock);
     M.slice_class = ch;
+    ch->slices++;
     enum slice_outcome o;
     uint64_t pairs_before = res->npairs;
     uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;
