@@ -1,7 +1,8 @@
 # Mesh in C: top-level build.
 #   make            libmesh (.so and .a) and the workloads
 #   make DEBUG=1    the same with invariant checks and asserts on
-#   make test       build everything and run every test (ends "N passed, N failed")
+#   make test       install what is missing (as root; scripts/packages.txt), build everything,
+#                   run every test (ends "N passed, N failed")
 #   make soak       MINUTES (2) of the multithreaded soak against ALLOC (libmesh, glibc, jemalloc)
 #   make bench      install what is missing (as root), run the benchmark, write results
 #   make browser    the browser benchmark's pages (npm ci + esbuild; browser/README.md)
@@ -20,7 +21,11 @@ libmesh:
 workloads: libmesh
 	@if [ -f workloads/Makefile ]; then $(MAKE) -C workloads; fi
 
-test: all
+# The package check comes first: as another user it stops here with the
+# apt-get line to run, before any test fails for want of ruby or redis.
+test:
+	scripts/packages.sh test bench
+	$(MAKE) all
 	$(MAKE) -C libmesh tests
 	@if [ -f workloads/Makefile ]; then $(MAKE) -C workloads tests; fi
 	scripts/run-tests.sh

@@ -11,22 +11,44 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
-# The allocators, hyperfine and the plots; then WebKitGTK for Python and the
-# X server it runs in (Figure 6 on a real browser engine,
-# harness/paper/webkit_fig.py).
-PACKAGES = ("libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4", "hyperfine",
-            "python3-matplotlib", "gir1.2-webkit2-4.1", "python3-gi", "xvfb", "xauth")
-# Debian's node and npm build the browser benchmark's pages; asked for only
-# when no npm is installed at all (a node from elsewhere that brings its own
-# npm does as well, and Debian's npm would not install beside it).
-NODE_PACKAGES = ("nodejs", "npm")
+# scripts/packages.txt is the one list: `make test` and .ci/run read it too.
+PACKAGE_LIST = Path(__file__).resolve().parent.parent / "scripts" / "packages.txt"
 
 
-def wanted(which: Callable[[str], Optional[str]] = shutil.which) -> tuple:
-    """PACKAGES, plus node and npm when there is no npm on PATH."""
-    return PACKAGES + (() if which("npm") else NODE_PACKAGES)
+def read_list(section: str, path: Path = PACKAGE_LIST) -> list[tuple[str, Optional[str]]]:
+    """(package, guard) for each line of a section; guard is the command
+    whose presence on PATH makes the package unnecessary, or None."""
+    out, current = [], None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+            continue
+        if current != section:
+            continue
+        words = line.split()
+        guard = words[2] if len(words) == 3 and words[1] == "unless" else None
+        out.append((words[0], guard))
+    return out
+
+
+_BENCH = read_list("bench")
+# Needed whatever is on PATH: the allocators, hyperfine, the plots, WebKitGTK.
+PACKAGES = tuple(p for p, guard in _BENCH if guard is None)
+# Node and npm, asked for only when no npm is installed at all.
+NODE_PACKAGES = tuple(p for p, guard in _BENCH if guard is not None)
+
+
+def wanted(which: Callable[[str], Optional[str]] = shutil.which,
+           entries: Optional[list] = None) -> tuple:
+    """The bench packages, less those whose guard command is on PATH."""
+    entries = _BENCH if entries is None else entries
+    return tuple(p for p, guard in entries if guard is None or not which(guard))
 
 Runner = Callable[[list], subprocess.CompletedProcess]
 
@@ -48,7 +70,7 @@ def missing(packages: tuple = PACKAGES, run: Runner = _run) -> list[str]:
 
 
 def apt_line(pkgs: list[str]) -> str:
-    return "apt-get install -y " + " ".join(pkgs)
+    return "apt-get install -y --no-install-recommends " + " ".join(pkgs)
 
 
 @dataclass
@@ -62,7 +84,7 @@ def ensure(packages: tuple = PACKAGES, euid: Optional[int] = None, run: Runner =
            install_run: Optional[Callable[[list], int]] = None) -> Outcome:
     """Make sure packages are installed.
 
-    As root, runs `apt-get update` and `apt-get install -y` for the missing
+    As root, runs `apt-get update` and `apt-get install` for the missing
     ones; otherwise says what to run and reports failure. euid and the
     command runners are parameters so tests can play a non-root user and
     never run apt.
@@ -79,7 +101,7 @@ def ensure(packages: tuple = PACKAGES, euid: Optional[int] = None, run: Runner =
 
         def install_run(argv: list) -> int:
             return subprocess.run(argv, env=env).returncode
-    cmds = [["apt-get", "update"], ["apt-get", "install", "-y", *need]]
+    cmds = [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *need]]
     for c in cmds:
         rc = install_run(c)
         if rc != 0 and c[1] == "install":

@@ -195,8 +195,8 @@ class TestPackages(unittest.TestCase):
         installs = []
         out = packages.ensure(euid=1000, run=dpkg, install_run=installs.append)
         self.assertFalse(out.ok)
-        self.assertIn("apt-get install -y libjemalloc2 hyperfine", out.message)
-        self.assertEqual(out.commands, ["apt-get install -y libjemalloc2 hyperfine"])
+        self.assertIn("apt-get install -y --no-install-recommends libjemalloc2 hyperfine", out.message)
+        self.assertEqual(out.commands, ["apt-get install -y --no-install-recommends libjemalloc2 hyperfine"])
         self.assertEqual(installs, [])
 
     def test_root_installs_missing(self):
@@ -210,7 +210,7 @@ class TestPackages(unittest.TestCase):
             return 0
         out = packages.ensure(euid=0, run=dpkg, install_run=install)
         self.assertTrue(out.ok, out.message)
-        self.assertEqual(ran, [["apt-get", "update"], ["apt-get", "install", "-y", "libmimalloc2.0"]])
+        self.assertEqual(ran, [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "libmimalloc2.0"]])
 
     def test_all_present(self):
         ran = []

@@ -70,8 +70,8 @@ static bool poll_ready(const mesh_wait_t *w)
     struct pollfd copy[POLL_CHECK_MAX];
     if (signal_due(w))
         return true;
-    if (w->n > POLL_CHECK_MAX)
-        return false;
+    if (w->n == 0 || w->n > POLL_CHECK_MAX)
+        return false;   /* poll(NULL, 0, t) is a sleep: no descriptor to check */
     memcpy(copy, w->what, w->n * sizeof *copy);
     return real_poll(copy, w->n, 0) > 0;
 }
@@ -209,6 +209,7 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
             int err = real_clock_nanosleep(clock, 0, &f, NULL);
             if (err)
                 return err;
+            MESH_STAT_ADD(idle_splits, 1);
             d = clock_gettime(clock, &now) == 0 && until > ts_ns(&now) ? until - ts_ns(&now) : 0;
         }
         mesh_wait_t w = wait_of(sleep_ready, NULL, 0, -1, NULL);
@@ -224,6 +225,7 @@ MESH_EXPORT int clock_nanosleep(clockid_t clock, int flags, const struct timespe
                 *rem = ns_ts(left_ns(want, t0));
             return err;
         }
+        MESH_STAT_ADD(idle_splits, 1);
     }
     mesh_wait_t w = wait_of(sleep_ready, NULL, 0, -1, NULL);
     idle_rest(want, t0, &w);
@@ -271,6 +273,7 @@ MESH_EXPORT unsigned int sleep(unsigned int seconds)
             MESH_PINNED_CALL_BUF(buf, len, call);                            \
             if (r != 0)                                                      \
                 return r;                                                    \
+            MESH_STAT_ADD(idle_splits, 1);                                   \
         }                                                                    \
         idle_rest(want, t0_, &(w));                                          \
         wait_ns = left_ns(want, t0_);                                        \
@@ -364,6 +367,7 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
             *left_ns_out = left_ns(want, t0);
             return r;
         }
+        MESH_STAT_ADD(idle_splits, 1);
         sets_copy(&kept, rd, wr, ex, false);
     }
     fd_sets_t sets = {rd, wr, ex};

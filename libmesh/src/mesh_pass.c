@@ -82,12 +82,14 @@ static unsigned classes_to_visit(bool forced, unsigned order[MESH_NUM_CLASSES])
         uint32_t np = __atomic_load_n(&ch->npartial, __ATOMIC_RELAXED);
         if (np < 2)
             continue;
-        uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
-        uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
-        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8 &&
-            ch->skipped < sit_out) {
-            ch->skipped++;
-            continue;
+        if (!forced && ch->fruitless_runs && np <= ch->fruitless_partial + ch->fruitless_partial / 8) {
+            /* fruitless_runs is 1 to 4 here: the shift is defined */
+            uint32_t freed = atomic_load_explicit(&ch->detached_frees, memory_order_relaxed) - ch->fruitless_frees;
+            uint32_t sit_out = freed < ch->fruitless_partial / 16 + 64 ? 64 : 1u << (ch->fruitless_runs - 1);
+            if (ch->skipped < sit_out) {
+                ch->skipped++;
+                continue;
+            }
         }
         order[n++] = c;
     }
@@ -110,6 +112,7 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     mesh_os_sigmask(SIG_BLOCK, &all, &old);
     pthread_mutex_lock(&ch->lock);
     M.slice_class = ch;
+    ch->slices++;
     enum slice_outcome o;
     uint64_t pairs_before = res->npairs;
     uint32_t windows = ch->npartial / (MESH_MAX_CANDIDATES / 2) + 1;

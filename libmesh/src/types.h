@@ -133,6 +133,7 @@ void mesh_options_init(void);
     X(mesh_no_gain, "meshes not made: they would give back no page")            \
     X(mesh_failed, "meshes abandoned because a system call failed")               \
     X(idle_gave_way, "idle passes cut short: the wait had something to return")             \
+    X(idle_splits, "waits split where a mesh period began during them")             \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
@@ -325,6 +326,7 @@ typedef struct mesh_class_heap {
 
     uint64_t nspans;                     /* spans of this class, in any state */
     uint64_t meshes;                     /* pairs meshed in this class */
+    uint64_t slices;                     /* slices of passes run in this class (candidates searched) */
     /* under the mesh lock: passes this class sits out after finding nothing */
     uint32_t fruitless_partial;          /* its partial spans then */
     uint32_t fruitless_frees;            /* detached_frees then */

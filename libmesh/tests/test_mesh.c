@@ -2,150 +2,27 @@
  * Meshing: pairs and chains mesh with their contents intact and both
  * virtual spans on one physical span; the file gives the pages back; the
  * last free of a chain returns every span; writers racing with meshing lose
- * nothing; the write barrier holds off stores and read(2); fork after and
- * during meshing; programs' own SIGSEGV handlers; the mapping budget.
+ * nothing; the write barrier holds off stores; fork after and during
+ * meshing; programs' own SIGSEGV handlers; trimming; classes that sit out
+ * passes; exact matching; runs of meshes; dense spans; the mapping budget;
+ * meshing off.  The interposed system calls are in test_interpose.c.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
-#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "mesh.h"
-#include "internal.h"
+#include "meshing.h"
 #include "test.h"
 
 extern char **environ;
-
-static uint64_t ctl(const char *name)
-{
-    uint64_t v = 0;
-    size_t len = sizeof v;
-    if (mesh_mallctl(name, &v, &len, NULL, 0) != 0)
-        return (uint64_t)-1;
-    return v;
-}
-
-static uint64_t file_bytes(void)
-{
-    uint64_t b = 0;
-    mesh_os_file_blocks(mesh_arena.fd, &b);
-    return b;
-}
-
-static uint32_t slot_of(const void *p)
-{
-    mesh_miniheap_t *mh = mesh_arena_lookup(p);
-    const mesh_size_class_t *sc = &mesh_classes[mh->cls];
-    return (uint32_t)(((const char *)p - mesh_mh_start(mh)) / sc->object_size);
-}
-
-static void fill(void *p, size_t size, uint64_t seed)
-{
-    unsigned char *b = p;
-    for (size_t i = 0; i < size; i++)
-        b[i] = (unsigned char)(seed * 131 + i * 7);
-}
-
-static int intact(const void *p, size_t size, uint64_t seed)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < size; i++)
-        if (b[i] != (unsigned char)(seed * 131 + i * 7))
-            return 0;
-    return 1;
-}
-
-/* ---- making fragmented spans ---- */
-
-typedef struct frag {
-    size_t size;
-    unsigned groups;          /* spans are numbered; span k keeps slots s with s % groups == k % groups */
-    unsigned max_spans;
-    bool (*keep)(unsigned rank, unsigned slot); /* instead of groups, if set */
-    void **kept;
-    size_t nkept;
-} frag_t;
-
-/* In a thread of its own, so that its spans are detached when it exits:
- * allocates until max_spans spans are wholly ours, keeps in span k the
- * slots s with s % groups == k % groups, and frees everything else. */
-static void *fragment_thread(void *arg)
-{
-    frag_t *f = arg;
-    unsigned nobj = mesh_classes[mesh_size_class(f->size)].nobjects;
-    size_t max = (size_t)f->max_spans * nobj * 4 + 64;
-    void **objs = malloc(max * sizeof *objs);
-    mesh_miniheap_t **spans = malloc(max * sizeof *spans);
-    unsigned *count = calloc(max, sizeof *count);
-    size_t nspans = 0, n = 0, full = 0;
-    while (n < max && full < f->max_spans) {
-        void *p = malloc(f->size);
-        objs[n++] = p;
-        mesh_miniheap_t *mh = mesh_arena_lookup(p);
-        size_t k;
-        for (k = 0; k < nspans && spans[k] != mh; k++)
-            ;
-        if (k == nspans)
-            spans[nspans++] = mh;
-        if (++count[k] == nobj)
-            full++;
-    }
-    f->kept = malloc(n * sizeof *f->kept);
-    f->nkept = 0;
-    for (size_t i = 0; i < n; i++) {
-        mesh_miniheap_t *mh = mesh_arena_lookup(objs[i]);
-        size_t k, rank = 0;
-        for (k = 0; spans[k] != mh; k++)
-            rank += count[k] == nobj;
-        unsigned slot = slot_of(objs[i]);
-        bool keep = f->keep ? f->keep((unsigned)rank, slot) : slot % f->groups == rank % f->groups;
-        if (count[k] == nobj && rank < f->max_spans && keep) {
-            fill(objs[i], f->size, (uint64_t)(uintptr_t)objs[i]);
-            f->kept[f->nkept++] = objs[i];
-        } else {
-            free(objs[i]);
-        }
-    }
-    free(objs);
-    free(spans);
-    free(count);
-    return NULL;
-}
-
-static void fragment(frag_t *f)
-{
-    pthread_t t;
-    pthread_create(&t, NULL, fragment_thread, f);
-    pthread_join(t, NULL);
-}
-
-static int all_intact(const frag_t *f)
-{
-    for (size_t i = 0; i < f->nkept; i++)
-        if (!intact(f->kept[i], f->size, (uint64_t)(uintptr_t)f->kept[i]))
-            return 0;
-    return 1;
-}
-
-static void free_all(frag_t *f)
-{
-    for (size_t i = 0; i < f->nkept; i++)
-        free(f->kept[i]);
-    free(f->kept);
-    f->kept = NULL;
-    f->nkept = 0;
-}
 
 /* ---- tests ---- */
 
@@ -251,8 +128,6 @@ static void test_chain_of_three(void)
 /* ---- writers racing with meshing ---- */
 
 #define WRITERS 2
-#define WOBJ 4000
-static void *wobj[WOBJ];
 static _Atomic int stop_writers;
 static _Atomic long lost, torn;
 
@@ -274,27 +149,6 @@ static void *writer(void *arg)
             memset((char *)c + 8, (unsigned char)next, 248);
             *c = next;
             expected[i] = next;
-        }
-    }
-    return NULL;
-}
-
-static void *alloc_sparse(void *arg)
-{
-    /* 256-byte objects, three in four freed at random: 25% occupancy */
-    enum { N = WOBJ * 4 };
-    static void *all[N];
-    for (int i = 0; i < N; i++)
-        all[i] = malloc(256);
-    unsigned x = 12345;
-    int kept = 0;
-    for (int i = 0; i < N; i++) {
-        x = x * 1103515245 + 12345;
-        if (kept < WOBJ && ((x >> 16) % 4 == 0 || N - i <= WOBJ - kept)) {
-            memset(all[i], 0, 256);
-            wobj[kept++] = all[i];
-        } else {
-            free(all[i]);
         }
     }
     return NULL;
@@ -326,8 +180,7 @@ static void test_writers_during_meshing(void)
 
 /* ---- the barrier, made to hold ---- */
 
-static char *held_obj;
-static _Atomic int writer_done, go;
+static _Atomic int writer_done;
 
 static void *late_writer(void *arg)
 {
@@ -337,46 +190,6 @@ static void *late_writer(void *arg)
     atomic_store(&writer_done, 1);
     return NULL;
 }
-
-static int pipe_fds[2];
-static _Atomic ssize_t read_result = -2;
-
-static void *late_reader(void *arg)
-{
-    while (!atomic_load(&go))
-        ;
-    atomic_store(&read_result, read(pipe_fds[0], held_obj, 100));
-    return NULL;
-}
-
-/* Protects held_obj's span as a mesh would, lets fn run in a thread, and
- * lifts the protection once the thread has met it (*waits grew) or after
- * 5 s.  The thread is started first: while the span is protected this
- * thread must not write to it (creating a thread does, for glibc's thread
- * bookkeeping lives in the heap). */
-static void hold_span(void *(*fn)(void *), _Atomic uint64_t *waits)
-{
-    mesh_miniheap_t *mh = mesh_arena_lookup(held_obj);
-    pthread_t t;
-    uint64_t waits0 = atomic_load(waits);
-    atomic_store(&go, 0);
-    pthread_create(&t, NULL, fn, NULL);
-    mesh_barrier_install();
-    uintptr_t range[1][2] = {{(uintptr_t)mesh_mh_start(mh), (uintptr_t)mesh_mh_start(mh) + mh->npages * MESH_PAGE_SIZE}};
-    mesh_barrier_begin(range, 1);
-    mesh_arena_protect(mh->span_page, mh->npages, false);
-    atomic_store(&go, 1);
-    /* The raw system call: usleep is an idle point, where a mesh pass of
-     * the allocator's own could begin and end the barrier this holds. */
-    struct timespec ts = {0, 1000000L};
-    for (int ms = 0; ms < 5000 && atomic_load(waits) == waits0; ms++)
-        syscall(SYS_nanosleep, &ts, NULL);
-    syscall(SYS_nanosleep, &ts, NULL);
-    mesh_arena_protect(mh->span_page, mh->npages, true);
-    mesh_barrier_end();
-    pthread_join(t, NULL);
-}
-
 static void test_barrier_store_waits(void)
 {
     held_obj = malloc(300);
@@ -387,85 +200,6 @@ static void test_barrier_store_waits(void)
     CHECK(held_obj[0] == 'W');
     CHECK(atomic_load(&mesh_stats.barrier_waits) > waits0);
     free(held_obj);
-}
-
-static void test_barrier_read_syscall(void)
-{
-    held_obj = malloc(300);
-    memset(held_obj, 0, 300);
-    CHECK(pipe(pipe_fds) == 0);
-    CHECK(write(pipe_fds[1], "hello through a meshed page", 27) == 27);
-    uint64_t waits0 = atomic_load(&mesh_stats.pin_waits);
-    hold_span(late_reader, &mesh_stats.pin_waits);
-    CHECK_EQ(atomic_load(&read_result), 27);
-    CHECK(memcmp(held_obj, "hello through a meshed page", 27) == 0);
-    CHECK(atomic_load(&mesh_stats.pin_waits) > waits0); /* it waited before reading */
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    free(held_obj);
-}
-
-/* ---- read(2) while real meshing runs ---- */
-
-static _Atomic int stop_pipe;
-
-static void *pipe_writer(void *arg)
-{
-    unsigned char buf[200];
-    unsigned char v = 0;
-    while (!atomic_load(&stop_pipe)) {
-        for (int i = 0; i < 200; i++)
-            buf[i] = v++;
-        if (write(pipe_fds[1], buf, sizeof buf) != (ssize_t)sizeof buf)
-            break;
-    }
-    close(pipe_fds[1]);
-    return NULL;
-}
-
-static void *mesher(void *arg)
-{
-    while (!atomic_load(&stop_pipe))
-        ctl("mesh.compact");
-    return NULL;
-}
-
-static void test_read_while_meshing(void)
-{
-    pthread_t t;
-    pthread_create(&t, NULL, alloc_sparse, NULL);
-    pthread_join(t, NULL);
-    CHECK(pipe(pipe_fds) == 0);
-    pthread_t w, m;
-    pthread_create(&w, NULL, pipe_writer, NULL);
-    pthread_create(&m, NULL, mesher, NULL);
-    unsigned char expect = 0;
-    int errors = 0;
-    size_t total = 0;
-    for (int round = 0; round < 20000 && !errors; round++) {
-        unsigned char *dst = wobj[round % WOBJ];
-        ssize_t n = read(pipe_fds[0], dst, 256);
-        if (n <= 0) {
-            errors++;
-            break;
-        }
-        for (ssize_t i = 0; i < n; i++)
-            if (dst[i] != expect++)
-                errors++;
-        total += (size_t)n;
-    }
-    atomic_store(&stop_pipe, 1);
-    char sink[4096];
-    while (read(pipe_fds[0], sink, sizeof sink) > 0)
-        ;
-    pthread_join(w, NULL);
-    pthread_join(m, NULL);
-    close(pipe_fds[0]);
-    CHECK_EQ(errors, 0);
-    CHECK(total > 0);
-    for (int i = 0; i < WOBJ; i++)
-        free(wobj[i]);
-    mesh_global_check();
 }
 
 /* ---- fork ---- */
@@ -532,7 +266,7 @@ static void test_fork_during_meshing(void)
     pthread_join(t, NULL);
     for (int i = 0; i < WOBJ; i++)
         fill(wobj[i], 256, (uint64_t)i);
-    atomic_store(&stop_pipe, 0);
+    atomic_store(&stop_meshing, 0);
     pthread_t m;
     pthread_create(&m, NULL, mesher, NULL);
     int ok = 1;
@@ -553,7 +287,7 @@ static void test_fork_during_meshing(void)
         ok &= wait_ok(pid);
         usleep(2000);
     }
-    atomic_store(&stop_pipe, 1);
+    atomic_store(&stop_meshing, 1);
     pthread_join(m, NULL);
     CHECK(ok);
     int good = 1;
@@ -576,6 +310,14 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
     siglongjmp(jump, 1);
 }
 
+/* The fault the program's handler must see; UBSan would stop the test at
+ * the null store instead. */
+__attribute__((noinline, no_sanitize_undefined)) static void store_to_null(void)
+{
+    volatile int *volatile null = NULL; /* a load the compiler cannot fold */
+    *null = 1;
+}
+
 static void test_program_segv_handler(void)
 {
     mesh_barrier_install(); /* as after the first mesh */
@@ -588,10 +330,8 @@ static void test_program_segv_handler(void)
     CHECK(sigaction(SIGSEGV, NULL, &query) == 0);
     CHECK(query.sa_sigaction == on_segv); /* the program sees its own handler */
     for (int i = 0; i < 3; i++) {
-        if (sigsetjmp(jump, 1) == 0) {
-            volatile int *null = NULL;
-            *null = 1;
-        }
+        if (sigsetjmp(jump, 1) == 0)
+            store_to_null();
         ctl("mesh.compact");
     }
     CHECK_EQ(atomic_load(&caught), 3);
@@ -674,176 +414,6 @@ static void test_low_mapping_budget(void)
 
 /* A program that frees and then sleeps is meshed while it sleeps: sleeping
  * is an idle point.  The sleeps still last what was asked. */
-static void test_idle_points(void)
-{
-    frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
-    fragment(&f);
-    uint64_t meshes0 = ctl("stats.mesh_count");
-    struct timespec t0, t1, ts = {0, 150 * 1000000L};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    nanosleep(&ts, NULL);
-    usleep(150000);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double slept = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    CHECK(ctl("stats.mesh_count") > meshes0);
-    CHECK(slept >= 0.299 && slept < 0.6);
-    CHECK(all_intact(&f));
-    free_all(&f);
-}
-
-static double since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-/* A wait that begins just after a pass, during which the next period
- * begins, is split there: the pass runs during the wait, which still lasts
- * what was asked.  A wait that an event ends before then returns at once
- * with the event, as it would have. */
-static void test_idle_split(void)
-{
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-    struct timespec t0;
-
-    ctl("mesh.check_period");          /* a period begins now */
-    CHECK_EQ(write(fds[1], "x", 1), 1);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    CHECK_EQ(poll(&pfd, 1, 1000), 1);  /* the event, not the split */
-    CHECK(since(&t0) < 0.05);
-
-    for (int kind = 0; kind < 6; kind++) {
-        char c;
-        CHECK_EQ(read(fds[0], &c, 1), 1);
-        ctl("mesh.check_period");
-        frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
-        fragment(&f);
-        uint64_t meshes0 = ctl("stats.mesh_count");
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        if (kind == 0) {
-            CHECK_EQ(poll(&pfd, 1, 300), 0);
-        } else if (kind == 1) {
-            struct timespec ts = {0, 300 * 1000000L};
-            CHECK_EQ(ppoll(&pfd, 1, &ts, NULL), 0);
-        } else if (kind == 2) {
-            int ep = epoll_create1(0);
-            struct epoll_event ev = {.events = EPOLLIN}, out;
-            CHECK_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fds[0], &ev), 0);
-            CHECK_EQ(epoll_wait(ep, &out, 1, 300), 0);
-            close(ep);
-        } else if (kind == 3) {
-            fd_set rd;
-            FD_ZERO(&rd);
-            FD_SET(fds[0], &rd);
-            struct timeval tv = {0, 300 * 1000};
-            CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &tv), 0);
-            CHECK(!FD_ISSET(fds[0], &rd));
-            CHECK(tv.tv_sec == 0 && tv.tv_usec == 0); /* Linux: nothing left */
-        } else if (kind == 4) {
-            fd_set rd;
-            FD_ZERO(&rd);
-            FD_SET(fds[0], &rd);
-            struct timespec ts = {0, 300 * 1000000L};
-            CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &ts, NULL), 0);
-        } else {
-            struct timespec until = t0;
-            until.tv_nsec += 300 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            CHECK_EQ(clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL), 0);
-        }
-        double waited = since(&t0);
-        CHECK(ctl("stats.mesh_count") > meshes0);
-        CHECK(waited >= 0.299 && waited < 0.6);
-        CHECK(all_intact(&f));
-        free_all(&f);
-        CHECK_EQ(write(fds[1], "x", 1), 1);
-    }
-    close(fds[0]);
-    close(fds[1]);
-}
-
-/* Timeouts the kernel refuses still fail at once with EINVAL, as they
- * would without libmesh: no split wait, no idle work first. */
-static void test_bad_timeouts(void)
-{
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-    struct timespec bad = {0, 1000000000L}, neg = {-1, 0}, t0;
-    struct timeval badtv = {0, -1};
-    fd_set rd;
-    ctl("mesh.check_period");          /* a period begins now */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    errno = 0;
-    CHECK_EQ(ppoll(&pfd, 1, &bad, NULL), -1);
-    CHECK_EQ(errno, EINVAL);
-    FD_ZERO(&rd);
-    FD_SET(fds[0], &rd);
-    errno = 0;
-    CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &neg, NULL), -1);
-    CHECK_EQ(errno, EINVAL);
-    FD_ZERO(&rd);
-    FD_SET(fds[0], &rd);
-    errno = 0;
-    CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &badtv), -1);
-    CHECK_EQ(errno, EINVAL);
-    CHECK_EQ(clock_nanosleep(CLOCK_MONOTONIC, 0, &bad, NULL), EINVAL);
-    CHECK_EQ(clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &bad, NULL), EINVAL);
-    CHECK(since(&t0) < 0.05);
-    close(fds[0]);
-    close(fds[1]);
-}
-
-static void *write_later(void *arg)
-{
-    int fd = *(int *)arg;
-    usleep(200 * 1000);
-    if (write(fd, "y", 1) != 1)
-        abort();
-    return NULL;
-}
-
-/* A select split where a period begins watches the same descriptors in
- * the rest of its wait: an event 200 ms into a 1 s wait (the period began
- * at about 100 ms) is seen, and the timeout says what was left. */
-static void test_select_split_keeps_its_sets(void)
-{
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    for (int kind = 0; kind < 2; kind++) {
-        ctl("mesh.check_period");
-        pthread_t t;
-        pthread_create(&t, NULL, write_later, &fds[1]);
-        fd_set rd;
-        FD_ZERO(&rd);
-        FD_SET(fds[0], &rd);
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        if (kind == 0) {
-            struct timeval tv = {1, 0};
-            CHECK_EQ(select(fds[0] + 1, &rd, NULL, NULL, &tv), 1);
-            CHECK(tv.tv_sec == 0 && tv.tv_usec > 500 * 1000);
-        } else {
-            struct timespec ts = {1, 0};
-            CHECK_EQ(pselect(fds[0] + 1, &rd, NULL, NULL, &ts, NULL), 1);
-        }
-        double waited = since(&t0);
-        CHECK(waited >= 0.19 && waited < 0.5);
-        CHECK(FD_ISSET(fds[0], &rd));
-        pthread_join(t, NULL);
-        char c;
-        CHECK_EQ(read(fds[0], &c, 1), 1);
-    }
-    close(fds[0]);
-    close(fds[1]);
-}
-
 /* Freed objects that leave whole pages of a partial span unused give
  * those pages back (mesh.scavenge, and every period), without meshing: a
  * 4 KiB object has a page to itself.  What is kept stays intact, and the
@@ -961,9 +531,11 @@ static void test_idle_class_sits_out(void)
     for (int i = 0; i < 8 && !ch->fruitless_runs; i++)
         mesh_pass(false, 100000000ULL);
     CHECK(ch->fruitless_runs > 0);
+    /* Nothing freed since: twenty passes, none searches the class. */
+    uint64_t slices = ch->slices;
     for (int i = 0; i < 20; i++)
         mesh_pass(false, 100000000ULL);
-    CHECK_EQ(ch->skipped, 20);
+    CHECK_EQ(ch->slices, slices);
     CHECK_EQ(ch->meshes, meshes);
 
     /* Half of what each span keeps is freed (96 frees): still no pair,
@@ -977,7 +549,7 @@ static void test_idle_class_sits_out(void)
     }
     CHECK_EQ(f.nkept, 48 * 2);
     mesh_pass(false, 100000000ULL);
-    CHECK_EQ(ch->skipped, 0);
+    CHECK(ch->slices > slices);
     CHECK(all_intact(&f));
     free_all(&f);
     mesh_opt.period_ms = period;
@@ -1143,15 +715,9 @@ int main(int argc, char **argv)
     TEST_RUN(test_chain_of_three);
     TEST_RUN(test_writers_during_meshing);
     TEST_RUN(test_barrier_store_waits);
-    TEST_RUN(test_barrier_read_syscall);
-    TEST_RUN(test_read_while_meshing);
     TEST_RUN(test_fork_after_meshing);
     TEST_RUN(test_fork_during_meshing);
     TEST_RUN(test_program_segv_handler);
-    TEST_RUN(test_idle_points);
-    TEST_RUN(test_idle_split);
-    TEST_RUN(test_select_split_keeps_its_sets);
-    TEST_RUN(test_bad_timeouts);
     TEST_RUN(test_trim);
     TEST_RUN(test_trim_accounting);
     TEST_RUN(test_idle_class_sits_out);

@@ -27,7 +27,10 @@ typedef struct obj {
 
 static _Atomic(obj_t *) exchange[EXCHANGE];
 static _Atomic long corrupt;
-static long ops_per_thread = 200000;
+#ifndef STRESS_OPS
+#define STRESS_OPS 200000
+#endif
+static long ops_per_thread = STRESS_OPS;
 static uint64_t seed = 42;
 
 static uint64_t next(uint64_t *s)

@@ -91,22 +91,53 @@ static void test_malloc_in_destructor(void)
     mesh_global_check();
 }
 
+#define MANY 32
+static uint32_t many_ids[MANY];
+
+/* Every size from 0 to 999 bytes, each block written over before it is
+ * freed; returns how many mallocs of a nonzero size failed. */
 static void *many(void *arg)
 {
-    for (int i = 0; i < 1000; i++)
-        free(malloc((size_t)i % 2000));
-    return NULL;
+    uintptr_t failed = 0;
+    for (int i = 0; i < 1000; i++) {
+        size_t size = (size_t)i % 2000;
+        void *p = malloc(size);
+        if (!p && size)
+            failed++;
+        else if (p)
+            memset(p, 0xa5, size);
+        free(p);
+    }
+    many_ids[(uintptr_t)arg] = mesh_tls_heap ? mesh_tls_heap->id : 0;
+    return (void *)failed;
 }
 
+/* 320 short-lived threads, 32 at a time: each gets a heap, every one is
+ * released when its thread exits, and their ids are reused (ids stay
+ * below what 32 live threads and this one need, far below 320). */
 static void test_many_threads(void)
 {
+    uint32_t max_id = 0;
     for (int round = 0; round < 10; round++) {
-        pthread_t t[32];
-        for (int i = 0; i < 32; i++)
-            pthread_create(&t[i], NULL, many, NULL);
-        for (int i = 0; i < 32; i++)
-            pthread_join(t[i], NULL);
+        pthread_t t[MANY];
+        for (uintptr_t i = 0; i < MANY; i++)
+            pthread_create(&t[i], NULL, many, (void *)i);
+        unsigned long failed = 0;
+        unsigned still_attached = 0;
+        for (int i = 0; i < MANY; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            failed += (uintptr_t)r;
+        }
+        for (int i = 0; i < MANY; i++) {
+            CHECK(many_ids[i] != 0);
+            still_attached += attached_to(many_ids[i]);
+            max_id = many_ids[i] > max_id ? many_ids[i] : max_id;
+        }
+        CHECK_EQ(failed, 0);
+        CHECK_EQ(still_attached, 0);
     }
+    CHECK(max_id <= 2 * MANY);
     mesh_global_check();
 }
 
