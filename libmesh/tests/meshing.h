@@ -1,5 +1,6 @@
 /*
- * Helpers of the meshing tests (test_mesh.c, test_interpose.c): reading
+ * Helpers of the meshing tests (test_mesh.c, test_interpose.c, test_pin.c,
+ * test_idle_wait.c): reading
  * mesh_mallctl numbers, spans fragmented to order, sparse 256-byte objects,
  * a thread that meshes until told to stop, and a span held under the write
  * barrier as a mesh would hold it.

@@ -21,18 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mesh.h"
-#include "internal.h"
+#include "meshing.h"
 #include "test.h"
-
-static uint64_t ctl(const char *name)
-{
-    uint64_t v = 0;
-    size_t len = sizeof v;
-    if (mesh_mallctl(name, &v, &len, NULL, 0) != 0)
-        return (uint64_t)-1;
-    return v;
-}
 
 #define NOBJ 4000
 static void *objs[NOBJ];
@@ -58,7 +48,7 @@ static void make_meshable(void)
     pthread_join(t, NULL);
 }
 
-static void free_all(void)
+static void free_objs(void)
 {
     for (int i = 0; i < NOBJ; i++)
         free(objs[i]);
@@ -112,7 +102,7 @@ static void test_ready_poll_skips_the_pass(void)
     period_due();
     CHECK_EQ(poll(NULL, 0, 100), 0);
     CHECK(ctl("stats.mesh_count") > meshes0);
-    free_all();
+    free_objs();
 }
 
 static _Atomic int handled;
@@ -144,7 +134,7 @@ static void test_pending_signal_skips_the_pass(void)
     CHECK(atomic_load(&mesh_stats.idle_gave_way) > gave0);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     signal(SIGUSR1, SIG_DFL);
-    free_all();
+    free_objs();
 }
 
 int main(void)

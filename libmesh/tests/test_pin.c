@@ -21,48 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mesh.h"
-#include "internal.h"
+#include "meshing.h"
 #include "test.h"
-
-static uint64_t ctl(const char *name)
-{
-    uint64_t v = 0;
-    size_t len = sizeof v;
-    if (mesh_mallctl(name, &v, &len, NULL, 0) != 0)
-        return (uint64_t)-1;
-    return v;
-}
 
 static int sv[2];
 static char *buf;
-static _Atomic int go;
 static _Atomic ssize_t got = -2;
-
-/* Holds buf's span read-only as a mesh does while fn runs in a thread
- * (started before: creating a thread writes into the heap), until the
- * thread has waited for it (or 5 s). */
-static void hold_span(void *(*fn)(void *))
-{
-    mesh_miniheap_t *mh = mesh_arena_lookup(buf);
-    pthread_t t;
-    uint64_t waits0 = atomic_load(&mesh_stats.pin_waits);
-    atomic_store(&go, 0);
-    atomic_store(&got, -2);
-    pthread_create(&t, NULL, fn, NULL);
-    mesh_barrier_install();
-    uintptr_t range[1][2] = {{(uintptr_t)mesh_mh_start(mh), (uintptr_t)mesh_mh_start(mh) + mh->npages * MESH_PAGE_SIZE}};
-    mesh_barrier_begin(range, 1);
-    mesh_arena_protect(mh->span_page, mh->npages, false);
-    atomic_store(&go, 1);
-    struct timespec ts = {0, 1000000L};
-    for (int ms = 0; ms < 5000 && atomic_load(&mesh_stats.pin_waits) == waits0; ms++)
-        syscall(SYS_nanosleep, &ts, NULL); /* not an idle point: no mesh pass of our own */
-    syscall(SYS_nanosleep, &ts, NULL);
-    mesh_arena_protect(mh->span_page, mh->npages, true);
-    mesh_barrier_end();
-    pthread_join(t, NULL);
-}
 
 static void *recv_one(void *arg)
 {
@@ -105,12 +69,15 @@ static void test_receive_during_protection(void)
     memset(buf, 0, 300);
     CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0);
     CHECK(send(sv[1], "first", 5, 0) == 5 && send(sv[1], "second", 6, 0) == 6);
-    hold_span(recv_one);
+    held_obj = buf;
+    atomic_store(&got, -2);
+    hold_span(recv_one, &mesh_stats.pin_waits);
     CHECK_EQ(atomic_load(&got), 5);
     CHECK(memcmp(buf, "first", 5) == 0);
 
     CHECK(send(sv[1], "third", 5, 0) == 5);
-    hold_span(recvmmsg_one); /* "second" is next */
+    atomic_store(&got, -2);
+    hold_span(recvmmsg_one, &mesh_stats.pin_waits); /* "second" is next */
     CHECK_EQ(atomic_load(&got), 6);
     CHECK(memcmp(buf, "second", 6) == 0);
     char rest[16];
@@ -125,7 +92,8 @@ static void test_receive_during_protection(void)
     pthread_sigmask(SIG_BLOCK, &set, &old);
     union sigval v = {.sival_int = 77};
     CHECK(sigqueue(getpid(), SIGUSR1, v) == 0);
-    hold_span(sigtimedwait_one);
+    atomic_store(&got, -2);
+    hold_span(sigtimedwait_one, &mesh_stats.pin_waits);
     CHECK_EQ(atomic_load(&got), SIGUSR1);
     CHECK_EQ(((siginfo_t *)buf)->si_value.sival_int, 77);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
