@@ -409,6 +409,63 @@ mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_
 /* Every free of a small object that the fast path did not take: into a span
  * this thread has attached but through an alias or with a full vector, or
  * into a span this thread does not own (a remote free). */
+/* A free into a span attached to this thread (so not being meshed): back
+ * to the vector, or to the bitmap when the vector is full. */
+static void free_attached_here(mesh_thread_heap_t *th, mesh_miniheap_t *head, uint32_t slot, uint64_t *key,
+                               const void *p)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[head->cls];
+    unsigned w = slot >> 6;
+    uint64_t mask = 1ULL << (slot & 63);
+    if ((*key == mesh_key_of(key) && mesh_sv_find(sv, head->attach_idx, slot)) ||
+        !(atomic_load(&head->bits[w]) & mask))
+        mesh_report_double_free(p);
+    if (sv->top < MESH_SV_CAP) {
+        *key = mesh_key_of(key);
+        mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize);
+    } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
+        mesh_report_double_free(p);
+    }
+}
+
+/* After a remote free cleared the bit of slot in word w (old: the word
+ * before) of a detached span: tells meshing the class has changed, and
+ * moves the span to the list it now belongs on if it was full or is now
+ * empty.  gen: the span's generation before the free, to recheck under the
+ * lock (it may have been attached, refiled, meshed or freed since). */
+static void after_detached_free(mesh_miniheap_t *head, uint32_t gen, unsigned w, uint64_t old, uint64_t mask)
+{
+    unsigned cls = head->cls;
+    const mesh_size_class_t *sc = &mesh_classes[cls];
+    /* A plain load and store: a lost count does no harm, and a locked add
+     * would cost every thread that frees here. */
+    _Atomic uint32_t *nfree = &mesh_class_heaps[cls].detached_frees;
+    atomic_store_explicit(nfree, atomic_load_explicit(nfree, memory_order_relaxed) + 1, memory_order_relaxed);
+
+    bool was_full = old == sc->valid[w];
+    bool now_empty = (old & ~mask) == 0;
+    for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
+        if (v != w && atomic_load(&head->bits[v]))
+            now_empty = false;
+    if (!was_full && !now_empty)
+        return;
+
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    mesh_class_lock(ch);
+    if (atomic_load(&head->gen) == gen && head->kind == MESH_KIND_SMALL && atomic_load(&head->owner) == 0 &&
+        (head->state == MESH_MH_FULL || mesh_state_is_partial(head->state))) {
+        unsigned live = mesh_mh_live(head);
+        if (live == 0) {
+            list_remove(ch, head);
+            release_empty_locked(ch, head);
+        } else if (head->state == MESH_MH_FULL && live < sc->nobjects) {
+            list_remove(ch, head);
+            place_detached_locked(ch, head);
+        }
+    }
+    pthread_mutex_unlock(&ch->lock);
+}
+
 void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
 {
     bool waited = false;
@@ -421,7 +478,6 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
             mesh_report_invalid_free(p);
         }
         unsigned cls = head->cls;
-        const mesh_size_class_t *sc = &mesh_classes[cls];
         unsigned w = slot >> 6;
         uint64_t mask = 1ULL << (slot & 63);
         mesh_thread_heap_t *th = mesh_tls_heap;
@@ -431,21 +487,9 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
          * virtual span the free came through.  Invariant: a slot holds its
          * key while it sits free in a vector (pushed there by a free or
          * claimed by a refill), and not once it is handed out. */
-        uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * sc->object_size);
-
+        uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * mesh_classes[cls].object_size);
         if (th && owner == th->id) {
-            /* Attached here (so not being meshed): back to the vector, or
-             * to the bitmap when the vector is full. */
-            mesh_shuffle_vector_t *sv = &th->sv[cls];
-            if ((*key == mesh_key_of(key) && mesh_sv_find(sv, head->attach_idx, slot)) ||
-                !(atomic_load(&head->bits[w]) & mask))
-                mesh_report_double_free(p);
-            if (sv->top < MESH_SV_CAP) {
-                *key = mesh_key_of(key);
-                mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize);
-            } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
-                mesh_report_double_free(p);
-            }
+            free_attached_here(th, head, slot, key, p);
             return;
         }
 
@@ -477,37 +521,8 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
             }
             mesh_report_double_free(p);
         }
-        if (atomic_load(&head->owner))
-            return; /* the owner harvests the slot at its next refill */
-        /* Tells meshing the class has changed: a plain load and store, as
-         * a lost count does no harm and a locked add would cost every
-         * thread that frees here. */
-        _Atomic uint32_t *nfree = &mesh_class_heaps[cls].detached_frees;
-        atomic_store_explicit(nfree, atomic_load_explicit(nfree, memory_order_relaxed) + 1, memory_order_relaxed);
-
-        bool was_full = old == sc->valid[w];
-        bool now_empty = (old & ~mask) == 0;
-        for (unsigned v = 0; v < MESH_BITMAP_WORDS && now_empty; v++)
-            if (v != w && atomic_load(&head->bits[v]))
-                now_empty = false;
-        if (!was_full && !now_empty)
-            return;
-
-        mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-        mesh_class_lock(ch);
-        /* Recheck: the span may have been attached, refiled, meshed or freed. */
-        if (atomic_load(&head->gen) == gen && head->kind == MESH_KIND_SMALL && atomic_load(&head->owner) == 0 &&
-            (head->state == MESH_MH_FULL || mesh_state_is_partial(head->state))) {
-            unsigned live = mesh_mh_live(head);
-            if (live == 0) {
-                list_remove(ch, head);
-                release_empty_locked(ch, head);
-            } else if (head->state == MESH_MH_FULL && live < sc->nobjects) {
-                list_remove(ch, head);
-                place_detached_locked(ch, head);
-            }
-        }
-        pthread_mutex_unlock(&ch->lock);
+        if (!atomic_load(&head->owner)) /* else the owner harvests the slot at its next refill */
+            after_detached_free(head, gen, w, old, mask);
         return;
     }
 }
