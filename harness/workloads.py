@@ -59,7 +59,7 @@ CATALOG: dict[str, Workload] = {w.name: w for w in (
              "strictly regular pattern that only randomized placement lets meshing recover"),
     Workload("redis-like", False, 1.0,
              "Redis-shaped store running the paper's populate/populate/idle script",
-             ("--idle", "6")),
+             ("--hold", "6")),
     Workload("browser-like", False, 10.0,
              "Speedometer-style page loads with caches and a parser thread"),
     Workload("larson", True, 1.0, "Larson server churn with cross-thread frees"),

@@ -168,7 +168,7 @@ class TestFullFlags(unittest.TestCase):
         w = CATALOG["redis-like"]
         spec = runner.plan([w], [glibc], 1, cfg.scale_of, 1, 1, cfg.args_of)[0]
         self.assertEqual(w.argv(spec.seed, spec.scale, "/t", extra=spec.extra_args)[1:],
-                         ["--seed", "1", "--scale", "1.0", "--idle", "6", "--trace", "/t"])
+                         ["--seed", "1", "--scale", "1.0", "--hold", "6", "--trace", "/t"])
         b = CATALOG["browser-like"]
         spec = runner.plan([b], [glibc], 1, cfg.scale_of, 1, 1, cfg.args_of)[0]
         self.assertEqual(b.argv(spec.seed, spec.scale, "/t", extra=spec.extra_args)[1:],

@@ -49,18 +49,21 @@ static const struct app apps[] = {
 };
 #define NAPPS ((int)(sizeof apps / sizeof apps[0]))
 
-static int64_t loads = -1;
-static int64_t tabs = -1;
-static int64_t history = -1;
-static double keep = 0.10;
-static double keep_images = 0.30;
+static int64_t loads;
+static int64_t tabs;
+static int64_t history;
+static double keep;
+static double keep_images;
 
 static const wl_opt_t opts[] = {
-    { "loads", WL_OPT_INT, &loads, "page loads per app (default 40 x scale)" },
-    { "tabs", WL_OPT_INT, &tabs, "pages kept open; the oldest closes as a new one loads (default 4 x sqrt(scale))" },
-    { "history", WL_OPT_INT, &history, "page loads a cached object outlives its page (default 30 x sqrt(scale))" },
-    { "keep", WL_OPT_DOUBLE, &keep, "fraction of strings and script objects cached (default 0.10)" },
-    { "keep-images", WL_OPT_DOUBLE, &keep_images, "fraction of images cached (default 0.30)" },
+    { "loads", WL_OPT_INT, &loads, DEFAULT_LOADS, WL_LINEAR, "page loads per app", NULL },
+    /* A longer session keeps more open and more history, but not in
+     * proportion: scale 10 runs ten times as long with about three times
+     * the heap, near the size of Firefox's in the paper. */
+    { "tabs", WL_OPT_INT, &tabs, 4, WL_SQRT, "pages kept open; the oldest closes as a new one loads", NULL },
+    { "history", WL_OPT_INT, &history, 30, WL_SQRT, "page loads a cached object outlives its page", NULL },
+    { "keep", WL_OPT_DOUBLE, &keep, 0.10, WL_FIXED, "fraction of strings and script objects cached", NULL },
+    { "keep-images", WL_OPT_DOUBLE, &keep_images, 0.30, WL_FIXED, "fraction of images cached", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -676,17 +679,6 @@ static int64_t page_bytes(const struct page *pg)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (loads < 0)
-        loads = wl_scaled(DEFAULT_LOADS);
-    /* A longer session keeps more open and more history, but not in
-     * proportion: scale 10 runs ten times as long with about three times
-     * the heap, near the size of Firefox's in the paper. */
-    if (tabs < 0) {
-        tabs = llround(4 * sqrt(wl_cfg.scale));
-        tabs = tabs < 1 ? 1 : tabs > MAX_TABS ? MAX_TABS : tabs;
-    }
-    if (history < 0)
-        history = llround(30 * sqrt(wl_cfg.scale));
     if (tabs < 1 || tabs > MAX_TABS || history < 0 || keep < 0 || keep > 1 ||
         keep_images < 0 || keep_images > 1) {
         fprintf(stderr, "browser-like: --tabs within [1, %d], --history not negative, "

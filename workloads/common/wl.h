@@ -14,14 +14,28 @@
 enum wl_opt_kind {
     WL_OPT_INT,    /* int64_t */
     WL_OPT_DOUBLE, /* double */
-    WL_OPT_BYTES,  /* int64_t, accepts K, M and G (binary) suffixes */
+    WL_OPT_SIZE,   /* int64_t bytes; accepts K, M and G (binary) suffixes */
+};
+
+/* How --scale changes an option's default (a value given on the command
+ * line is used as is). */
+enum wl_opt_scaling {
+    WL_FIXED,  /* the default as written */
+    WL_LINEAR, /* default x scale, never below 1: see wl_scaled */
+    WL_TIME,   /* default x min(scale, 1): see wl_scaled_time */
+    WL_SQRT,   /* default x sqrt(scale), rounded, never below 1 */
 };
 
 typedef struct {
     const char *name; /* the flag without its dashes */
     enum wl_opt_kind kind;
     void *dst;
-    const char *help; /* says the default, and how --scale changes it */
+    double def; /* the default before scaling; --help prints it */
+    enum wl_opt_scaling scaling;
+    const char *help; /* what it means; the default is added from def */
+    /* An earlier spelling still accepted, with a note on stderr, so that
+     * scripts and recorded argv keep working; NULL if none. */
+    const char *old_name;
 } wl_opt_t;
 
 typedef struct {
@@ -39,8 +53,9 @@ struct wl_config {
 };
 extern struct wl_config wl_cfg;
 
-/* Parses the flags (exits 0 after --help, 2 on a bad flag), opens the trace
- * and starts the sampler thread. Call first in main. */
+/* Parses the flags (exits 0 after --help, 2 on a bad flag), stores each
+ * option's scaled default where no flag gave it, opens the trace and starts
+ * the sampler thread. Call first in main. */
 void wl_init(const wl_spec_t *spec, int argc, char **argv);
 
 /* Time-only parameters (sleeps, holds) shrink with scales below 1 so that

@@ -49,20 +49,20 @@
 #define DICT_MIN_FILL_PCT 10
 #define REHASH_BUCKETS_PER_TICK 10000
 
-static int64_t keys1 = -1, keys2 = -1;
-static int64_t size1 = 240, size2 = 492;
-static int64_t maxmemory = -1;
-static int64_t batch = 0;
-static double idle_s = -1;
+static int64_t keys1, keys2;
+static int64_t size1, size2;
+static int64_t maxmemory;
+static int64_t batch;
+static double hold_s;
 
 static const wl_opt_t opts[] = {
-    { "keys1", WL_OPT_INT, &keys1, "keys of the first populate (default 700000 x scale)" },
-    { "size1", WL_OPT_INT, &size1, "value bytes of the first populate (default 240)" },
-    { "keys2", WL_OPT_INT, &keys2, "keys of the second populate (default 170000 x scale)" },
-    { "size2", WL_OPT_INT, &size2, "value bytes of the second populate (default 492)" },
-    { "maxmemory", WL_OPT_BYTES, &maxmemory, "eviction limit, 0 = none (default 100M x scale)" },
-    { "batch", WL_OPT_INT, &batch, "keys per command, 0 = one command per populate (default 0)" },
-    { "idle", WL_OPT_DOUBLE, &idle_s, "seconds in the idle event loop (default 2 x min(scale,1))" },
+    { "keys1", WL_OPT_INT, &keys1, 700000, WL_LINEAR, "keys of the first populate", NULL },
+    { "size1", WL_OPT_SIZE, &size1, 240, WL_FIXED, "value bytes of the first populate", NULL },
+    { "keys2", WL_OPT_INT, &keys2, 170000, WL_LINEAR, "keys of the second populate", NULL },
+    { "size2", WL_OPT_SIZE, &size2, 492, WL_FIXED, "value bytes of the second populate", NULL },
+    { "maxmemory", WL_OPT_SIZE, &maxmemory, 100 * MB, WL_LINEAR, "Redis's maxmemory: used_memory above it evicts, 0 = none", NULL },
+    { "batch", WL_OPT_INT, &batch, 0, WL_FIXED, "keys per command, 0 = one command per populate", NULL },
+    { "hold", WL_OPT_DOUBLE, &hold_s, 2.0, WL_TIME, "seconds in the idle event loop at the end", "idle" },
 };
 
 static const wl_spec_t spec = {
@@ -653,14 +653,6 @@ static void keyspace_free(void)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (keys1 < 0)
-        keys1 = wl_scaled(700000);
-    if (keys2 < 0)
-        keys2 = wl_scaled(170000);
-    if (maxmemory < 0)
-        maxmemory = wl_scaled(100 * MB);
-    if (idle_s < 0)
-        idle_s = wl_scaled_time(2.0);
     if (size1 < 0 || size2 < 0 || batch < 0) {
         fprintf(stderr, "redis-like: sizes and --batch must not be negative\n");
         return 2;
@@ -680,7 +672,7 @@ int main(int argc, char **argv)
     wl_phase("idle");
     evict_if_needed(); /* the PING that follows the script */
     uint64_t used_after = used_memory;
-    idle_loop(idle_s);
+    idle_loop(hold_s);
 
     int64_t held;
     uint64_t keys = dict_size(&db);

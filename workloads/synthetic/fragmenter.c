@@ -19,16 +19,16 @@ struct round {
     unsigned char **objs;
 };
 
-static int64_t budget = -1;
-static int64_t start_size = 512;
-static double sleep_s = -1;
-static double hold_s = -1;
+static int64_t budget;
+static int64_t start_size;
+static double pause_s;
+static double hold_s;
 
 static const wl_opt_t opts[] = {
-    { "budget", WL_OPT_BYTES, &budget, "bytes of the budget (default 128M x scale)" },
-    { "start", WL_OPT_INT, &start_size, "first n; objects are n - 16 bytes (default 512)" },
-    { "sleep", WL_OPT_DOUBLE, &sleep_s, "seconds of work after each round (default 0.2 x min(scale,1))" },
-    { "hold", WL_OPT_DOUBLE, &hold_s, "seconds to hold the survivors at the end (default 1.5 x min(scale,1))" },
+    { "bytes", WL_OPT_SIZE, &budget, 128 << 20, WL_LINEAR, "bytes of the budget", "budget" },
+    { "start", WL_OPT_SIZE, &start_size, 512, WL_FIXED, "first n; objects are n - 16 bytes", NULL },
+    { "pause", WL_OPT_DOUBLE, &pause_s, 0.2, WL_TIME, "seconds of pause after each round", "sleep" },
+    { "hold", WL_OPT_DOUBLE, &hold_s, 1.5, WL_TIME, "seconds to hold the survivors at the end", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -51,12 +51,6 @@ static void fill(unsigned char *p, size_t size, uint64_t tag)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (budget < 0)
-        budget = wl_scaled(128 << 20);
-    if (sleep_s < 0)
-        sleep_s = wl_scaled_time(0.2);
-    if (hold_s < 0)
-        hold_s = wl_scaled_time(1.5);
     if (start_size <= 16)
         start_size = 17;
 
@@ -92,7 +86,7 @@ int main(int argc, char **argv)
         wl_free(table, count * sizeof *table);
         nrounds++;
 
-        wl_sleep(sleep_s);
+        wl_sleep(pause_s);
         /* The Ruby script doubles n before charging the round to the budget,
          * so each round costs half of what it allocated, not the quarter it
          * kept. Kept as is: it sets how many rounds the figure has. */

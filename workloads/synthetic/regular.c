@@ -15,18 +15,18 @@
 
 #define MAX_HALVINGS 16
 
-static int64_t total_bytes = -1;
-static int64_t size = 256;
-static int64_t halvings = 3;
-static double step_s = -1;
-static double hold_s = -1;
+static int64_t total_bytes;
+static int64_t size;
+static int64_t halvings;
+static double pause_s;
+static double hold_s;
 
 static const wl_opt_t opts[] = {
-    { "bytes", WL_OPT_BYTES, &total_bytes, "bytes allocated at first (default 128M x scale)" },
-    { "size", WL_OPT_INT, &size, "object size (default 256)" },
-    { "halvings", WL_OPT_INT, &halvings, "times every other survivor is freed (default 3)" },
-    { "step", WL_OPT_DOUBLE, &step_s, "seconds of pause after each halving (default 0.3 x min(scale,1))" },
-    { "hold", WL_OPT_DOUBLE, &hold_s, "seconds to hold at the end (default 1.5 x min(scale,1))" },
+    { "bytes", WL_OPT_SIZE, &total_bytes, 128 << 20, WL_LINEAR, "bytes allocated at first", NULL },
+    { "size", WL_OPT_SIZE, &size, 256, WL_FIXED, "object size", NULL },
+    { "halvings", WL_OPT_INT, &halvings, 3, WL_FIXED, "times every other survivor is freed", NULL },
+    { "pause", WL_OPT_DOUBLE, &pause_s, 0.3, WL_TIME, "seconds of pause after each halving", "step" },
+    { "hold", WL_OPT_DOUBLE, &hold_s, 1.5, WL_TIME, "seconds to hold at the end", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -41,12 +41,6 @@ static const wl_spec_t spec = {
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (total_bytes < 0)
-        total_bytes = wl_scaled(128 << 20);
-    if (step_s < 0)
-        step_s = wl_scaled_time(0.3);
-    if (hold_s < 0)
-        hold_s = wl_scaled_time(1.5);
     if (size < 1 || halvings < 0 || halvings > MAX_HALVINGS) {
         fprintf(stderr, "regular: --size must be positive and --halvings within [0, %d]\n",
                 MAX_HALVINGS);
@@ -81,7 +75,7 @@ int main(int argc, char **argv)
         n = kept;
         objs = wl_realloc(objs, cap * sizeof *objs, n * sizeof *objs);
         cap = n;
-        wl_sleep(step_s);
+        wl_sleep(pause_s);
     }
 
     wl_phase("hold");

@@ -9,18 +9,18 @@
 
 #include "wl.h"
 
-static int64_t fill_bytes = -1;
-static int64_t size1 = 64;
-static int64_t size2 = 256;
-static double keep = 0.10;
-static double hold_s = -1;
+static int64_t fill_bytes;
+static int64_t size1;
+static int64_t size2;
+static double keep;
+static double hold_s;
 
 static const wl_opt_t opts[] = {
-    { "fill", WL_OPT_BYTES, &fill_bytes, "bytes of each fill (default 256M x scale)" },
-    { "size1", WL_OPT_INT, &size1, "object size of the first fill (default 64)" },
-    { "size2", WL_OPT_INT, &size2, "object size of the second fill (default 256)" },
-    { "keep", WL_OPT_DOUBLE, &keep, "fraction of the first fill kept (default 0.10)" },
-    { "hold", WL_OPT_DOUBLE, &hold_s, "seconds to hold at the end (default 1.5 x min(scale,1))" },
+    { "bytes", WL_OPT_SIZE, &fill_bytes, 256 << 20, WL_LINEAR, "bytes of each fill", "fill" },
+    { "size1", WL_OPT_SIZE, &size1, 64, WL_FIXED, "object size of the first fill", NULL },
+    { "size2", WL_OPT_SIZE, &size2, 256, WL_FIXED, "object size of the second fill", NULL },
+    { "keep", WL_OPT_DOUBLE, &keep, 0.10, WL_FIXED, "fraction of the first fill kept", NULL },
+    { "hold", WL_OPT_DOUBLE, &hold_s, 1.5, WL_TIME, "seconds to hold at the end", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -41,10 +41,6 @@ static void fill(unsigned char *p, size_t size, uint64_t tag)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (fill_bytes < 0)
-        fill_bytes = wl_scaled(256 << 20);
-    if (hold_s < 0)
-        hold_s = wl_scaled_time(1.5);
     if (size1 < 1 || size2 < 1 || keep < 0 || keep > 1) {
         fprintf(stderr, "sizeshift: sizes must be positive and --keep within [0, 1]\n");
         return 2;

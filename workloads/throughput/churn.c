@@ -29,14 +29,14 @@ static const struct {
     { 20, 4097, 16384 },
 };
 
-static int64_t slots = 10000;
-static int64_t ops = -1;
-static double realloc_share = 0.10;
+static int64_t slots;
+static int64_t ops;
+static double realloc_share;
 
 static const wl_opt_t opts[] = {
-    { "slots", WL_OPT_INT, &slots, "objects in the working set (default 10000)" },
-    { "ops", WL_OPT_INT, &ops, "replacements (default 40000000 x scale)" },
-    { "realloc", WL_OPT_DOUBLE, &realloc_share, "share of replacements done by realloc (default 0.10)" },
+    { "slots", WL_OPT_INT, &slots, 10000, WL_FIXED, "objects in the working set", NULL },
+    { "ops", WL_OPT_INT, &ops, 40000000, WL_LINEAR, "replacements", NULL },
+    { "realloc", WL_OPT_DOUBLE, &realloc_share, 0.10, WL_FIXED, "share of replacements done by realloc", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -76,8 +76,6 @@ static void check(const struct obj *o)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (ops < 0)
-        ops = wl_scaled(40000000);
     if (slots < 1 || ops < 0 || realloc_share < 0 || realloc_share > 1) {
         fprintf(stderr, "churn: --slots must be positive and --realloc within [0, 1]\n");
         return 2;

@@ -34,19 +34,19 @@ struct lineage {
     int64_t ops;
 };
 
-static int64_t threads = 4;
-static int64_t blocks_per = 5000;
-static int64_t min_size = 8, max_size = 1000;
-static int64_t rounds = 25;
-static int64_t generations = -1;
+static int64_t threads;
+static int64_t blocks_per;
+static int64_t min_size, max_size;
+static int64_t rounds;
+static int64_t generations;
 
 static const wl_opt_t opts[] = {
-    { "threads", WL_OPT_INT, &threads, "lineages running at once (default 4)" },
-    { "blocks", WL_OPT_INT, &blocks_per, "objects per lineage (default 5000)" },
-    { "min", WL_OPT_INT, &min_size, "smallest object (default 8)" },
-    { "max", WL_OPT_INT, &max_size, "largest object (default 1000)" },
-    { "rounds", WL_OPT_INT, &rounds, "passes over the array per generation (default 25)" },
-    { "generations", WL_OPT_INT, &generations, "threads per lineage, one after another (default 200 x scale)" },
+    { "threads", WL_OPT_INT, &threads, 4, WL_FIXED, "lineages running at once", NULL },
+    { "blocks", WL_OPT_INT, &blocks_per, 5000, WL_FIXED, "objects per lineage", NULL },
+    { "min", WL_OPT_SIZE, &min_size, 8, WL_FIXED, "smallest object", NULL },
+    { "max", WL_OPT_SIZE, &max_size, 1000, WL_FIXED, "largest object", NULL },
+    { "rounds", WL_OPT_INT, &rounds, 25, WL_FIXED, "passes over the array per generation", NULL },
+    { "generations", WL_OPT_INT, &generations, 200, WL_LINEAR, "threads per lineage, one after another", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -118,8 +118,6 @@ static void *lineage_main(void *arg)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (generations < 0)
-        generations = wl_scaled(200);
     if (threads < 1 || threads > MAX_THREADS || blocks_per < 1 || min_size < 1 ||
         max_size < min_size || max_size > UINT32_MAX || rounds < 0 || generations < 1) {
         fprintf(stderr, "larson: bad parameters (threads within [1, %d], min <= max)\n",

@@ -25,20 +25,20 @@ struct batch {
     unsigned char *msgs[];
 };
 
-static int64_t producers = 2, consumers = 2;
-static int64_t messages = -1;
-static int64_t min_size = 16, max_size = 512;
-static int64_t batch_len = 64;
-static int64_t queue_len = 64;
+static int64_t producers, consumers;
+static int64_t messages;
+static int64_t min_size, max_size;
+static int64_t batch_len;
+static int64_t queue_len;
 
 static const wl_opt_t opts[] = {
-    { "producers", WL_OPT_INT, &producers, "producer threads (default 2)" },
-    { "consumers", WL_OPT_INT, &consumers, "consumer threads (default 2)" },
-    { "messages", WL_OPT_INT, &messages, "messages in all (default 32000000 x scale)" },
-    { "min", WL_OPT_INT, &min_size, "smallest message, at least 16 (default 16)" },
-    { "max", WL_OPT_INT, &max_size, "largest message (default 512)" },
-    { "batch", WL_OPT_INT, &batch_len, "messages per batch (default 64)" },
-    { "queue", WL_OPT_INT, &queue_len, "batches the queue holds (default 64)" },
+    { "producers", WL_OPT_INT, &producers, 2, WL_FIXED, "producer threads", NULL },
+    { "consumers", WL_OPT_INT, &consumers, 2, WL_FIXED, "consumer threads", NULL },
+    { "messages", WL_OPT_INT, &messages, 32000000, WL_LINEAR, "messages in all", NULL },
+    { "min", WL_OPT_SIZE, &min_size, 16, WL_FIXED, "smallest message, at least 16", NULL },
+    { "max", WL_OPT_SIZE, &max_size, 512, WL_FIXED, "largest message", NULL },
+    { "batch", WL_OPT_INT, &batch_len, 64, WL_FIXED, "messages per batch", NULL },
+    { "queue", WL_OPT_INT, &queue_len, 64, WL_FIXED, "batches the queue holds", NULL },
 };
 
 static const wl_spec_t spec = {
@@ -152,8 +152,6 @@ static void *consumer_main(void *arg)
 int main(int argc, char **argv)
 {
     wl_init(&spec, argc, argv);
-    if (messages < 0)
-        messages = wl_scaled(32000000);
     if (producers < 1 || consumers < 1 || producers + consumers > MAX_THREADS ||
         min_size < (int64_t)sizeof(struct msg_header) || max_size < min_size ||
         max_size > UINT32_MAX || batch_len < 1 || batch_len > UINT32_MAX ||
