@@ -24,35 +24,19 @@
 #include "meshing.h"
 #include "test.h"
 
-#define NOBJ 4000
-static void *objs[NOBJ];
-
-/* 256-byte objects, three in four freed: spans a quarter full, detached
- * when the thread exits. */
-static void *sparse(void *arg)
-{
-    for (int i = 0; i < NOBJ; i++)
-        objs[i] = malloc(256);
-    for (int i = 0; i < NOBJ; i++)
-        if (i % 4 != 1) {
-            free(objs[i]);
-            objs[i] = NULL;
-        }
-    return NULL;
-}
-
+/* Sparse 256-byte spans (meshing.h), detached when their thread exits. */
 static void make_meshable(void)
 {
     pthread_t t;
-    pthread_create(&t, NULL, sparse, NULL);
+    pthread_create(&t, NULL, alloc_sparse, NULL);
     pthread_join(t, NULL);
 }
 
 static void free_objs(void)
 {
-    for (int i = 0; i < NOBJ; i++)
-        free(objs[i]);
-    memset(objs, 0, sizeof objs);
+    for (int i = 0; i < WOBJ; i++)
+        free(wobj[i]);
+    memset(wobj, 0, sizeof wobj);
 }
 
 /* Lets the current period run out without passing an idle point. */
