@@ -1,4 +1,4 @@
-"""Command line: /usr/bin/python3 -m harness {list,run,trace,plot,report,bench}."""
+"""Command line: /usr/bin/python3 -m harness {list,run,trace,plot,report,bench,paper}."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from . import report
 from . import results as R
 from . import runner
 from . import workloads as W
+from .paper import cli as paper_cli
 from .sampler import CgroupError, CgroupHierarchy, Sample, machine_info
 
 RESULTS_DIR = os.path.join(A.REPO_ROOT, "results")
@@ -347,6 +348,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-install", action="store_true",
                    help="do not check or install Debian packages")
     p.set_defaults(fn=cmd_bench)
+
+    paper_cli.add_parser(sub)
     return ap
 
 

@@ -200,7 +200,7 @@ def collect_webkit(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scrat
     why = webkit_fig.missing() or next((allocs[n].missing() for n in names if allocs[n].missing()),
                                        None)
     if why:
-        raise SystemExit(f"harness.paper: webkit: {why}")
+        raise SystemExit(f"harness paper: webkit: {why}")
     runs = []
     total = len(names) * cfg.trials
     done = 0
@@ -249,7 +249,7 @@ def _matrix(workloads: list, allocator_names: tuple, cfg: PaperConfig, scale: fl
     allocs = [reg[n] for n in allocator_names]
     missing = [a.missing() for a in allocs if a.missing()]
     if missing:
-        raise SystemExit("harness.paper: " + "; ".join(missing))
+        raise SystemExit("harness paper: " + "; ".join(missing))
     mc = runner.MatrixConfig(workloads=workloads, allocators=allocs, trials=cfg.trials,
                              scale=scale, full=full, seed=cfg.seed, order_seed=cfg.order_seed,
                              hz=cfg.hz, pss_budget=cfg.pss_budget, timeout=cfg.timeout,

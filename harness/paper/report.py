@@ -616,7 +616,7 @@ def markdown(res: R.MatrixResult, results_path: str, md_dir: str, plot_dir: str,
              f"(created {res.created}, {trials} trials per allocator"
              + ("" if res.complete else "; INCOMPLETE: the run was interrupted") + "). "
              "Do not edit by hand: `make paper` rewrites it, and "
-             "`/usr/bin/python3 -m harness.paper run` measures everything again (as root; these "
+             "`/usr/bin/python3 -m harness paper run` measures everything again (as root; these "
              f"results took {(res.duration_s or 0) / 60:.0f} min).",
              "", f"Paper: {C.PAPER}; its numbers as DESIGN.md section 6 gives them. Footprint "
              "everywhere is the physical memory charged to the process's own memory cgroup "

@@ -300,7 +300,7 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     rs = rows(res) if res is not None else {}
     if not rs:
         return head + ["Not measured in these results files (`make paper-run`, or "
-                       "`/usr/bin/python3 -m harness.paper run --figures webkit --name paper-webkit`)."]
+                       "`/usr/bin/python3 -m harness paper run --figures webkit --name paper-webkit`)."]
     img = os.path.relpath(os.path.join(plot_dir, "fig6-webkit.png"), md_dir).replace(os.sep, "/")
     src = os.path.relpath(path, md_dir).replace(os.sep, "/") if path else "?"
     out = head + [f"![Figure 6 on WebKit: footprint over time]({img})", "",
