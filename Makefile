@@ -68,7 +68,7 @@ PAPER_PLOTS ?= plots/paper
 PAPER_WEBKIT ?= results/paper-webkit.json
 
 paper:
-	$(PYTHON) -m harness paper report $(PAPER_RESULTS) --webkit $(PAPER_WEBKIT) --out $(PAPER_OUT) --plots $(PAPER_PLOTS)
+	$(PYTHON) -m harness paper report --results $(PAPER_RESULTS) --webkit $(PAPER_WEBKIT) --out $(PAPER_OUT) --plots-dir $(PAPER_PLOTS)
 
 paper-run: all browser
 	$(PYTHON) -m harness paper run

@@ -11,6 +11,7 @@ from typing import Optional
 
 from . import __version__
 from . import allocators as A
+from . import flags
 from . import packages
 from . import report
 from . import results as R
@@ -21,6 +22,7 @@ from .sampler import CgroupError, CgroupHierarchy, Sample, machine_info
 
 RESULTS_DIR = os.path.join(A.REPO_ROOT, "results")
 PLOTS_DIR = os.path.join(A.REPO_ROOT, "plots")
+LATEST = os.path.join(RESULTS_DIR, "latest.json")
 
 # Default matrix of `bench` (see the time accounting in harness/README.md).
 BENCH_TRIALS = 3
@@ -212,7 +214,7 @@ def _load(path: str) -> R.MatrixResult:
 def cmd_plot(args) -> int:
     from . import plots   # matplotlib only when plotting
     res = _load(args.results)
-    paths = plots.plot_all(res, args.out, baseline=args.baseline)
+    paths = plots.plot_all(res, args.plots_dir, baseline=args.baseline)
     for p in paths:
         print(p)
     if not paths:
@@ -224,10 +226,10 @@ def cmd_plot(args) -> int:
 def cmd_report(args) -> int:
     res = _load(args.results)
     print(report.ratio_table(res))
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
             f.write(report.markdown(res))
-        print(f"wrote {args.markdown}")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -329,14 +331,19 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_trace)
 
     p = sub.add_parser("plot", help="draw the plots of a results file")
-    p.add_argument("results", nargs="?", default=os.path.join(RESULTS_DIR, "latest.json"))
-    p.add_argument("--out", default=PLOTS_DIR, help="directory for PNG and SVG (default plots/)")
+    flags.file_flag(p, "--results", "results", "the results to plot (default results/latest.json)",
+                    default=LATEST)
+    p.add_argument("--plots-dir", default=PLOTS_DIR, metavar="DIR",
+                   help="directory for PNG and SVG (default plots/)")
+    flags.hidden_alias(p, "--out", "plots_dir")
     p.add_argument("--baseline", default="glibc", help="allocator to normalise to (default glibc)")
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("report", help="print the ratio table of a results file")
-    p.add_argument("results", nargs="?", default=os.path.join(RESULTS_DIR, "latest.json"))
-    p.add_argument("--markdown", help="also write a Markdown report to this file")
+    flags.file_flag(p, "--results", "results", "the results to read (default results/latest.json)",
+                    default=LATEST)
+    p.add_argument("--out", metavar="FILE", help="also write a Markdown report to this file")
+    flags.hidden_alias(p, "--markdown", "out")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("bench", help="what `make bench` does: packages, default matrix, results, plots, table")
@@ -344,7 +351,8 @@ def parser() -> argparse.ArgumentParser:
     _add_matrix_args(p, trials=BENCH_TRIALS, timing_runs=BENCH_TIMING_RUNS,
                      timing_warmup=BENCH_TIMING_WARMUP)
     _add_sampling(p)
-    p.add_argument("--plots-dir", default=PLOTS_DIR, help="directory for plots (default plots/)")
+    p.add_argument("--plots-dir", default=PLOTS_DIR, metavar="DIR",
+                   help="directory for plots (default plots/)")
     p.add_argument("--no-install", action="store_true",
                    help="do not check or install Debian packages")
     p.set_defaults(fn=cmd_bench)
@@ -354,7 +362,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = flags.resolve(ap, ap.parse_args(argv))
     # SIGTERM cleans up like Ctrl-C: the child is killed and its cgroup removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

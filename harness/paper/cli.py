@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Optional
 
+from .. import flags
 from .. import results as R
 from ..allocators import REPO_ROOT
 from ..sampler import CgroupHierarchy
@@ -86,9 +87,9 @@ def cmd_run(args) -> int:
             if main is None:
                 print(f"no {DEFAULT_RESULTS}: report not written")
                 return 1 if failed else 0
-            report.write(main, DEFAULT_RESULTS, args.out, args.plots, small, path)
+            report.write(main, DEFAULT_RESULTS, args.out, args.plots_dir, small, path)
         else:
-            report.write(small, path, args.out, args.plots, _load_optional(DEFAULT_WEBKIT),
+            report.write(small, path, args.out, args.plots_dir, _load_optional(DEFAULT_WEBKIT),
                          DEFAULT_WEBKIT)
         print(f"report: {args.out}")
     return 1 if failed else 0
@@ -102,7 +103,7 @@ def cmd_report(args) -> int:
                          "(run `/usr/bin/python3 -m harness paper run` first)")
     except R.SchemaError as e:
         raise SystemExit(f"harness paper: {e}")
-    paths = report.write(res, args.results, args.out, args.plots,
+    paths = report.write(res, args.results, args.out, args.plots_dir,
                          _load_optional(args.webkit), args.webkit)
     for p in paths:
         print(p)
@@ -148,30 +149,37 @@ def add_parser(sub) -> None:
                    help="comma-separated rows of the WebKit figure (default all)")
     p.add_argument("--results-dir", default=RESULTS_DIR)
     p.add_argument("--name", default="paper", help="compacted results file name (default paper)")
-    p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
-    p.add_argument("--plots", default=DEFAULT_PLOTS, help="plot directory (default plots/paper)")
+    p.add_argument("--out", default=DEFAULT_MD, metavar="FILE",
+                   help="the report (default paper-figures.md)")
+    p.add_argument("--plots-dir", default=DEFAULT_PLOTS, metavar="DIR",
+                   help="plot directory (default plots/paper)")
+    flags.hidden_alias(p, "--plots", "plots_dir")
     p.add_argument("--no-report", action="store_true", help="measure and save only")
     p.add_argument("--no-cgroup", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("report", help="write paper-figures.md and its plots from a results file")
-    p.add_argument("results", nargs="?", default=DEFAULT_RESULTS)
-    p.add_argument("--webkit", default=DEFAULT_WEBKIT,
-                   help="the WebKit figure's results, used when RESULTS has none "
+    flags.file_flag(p, "--results", "results", "the results to report (default results/paper.json)",
+                    default=DEFAULT_RESULTS)
+    p.add_argument("--webkit", default=DEFAULT_WEBKIT, metavar="FILE",
+                   help="the WebKit figure's results, used when --results has none "
                         "(default results/paper-webkit.json; '' for none)")
-    p.add_argument("--out", default=DEFAULT_MD, help="the report (default paper-figures.md)")
-    p.add_argument("--plots", default=DEFAULT_PLOTS, help="plot directory (default plots/paper)")
+    p.add_argument("--out", default=DEFAULT_MD, metavar="FILE",
+                   help="the report (default paper-figures.md)")
+    p.add_argument("--plots-dir", default=DEFAULT_PLOTS, metavar="DIR",
+                   help="plot directory (default plots/paper)")
+    flags.hidden_alias(p, "--plots", "plots_dir")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("merge", help="put the figures of a newer run into a results file")
-    p.add_argument("base", help="the results file to update (say results/paper.json)")
-    p.add_argument("new", help="a compacted run of some figures (run --figures ... --name ...)")
-    p.add_argument("out", help="where to write the merged document")
+    flags.file_flag(p, "--results", "base", "the results file to update (say results/paper.json)")
+    flags.file_flag(p, "--new", "new", "a compacted run of some figures (run --figures ... --name ...)")
+    flags.file_flag(p, "--out", "out", "where to write the merged document")
     p.set_defaults(fn=cmd_merge)
 
     p = sub.add_parser("compact", help="compact a full results file for committing")
-    p.add_argument("full")
-    p.add_argument("out")
+    flags.file_flag(p, "--results", "full", "the full results document to compact")
+    flags.file_flag(p, "--out", "out", "where to write the compacted document")
     p.set_defaults(fn=cmd_compact)
 
     p = sub.add_parser("redis-build", help="build redis-server for Figure 7 (cached in build/redis/; "
