@@ -107,7 +107,7 @@ def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
         if servers.built is not None and a.library is None:
             d = asdict(A.describe(a))
             d["server"] = servers.of(name)
-            d["version"] = redis_fig._version_line(servers.of(name))
+            d["version"] = redis_fig.version_line(servers.of(name))
             d["version_source"] = "redis-server --version"
         elif a.library is None and jem:
             d = asdict(A.describe(replace(a, library=jem)))
@@ -266,7 +266,7 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
     mesh, mesh_info = snapshot_mesh(scratch)
     reg = {**A.registry(), **mesh}
     res = R.MatrixResult(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info(),
-                         commit=runner._commit(), config={}, allocators={},
+                         commit=runner.git_commit(), config={}, allocators={},
                          harness_argv=list(argv or []))
     figures: dict = {}
     workloads: list = []

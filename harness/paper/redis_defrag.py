@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB
 from . import figures as F
 from . import redis_fig
 
-MIB = 2**20
 ROWS = tuple(redis_fig.DEFRAG_ROWS)
 BOUND_VS_NOMESH = 0.50
 
