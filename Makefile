@@ -49,6 +49,7 @@ bench-alloc: all
 	$(MAKE) -C libmesh bench
 	scripts/alloc-bench.sh
 
+# From results/latest.json, or on a fresh clone the matrix in the committed results/paper.json.
 plots:
 	$(PYTHON) -m harness plot
 
