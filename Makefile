@@ -49,6 +49,7 @@ bench-alloc: all
 	$(MAKE) -C libmesh bench
 	scripts/alloc-bench.sh
 
+# From results/latest.json, or on a fresh clone the matrix in the committed results/paper.json.
 plots:
 	$(PYTHON) -m harness plot
 
@@ -64,20 +65,20 @@ browser/dist/.built: $(BROWSER_SOURCES)
 PAPER_RESULTS ?= results/paper.json
 PAPER_OUT ?= paper-figures.md
 PAPER_PLOTS ?= plots/paper
-# Figure 6 on WebKit, measured on its own (`harness.paper run --figures webkit --name paper-webkit`).
+# Figure 6 on WebKit, measured on its own (`harness paper run --figures webkit --name paper-webkit`).
 PAPER_WEBKIT ?= results/paper-webkit.json
 
 paper:
-	$(PYTHON) -m harness.paper report $(PAPER_RESULTS) --webkit $(PAPER_WEBKIT) --out $(PAPER_OUT) --plots $(PAPER_PLOTS)
+	$(PYTHON) -m harness paper report --results $(PAPER_RESULTS) --webkit $(PAPER_WEBKIT) --out $(PAPER_OUT) --plots-dir $(PAPER_PLOTS)
 
 paper-run: all browser
-	$(PYTHON) -m harness.paper run
+	$(PYTHON) -m harness paper run
 
 # redis-server from Debian's source of the installed version, twice (bundled
 # jemalloc; system malloc with the defrag patch), cached in build/redis/;
 # paper-run does this itself.  A few minutes, once.
 redis-build:
-	$(PYTHON) -m harness.paper.redis_build
+	$(PYTHON) -m harness paper redis-build
 
 install: libmesh
 	$(MAKE) -C libmesh install PREFIX=$(PREFIX)

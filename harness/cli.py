@@ -1,8 +1,9 @@
-"""Command line: /usr/bin/python3 -m harness {list,run,trace,plot,report,bench}."""
+"""Command line: /usr/bin/python3 -m harness {list,run,trace,plot,report,bench,paper}."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -11,15 +12,18 @@ from typing import Optional
 
 from . import __version__
 from . import allocators as A
+from . import flags
 from . import packages
 from . import report
 from . import results as R
 from . import runner
 from . import workloads as W
+from .paper import cli as paper_cli
 from .sampler import CgroupError, CgroupHierarchy, Sample, machine_info
 
 RESULTS_DIR = os.path.join(A.REPO_ROOT, "results")
 PLOTS_DIR = os.path.join(A.REPO_ROOT, "plots")
+LATEST = os.path.join(RESULTS_DIR, "latest.json")
 
 # Default matrix of `bench` (see the time accounting in harness/README.md).
 BENCH_TRIALS = 3
@@ -208,10 +212,41 @@ def _load(path: str) -> R.MatrixResult:
         raise SystemExit(f"harness: {e}")
 
 
+def committed_matrix(results_dir: str) -> Optional[tuple[str, R.MatrixResult]]:
+    """The default matrix's runs from the newest compacted document in RESULTS_DIR
+    (the paper run's results/paper.json holds one): what `plot` draws on a fresh
+    clone, where the full documents `bench` writes are not committed."""
+    best = None
+    for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
+        path = os.path.join(results_dir, name)
+        if not name.endswith(".json") or os.path.islink(path):
+            continue
+        try:
+            res = R.load(path)
+        except (OSError, R.SchemaError):
+            continue
+        runs = [r for r in res.runs if r.workload in W.CATALOG]
+        if not res.config.get("compacted") or not runs:
+            continue
+        if best is None or res.created > best[1].created:
+            timings = [t for t in res.timings if t.workload in W.CATALOG]
+            best = (path, dataclasses.replace(res, runs=runs, timings=timings))
+    return best
+
+
 def cmd_plot(args) -> int:
     from . import plots   # matplotlib only when plotting
-    res = _load(args.results)
-    paths = plots.plot_all(res, args.out, baseline=args.baseline)
+    if args.results == LATEST and not os.path.exists(LATEST):
+        found = committed_matrix(RESULTS_DIR)
+        if found is None:
+            _load(LATEST)   # the message that says how to make one
+        path, res = found
+        print(f"harness: no {os.path.relpath(LATEST, A.REPO_ROOT)} (`make bench` writes it); "
+              f"drawing the default matrix of {os.path.relpath(path, A.REPO_ROOT)} "
+              f"(created {res.created})", file=sys.stderr)
+    else:
+        res = _load(args.results)
+    paths = plots.plot_all(res, args.plots_dir, baseline=args.baseline)
     for p in paths:
         print(p)
     if not paths:
@@ -223,10 +258,10 @@ def cmd_plot(args) -> int:
 def cmd_report(args) -> int:
     res = _load(args.results)
     print(report.ratio_table(res))
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
             f.write(report.markdown(res))
-        print(f"wrote {args.markdown}")
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -328,14 +363,21 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_trace)
 
     p = sub.add_parser("plot", help="draw the plots of a results file")
-    p.add_argument("results", nargs="?", default=os.path.join(RESULTS_DIR, "latest.json"))
-    p.add_argument("--out", default=PLOTS_DIR, help="directory for PNG and SVG (default plots/)")
+    flags.file_flag(p, "--results", "results",
+                    "the results to plot (default results/latest.json, or without one the "
+                    "default matrix of the newest compacted document in results/)",
+                    default=LATEST)
+    p.add_argument("--plots-dir", default=PLOTS_DIR, metavar="DIR",
+                   help="directory for PNG and SVG (default plots/)")
+    flags.hidden_alias(p, "--out", "plots_dir")
     p.add_argument("--baseline", default="glibc", help="allocator to normalise to (default glibc)")
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("report", help="print the ratio table of a results file")
-    p.add_argument("results", nargs="?", default=os.path.join(RESULTS_DIR, "latest.json"))
-    p.add_argument("--markdown", help="also write a Markdown report to this file")
+    flags.file_flag(p, "--results", "results", "the results to read (default results/latest.json)",
+                    default=LATEST)
+    p.add_argument("--out", metavar="FILE", help="also write a Markdown report to this file")
+    flags.hidden_alias(p, "--markdown", "out")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("bench", help="what `make bench` does: packages, default matrix, results, plots, table")
@@ -343,15 +385,19 @@ def parser() -> argparse.ArgumentParser:
     _add_matrix_args(p, trials=BENCH_TRIALS, timing_runs=BENCH_TIMING_RUNS,
                      timing_warmup=BENCH_TIMING_WARMUP)
     _add_sampling(p)
-    p.add_argument("--plots-dir", default=PLOTS_DIR, help="directory for plots (default plots/)")
+    p.add_argument("--plots-dir", default=PLOTS_DIR, metavar="DIR",
+                   help="directory for plots (default plots/)")
     p.add_argument("--no-install", action="store_true",
                    help="do not check or install Debian packages")
     p.set_defaults(fn=cmd_bench)
+
+    paper_cli.add_parser(sub)
     return ap
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = flags.resolve(ap, ap.parse_args(argv))
     # SIGTERM cleans up like Ctrl-C: the child is killed and its cgroup removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

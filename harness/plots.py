@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import results as R  # noqa: E402
+from .stats import MIB, representative  # noqa: E402,F401  (representative: for callers)
 
-MIB = 2**20
 # Fixed colours so an allocator looks the same in every figure.
 COLOURS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c",
            "tcmalloc": "#9467bd", "mesh": "#d62728", "mesh-nomesh": "#ff7f0e",
@@ -34,14 +34,14 @@ COLOURS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c",
 _EXTRA = ["#8c564b", "#bcbd22", "#17becf", "#000080", "#808000"]
 
 
-def _colour(name: str, order: list[str]) -> str:
+def colour(name: str, order: list[str]) -> str:
     if name in COLOURS:
         return COLOURS[name]
     extras = [n for n in order if n not in COLOURS]
     return _EXTRA[extras.index(name) % len(_EXTRA)] if name in extras else "#333333"
 
 
-def _save(fig, out_dir: str, name: str) -> list[str]:
+def save(fig, out_dir: str, name: str) -> list[str]:
     paths = []
     for ext in ("png", "svg"):
         p = os.path.join(out_dir, f"{name}.{ext}")
@@ -53,22 +53,12 @@ def _save(fig, out_dir: str, name: str) -> list[str]:
     return paths
 
 
-def representative(runs: list[R.Run]) -> Optional[R.Run]:
-    """The ok trial whose mean footprint is the median of the trials."""
-    ok = [(R.summarize(r).mean_footprint, r) for r in runs if r.ok and len(r.memory)]
-    ok = [(m, r) for m, r in ok if m is not None]
-    if not ok:
-        return None
-    ok.sort(key=lambda x: (x[0], x[1].trial))
-    return ok[(len(ok) - 1) // 2][1]
-
-
-def _mib_points(t: list, v: list) -> tuple[list, list]:
+def mib_points(t: list, v: list) -> tuple[list, list]:
     pts = [(a, b / MIB) for a, b in zip(t, v) if a is not None and b is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _live_t(run: R.Run) -> list:
+def live_t(run: R.Run) -> list:
     """The workload's trace times on the memory series' clock (both start at spawn)."""
     off = run.live_offset_s or 0.0
     return [None if t is None else t + off for t in run.live.t]
@@ -76,7 +66,7 @@ def _live_t(run: R.Run) -> list:
 
 def _phase_marks(ax, run: R.Run) -> None:
     last = None
-    for t, ph in zip(_live_t(run), run.live.phase):
+    for t, ph in zip(live_t(run), run.live.phase):
         if ph and ph != last and ph != "end" and t is not None:
             ax.axvline(t, color="#bbbbbb", lw=0.6, ls=":", zorder=0)
             ax.text(t, 1.0, f" {ph}", transform=ax.get_xaxis_transform(), fontsize=7,
@@ -94,8 +84,8 @@ def memory_over_time(result: R.MatrixResult, workload: str, out_dir: str,
         run = representative([r for r in result.runs if r.workload == workload and r.allocator == al])
         if run is None:
             continue
-        x, y = _mib_points(run.memory.t, run.memory.footprint)
-        ax.plot(x, y, color=_colour(al, allocs), lw=1.3, label=al)
+        x, y = mib_points(run.memory.t, run.memory.footprint)
+        ax.plot(x, y, color=colour(al, allocs), lw=1.3, label=al)
         drew = True
         if live_run is None or al == baseline:
             live_run = run
@@ -103,7 +93,7 @@ def memory_over_time(result: R.MatrixResult, workload: str, out_dir: str,
         plt.close(fig)
         return []
     if live_run is not None and live_run.live.t:
-        x, y = _mib_points(_live_t(live_run), live_run.live.live)
+        x, y = mib_points(live_t(live_run), live_run.live.live)
         ax.plot(x, y, color="black", lw=1.2, ls="--", label="live bytes", drawstyle="steps-post")
         _phase_marks(ax, live_run)
     methods = sorted({r.method for r in result.runs if r.workload == workload and r.method})
@@ -115,7 +105,7 @@ def memory_over_time(result: R.MatrixResult, workload: str, out_dir: str,
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, out_dir, f"memory-{workload}")
+    return save(fig, out_dir, f"memory-{workload}")
 
 
 def measures(result: R.MatrixResult, out_dir: str, prefer: tuple = ("mesh", "jemalloc", "glibc")) -> list[str]:
@@ -140,7 +130,7 @@ def measures(result: R.MatrixResult, out_dir: str, prefer: tuple = ("mesh", "jem
                                   ("pss", dict(color="#ff7f0e", lw=1, marker=".", ms=2), "PSS"),
                                   ("usage", dict(color="#1f77b4", lw=1, ls="-."), "cgroup usage"),
                                   ("footprint", dict(color="black", lw=1.4), "footprint")):
-            x, y = _mib_points(m.t, getattr(m, col))
+            x, y = mib_points(m.t, getattr(m, col))
             if x:
                 ax.plot(x, y, label=label, **style)
                 drew = True
@@ -158,7 +148,7 @@ def measures(result: R.MatrixResult, out_dir: str, prefer: tuple = ("mesh", "jem
     fig.suptitle(f"{choice}: footprint vs cgroup usage, PSS and RSS (RSS counts a meshed page twice)",
                  fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_dir, "measures")
+    return save(fig, out_dir, "measures")
 
 
 def _grouped_bars(ax, result: R.MatrixResult, agg: dict, metric, baseline: str,
@@ -184,7 +174,7 @@ def _grouped_bars(ax, result: R.MatrixResult, agg: dict, metric, baseline: str,
             ys.append(s.mean)
             es.append(s.stdev)
         if xs:
-            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=2, color=_colour(al, allocs),
+            ax.bar(xs, ys, width * 0.92, yerr=es, capsize=2, color=colour(al, allocs),
                    label=al, error_kw={"lw": 0.8})
             drew = True
     if limit_line is not None:
@@ -209,7 +199,7 @@ def summary_memory(result: R.MatrixResult, out_dir: str, baseline: str = "glibc"
     axes[0].set_title("mean footprint (time-weighted), normalised")
     axes[1].set_title("peak footprint, normalised")
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, out_dir, "summary-memory")
+    return save(fig, out_dir, "summary-memory")
 
 
 def summary_time(result: R.MatrixResult, out_dir: str, baseline: str = "glibc") -> list[str]:
@@ -224,7 +214,7 @@ def summary_time(result: R.MatrixResult, out_dir: str, baseline: str = "glibc") 
         {"hyperfine": "hyperfine mean where timed", "wall": "wall time of the memory runs"}[s]
         for s in srcs) + ")", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, out_dir, "summary-time")
+    return save(fig, out_dir, "summary-time")
 
 
 def fragmentation(result: R.MatrixResult, out_dir: str) -> list[str]:
@@ -239,7 +229,7 @@ def fragmentation(result: R.MatrixResult, out_dir: str) -> list[str]:
     ax.set_ylim(bottom=0)
     ax.set_title("fragmentation: mean footprint / mean live bytes", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, out_dir, "fragmentation")
+    return save(fig, out_dir, "fragmentation")
 
 
 def plot_all(result: R.MatrixResult, out_dir: str, baseline: str = "glibc") -> list[str]:

@@ -7,11 +7,11 @@ rows per allocator are geometric means over the workloads both have.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from . import results as R
+from .stats import MIB, geomean
 
 BASELINES = ("glibc", "jemalloc")
 
@@ -53,8 +53,8 @@ def rows(result: R.MatrixResult, baselines: tuple = BASELINES) -> list[Row]:
                     r = mine.ratio(theirs) if mine and theirs else None
                     ratios[(metric, b)] = r.mean if r else None
             out.append(Row(w, al, a.trials, a.failed,
-                           a.mean_footprint.mean / 2**20 if a.mean_footprint else None,
-                           a.peak_footprint.mean / 2**20 if a.peak_footprint else None,
+                           a.mean_footprint.mean / MIB if a.mean_footprint else None,
+                           a.peak_footprint.mean / MIB if a.peak_footprint else None,
                            a.time.mean if a.time else None, a.time_source,
                            a.frag_ratio.mean if a.frag_ratio else None, ratios))
     return out
@@ -67,8 +67,7 @@ def geomeans(rs: list[Row], baselines: tuple = BASELINES) -> dict:
         for key, v in r.ratios.items():
             if v:
                 out.setdefault(r.allocator, {}).setdefault(key, []).append(v)
-    return {al: {k: math.exp(sum(map(math.log, v)) / len(v)) for k, v in d.items()}
-            for al, d in out.items()}
+    return {al: {k: geomean(v) for k, v in d.items()} for al, d in out.items()}
 
 
 def _f(x: Optional[float], fmt: str) -> str:

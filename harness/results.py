@@ -3,8 +3,9 @@
 One file holds everything needed to redraw every plot and recompute every
 number without rerunning anything: the machine, the commit, each
 allocator's identity, the configuration, and every run with its full time
-series. Files of a newer schema version are refused rather than
-misread; older versions are upgraded on load.
+series. A file whose schema version is not one this harness reads
+(READABLE_VERSIONS) is refused with a SchemaError naming both, rather than
+misread; there is one version so far, so nothing is upgraded on load.
 
 Layout of a results directory:
   <stamp>.json   one matrix run
@@ -29,6 +30,9 @@ from typing import Any, Iterable, Optional
 
 SCHEMA = "mesh-harness-results"
 SCHEMA_VERSION = 1
+# The versions from_dict can read; a new version that changes a field adds
+# the upgrade of the older ones to from_dict when it joins this tuple.
+READABLE_VERSIONS = (1,)
 
 # Columns of a memory time series, in bytes (t in seconds since spawn).
 MEMORY_COLUMNS = ("t", "footprint", "usage", "anon", "shmem", "kernel", "file", "rss", "pss")
@@ -147,11 +151,13 @@ def from_dict(d: dict) -> MatrixResult:
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise SchemaError("not a mesh harness results document")
     v = d.get("schema_version")
-    if not isinstance(v, int):
+    if not isinstance(v, int) or isinstance(v, bool):
         raise SchemaError("results document has no schema_version")
-    if v > SCHEMA_VERSION:
-        raise SchemaError(f"results schema version {v} is newer than this harness "
-                          f"understands ({SCHEMA_VERSION}); update the harness")
+    if v not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        hint = "; update the harness" if v > SCHEMA_VERSION else ""
+        raise SchemaError(f"results schema version {v} cannot be read: this harness reads "
+                          f"version {readable}{hint}")
     runs = []
     for r in d.get("runs", []):
         r = dict(r)

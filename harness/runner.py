@@ -178,7 +178,7 @@ def _sample_until_exit(proc: subprocess.Popen, cg, t0: float, m: Measurement, hz
     return os.waitstatus_to_exitcode(status), ru, end
 
 
-def _tail(path: str, limit: int = STDERR_TAIL_BYTES) -> str:
+def file_tail(path: str, limit: int = STDERR_TAIL_BYTES) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -222,8 +222,8 @@ def read_trace(path: str) -> tuple[R.LiveTrace, Optional[dict], Optional[str]]:
     return live, result, problem
 
 
-def _last_json_line(path: str) -> Optional[dict]:
-    for line in reversed(_tail(path, 65536).splitlines()):
+def last_json_line(path: str) -> Optional[dict]:
+    for line in reversed(file_tail(path, 65536).splitlines()):
         if line.strip():
             try:
                 d = json.loads(line)
@@ -233,7 +233,7 @@ def _last_json_line(path: str) -> Optional[dict]:
     return None
 
 
-def _read_events(path: str) -> list:
+def read_events(path: str) -> list:
     out = []
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as f:
@@ -280,10 +280,10 @@ def run_one(spec: RunSpec, hierarchy: Optional[CgroupHierarchy], scratch: str, *
         run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
         run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
         run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
-        run.stderr_tail = _tail(err)
+        run.stderr_tail = file_tail(err)
         run.live, trace_result, problem = read_trace(trace)
-        run.result = trace_result or _last_json_line(out)
-        run.events = _read_events(events) if a.is_mesh else []
+        run.result = trace_result or last_json_line(out)
+        run.events = read_events(events) if a.is_mesh else []
         if m.start_error:
             run.error = m.start_error
         elif m.timed_out:
@@ -408,7 +408,7 @@ class MatrixConfig:
         return tuple(w.paper_args) if self.full else ()
 
 
-def _commit() -> Optional[str]:
+def git_commit() -> Optional[str]:
     from .allocators import REPO_ROOT, git_describe
     return git_describe(REPO_ROOT)
 
@@ -424,7 +424,7 @@ def run_matrix(cfg: MatrixConfig, hierarchy: Optional[CgroupHierarchy], scratch_
     config["scales"] = {w.name: cfg.scale_of(w) for w in workloads}
     config["extra_args"] = {w.name: list(cfg.args_of(w)) for w in workloads if cfg.args_of(w)}
     res = R.MatrixResult(
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine, commit=_commit(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine, commit=git_commit(),
         config=config, allocators={a.name: asdict(describe(a)) for a in allocators},
         harness_argv=list(argv or []))
     specs = plan(workloads, allocators, cfg.trials, cfg.scale_of, cfg.seed, cfg.order_seed,

@@ -1,4 +1,4 @@
-"""The paper's figures on real programs (issue 6), beside the paper's numbers.
+"""The paper's figures on real programs, beside the paper's numbers.
 
   redis_fig   Figure 7: Debian's redis-server running the paper's script
   ruby_fig    Figure 8: Debian's ruby running workloads/ruby/fragment.rb
@@ -9,6 +9,7 @@
   claims      the paper's numbers (DESIGN.md section 6)
   plots       the figures' plots (matplotlib)
   report      paper-figures.md
+  cli         the `paper` commands of /usr/bin/python3 -m harness
 
-/usr/bin/python3 -m harness.paper --help
+/usr/bin/python3 -m harness paper --help
 """

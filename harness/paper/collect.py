@@ -107,7 +107,7 @@ def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
         if servers.built is not None and a.library is None:
             d = asdict(A.describe(a))
             d["server"] = servers.of(name)
-            d["version"] = redis_fig._version_line(servers.of(name))
+            d["version"] = redis_fig.version_line(servers.of(name))
             d["version_source"] = "redis-server --version"
         elif a.library is None and jem:
             d = asdict(A.describe(replace(a, library=jem)))
@@ -200,7 +200,7 @@ def collect_webkit(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scrat
     why = webkit_fig.missing() or next((allocs[n].missing() for n in names if allocs[n].missing()),
                                        None)
     if why:
-        raise SystemExit(f"harness.paper: webkit: {why}")
+        raise SystemExit(f"harness paper: webkit: {why}")
     runs = []
     total = len(names) * cfg.trials
     done = 0
@@ -249,7 +249,7 @@ def _matrix(workloads: list, allocator_names: tuple, cfg: PaperConfig, scale: fl
     allocs = [reg[n] for n in allocator_names]
     missing = [a.missing() for a in allocs if a.missing()]
     if missing:
-        raise SystemExit("harness.paper: " + "; ".join(missing))
+        raise SystemExit("harness paper: " + "; ".join(missing))
     mc = runner.MatrixConfig(workloads=workloads, allocators=allocs, trials=cfg.trials,
                              scale=scale, full=full, seed=cfg.seed, order_seed=cfg.order_seed,
                              hz=cfg.hz, pss_budget=cfg.pss_budget, timeout=cfg.timeout,
@@ -266,7 +266,7 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
     mesh, mesh_info = snapshot_mesh(scratch)
     reg = {**A.registry(), **mesh}
     res = R.MatrixResult(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info(),
-                         commit=runner._commit(), config={}, allocators={},
+                         commit=runner.git_commit(), config={}, allocators={},
                          harness_argv=list(argv or []))
     figures: dict = {}
     workloads: list = []

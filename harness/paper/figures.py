@@ -7,11 +7,11 @@ harness's plots do.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB, AllocatorRow
 from . import claims as C
 from . import redis_fig, ruby_fig
 
@@ -23,7 +23,6 @@ RUBY_ORDER = ruby_fig.ALLOCATORS
 BROWSER = "browser-like-paper"
 BROWSER_ORDER = ("jemalloc", "mesh", "mesh-nomesh")
 FIGURE_WORKLOADS = (REDIS, RUBY_WORKLOAD, BROWSER)
-MIB = 2**20
 
 
 def ok_runs(res: R.MatrixResult, workload: str, allocator: str) -> list[R.Run]:
@@ -124,13 +123,8 @@ def stalled_runs(runs: list[R.Run], quiet_s: float = 1.0) -> list[tuple[int, flo
 
 
 @dataclass
-class Row:
-    """One allocator in one figure."""
-    allocator: str
-    trials: int
-    failed: int
-    values: dict = field(default_factory=dict)   # name -> Optional[R.Stat]
-    ratios: dict = field(default_factory=dict)   # name -> Optional[R.Stat]
+class Row(AllocatorRow):
+    """One allocator in one figure, with its runs' mesh passes."""
     events: Optional[EventStats] = None
     note: str = ""
 
@@ -347,11 +341,6 @@ def matrix_table(res: R.MatrixResult, metric: str, baseline: Optional[str]) -> d
                 s, b = getattr(a, metric), agg.get((w, baseline))
                 out[(w, al)] = _ratio(s, getattr(b, metric) if b else None)
     return out
-
-
-def geomean(values: list) -> Optional[float]:
-    vals = [v for v in values if v]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else None
 
 
 @dataclass

@@ -11,29 +11,24 @@ reproducible SVG settings are those of harness/plots.py.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 from .. import plots as P
 from .. import results as R
+from ..stats import MIB, median_run, representative
 from . import figures as F
 
 plt = P.plt
-MIB = 2**20
-
-
-def _median_run(runs: list[R.Run], key: Callable[[R.Run], Optional[float]]) -> Optional[R.Run]:
-    vals = sorted(((key(r), r.trial, r) for r in runs if key(r) is not None), key=lambda x: x[:2])
-    return vals[(len(vals) - 1) // 2][2] if vals else None
 
 
 def _series(ax, run: R.Run, colour: str, label: str, lw: float = 1.4, ls: str = "-") -> None:
-    x, y = P._mib_points(run.memory.t, run.memory.footprint)
+    x, y = P.mib_points(run.memory.t, run.memory.footprint)
     ax.plot(x, y, color=colour, lw=lw, label=label, ls=ls)
 
 
 def _live(ax, run: Optional[R.Run]) -> None:
     if run is not None and run.live.t:
-        x, y = P._mib_points(P._live_t(run), run.live.live)
+        x, y = P.mib_points(P.live_t(run), run.live.live)
         ax.plot(x, y, color="black", lw=1.1, ls="--", label="live bytes", drawstyle="steps-post")
 
 
@@ -42,7 +37,7 @@ def _bars(ax, names: list[str], stats: list[Optional[R.Stat]], order: list[str],
     xs = list(range(len(names)))
     ax.bar(xs, [s.mean if s else 0 for s in stats], 0.7,
            yerr=[s.stdev if s else 0 for s in stats], capsize=3,
-           color=[P._colour(n, order) for n in names], error_kw={"lw": 0.8})
+           color=[P.colour(n, order) for n in names], error_kw={"lw": 0.8})
     for x, s in zip(xs, stats):
         if s is None:
             ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
@@ -65,11 +60,11 @@ def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
     mark = None
     for al in names:
         runs = F.ok_runs(res, F.REDIS, al)
-        run = _median_run(runs, lambda r: r.result.get("footprint_at_mark"))
+        run = median_run(runs, lambda r: r.result.get("footprint_at_mark"))
         if run is None:
             continue
         mark = run.result.get("mark_s", mark)
-        _series(ax, run, P._colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
+        _series(ax, run, P.colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
                 or al == "mesh" else 1.2, ls="--" if al.endswith("activedefrag") else "-")
     if mark is not None:
         ax.axvline(mark, color="#666666", lw=0.8, ls=":")
@@ -91,7 +86,7 @@ def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
           "paper: Mesh = 0.61 x no-meshing")
     bx.set_title("mean and sd over trials", fontsize=10)
     fig.tight_layout()
-    return P._save(fig, out_dir, "fig7-redis")
+    return P.save(fig, out_dir, "fig7-redis")
 
 
 def _mib(s: Optional[R.Stat]) -> Optional[R.Stat]:
@@ -106,10 +101,10 @@ def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     live_run = None
     for al in names:
-        run = P.representative(F.ok_runs(res, workload, al))
+        run = representative(F.ok_runs(res, workload, al))
         if run is None:
             continue
-        _series(ax, run, P._colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
+        _series(ax, run, P.colour(al, names), al, lw=2.0 if al.startswith("mesh-activedefrag")
                 or al == "mesh" else 1.2, ls="--" if al.endswith("activedefrag") else "-")
         if live_run is None or al == "jemalloc":
             live_run = run
@@ -127,10 +122,10 @@ def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title
     w = 0.38
     bx.bar([x - w / 2 for x in xs], [s.mean if s else 0 for s in mean], w,
            yerr=[s.stdev if s else 0 for s in mean], capsize=2, label="mean footprint",
-           color=[P._colour(n, names) for n in names], error_kw={"lw": 0.8})
+           color=[P.colour(n, names) for n in names], error_kw={"lw": 0.8})
     bx.bar([x + w / 2 for x in xs], [s.mean if s else 0 for s in time_], w,
            yerr=[s.stdev if s else 0 for s in time_], capsize=2, label="time",
-           color=[P._colour(n, names) for n in names], alpha=0.45, hatch="//",
+           color=[P.colour(n, names) for n in names], alpha=0.45, hatch="//",
            error_kw={"lw": 0.8})
     for al, (m, t) in paper_ref.items():
         if al in names:
@@ -146,7 +141,7 @@ def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title
                  fontsize=9)
     bx.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return P._save(fig, out_dir, name)
+    return P.save(fig, out_dir, name)
 
 
 def fig8_ruby(res: R.MatrixResult, out_dir: str) -> list[str]:
@@ -176,10 +171,10 @@ def fig6_webkit(res: Optional[R.MatrixResult], out_dir: str) -> list[str]:
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(14, 4.5),
                                      gridspec_kw={"width_ratios": [3, 1.3, 1.3]})
     for al in names:
-        run = _median_run(F.ok_runs(res, W.WORKLOAD, al), lambda r: r.result.get("mean_run"))
+        run = median_run(F.ok_runs(res, W.WORKLOAD, al), lambda r: r.result.get("mean_run"))
         if run is None:
             continue
-        colour = P._colour(al, names)
+        colour = P.colour(al, names)
         _series(ax, run, colour, al, lw=2.0 if al == "mesh" else 1.2)
         at = run.result.get("result_s")
         if at is not None:
@@ -202,11 +197,11 @@ def fig6_webkit(res: Optional[R.MatrixResult], out_dir: str) -> list[str]:
     _bars(cx, names, [rows[n].values.get("score") for n in names], names, "score (runs/min)")
     cx.set_title("webkit-own runs without Malloc=1", fontsize=9)
     fig.tight_layout()
-    return P._save(fig, out_dir, "fig6-webkit")
+    return P.save(fig, out_dir, "fig6-webkit")
 
 
 def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -> list[str]:
-    run = _median_run(F.ok_runs(res, F.REDIS, allocator),
+    run = median_run(F.ok_runs(res, F.REDIS, allocator),
                       lambda r: r.result.get("footprint_at_mark"))
     if run is None:
         return []
@@ -215,7 +210,7 @@ def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -
     for col, style, label in (("rss", dict(color="#d62728", lw=1), "RSS"),
                               ("pss", dict(color="#ff7f0e", lw=1, marker=".", ms=3), "PSS"),
                               ("footprint", dict(color="black", lw=1.5), "footprint (cgroup)")):
-        x, y = P._mib_points(m.t, getattr(m, col))
+        x, y = P.mib_points(m.t, getattr(m, col))
         if x:
             ax.plot(x, y, label=label, **style)
     ax.set_title(f"redis-server under {allocator}: footprint, PSS and RSS (median trial)",
@@ -225,7 +220,7 @@ def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return P._save(fig, out_dir, "redis-measures")
+    return P.save(fig, out_dir, "redis-measures")
 
 
 def matrix_plots(res: R.MatrixResult, out_dir: str) -> list[str]:

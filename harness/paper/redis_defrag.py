@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB
 from . import figures as F
 from . import redis_fig
 
-MIB = 2**20
 ROWS = tuple(redis_fig.DEFRAG_ROWS)
 BOUND_VS_NOMESH = 0.50
 
@@ -235,4 +235,4 @@ def provenance(figs: dict, res: R.MatrixResult) -> str:
     return (f" This figure was measured on its own, {figs['created']} ({figs.get('trials')} trials, "
             f"allocators interleaved; harness commit {figs.get('commit')}, libmesh {lib}"
             + (f"; load average {load[0]:.1f} at the start" if load else "")
-            + ") and merged into this document (`python3 -m harness.paper merge`).")
+            + ") and merged into this document (`python3 -m harness paper merge`).")

@@ -460,8 +460,8 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
         run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
         run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
         run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
-        run.stderr_tail = runner._tail(out, 1500)
-        run.events = runner._read_events(events) if a.is_mesh else []
+        run.stderr_tail = runner.file_tail(out, 1500)
+        run.events = runner.read_events(events) if a.is_mesh else []
         res = dict(drv.result)
         res["port"] = port
         res["mark_s"] = script.mark_s
@@ -498,7 +498,7 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
     return run
 
 
-def _version_line(server: str) -> Optional[str]:
+def version_line(server: str) -> Optional[str]:
     try:
         return subprocess.run([server, "--version"], capture_output=True, text=True,
                               timeout=30).stdout.strip() or None
@@ -508,11 +508,11 @@ def _version_line(server: str) -> Optional[str]:
 
 def version(servers: Servers = DEBIAN_SERVERS) -> dict:
     """redis-server's own version line(s), and the jemalloc Debian's links."""
-    out = {"redis_server": _version_line(REDIS_SERVER), "linked_jemalloc": linked_jemalloc(),
+    out = {"redis_server": version_line(REDIS_SERVER), "linked_jemalloc": linked_jemalloc(),
            "multiarch": MULTIARCH}
     if servers.built is not None:
         out["built_from"] = servers.built.version
-        out["built_jemalloc"] = _version_line(servers.jemalloc)
-        out["built_libc"] = _version_line(servers.libc)
+        out["built_jemalloc"] = version_line(servers.jemalloc)
+        out["built_libc"] = version_line(servers.libc)
         out["patch"] = os.path.relpath(redis_build.PATCH, REPO_ROOT)
     return out

@@ -12,13 +12,13 @@ import os
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB, geomean
 from ..allocators import REPO_ROOT
 from . import claims as C
 from . import figures as F
 from . import redis_defrag, redis_fig
 from . import webkit_report
 
-MIB = 2**20
 
 
 def fmt(s: Optional[R.Stat], scale: float = 1.0, digits: int = 2) -> str:
@@ -588,7 +588,7 @@ def matrix_section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]
             mark = "h" if g and g.time_source == "hyperfine" else ""
             cells.append(fmt(times.get((w, a))) + (f" {mark}" if mark and times.get((w, a)) else ""))
         out.append(f"| {w} | " + " | ".join(cells) + " |")
-    gm = [F.geomean([times[(w, a)].mean for w in ws if times.get((w, a))]) for a in allocs]
+    gm = [geomean([times[(w, a)].mean for w in ws if times.get((w, a))]) for a in allocs]
     out.append("| geomean | " + " | ".join(fnum(g) for g in gm) + " |")
     failed = [r for r in res.runs if r.workload in ws and r.status not in ("ok", "skipped")]
     bad = R.checksum_mismatches(res)
@@ -616,7 +616,7 @@ def markdown(res: R.MatrixResult, results_path: str, md_dir: str, plot_dir: str,
              f"(created {res.created}, {trials} trials per allocator"
              + ("" if res.complete else "; INCOMPLETE: the run was interrupted") + "). "
              "Do not edit by hand: `make paper` rewrites it, and "
-             "`/usr/bin/python3 -m harness.paper run` measures everything again (as root; these "
+             "`/usr/bin/python3 -m harness paper run` measures everything again (as root; these "
              f"results took {(res.duration_s or 0) / 60:.0f} min).",
              "", f"Paper: {C.PAPER}; its numbers as DESIGN.md section 6 gives them. Footprint "
              "everywhere is the physical memory charged to the process's own memory cgroup "

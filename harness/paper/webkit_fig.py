@@ -314,10 +314,10 @@ def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *,
         run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
         run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
         run.stderr_tail = (_read(err)[-1500:] + _read(os.path.join(logs, "web.log"))[-1500:])
-        page = runner._last_json_line(out) or {}
+        page = runner.last_json_line(out) or {}
         res = summarize(m, page, holder.get("t0", 0.0), settle_s)
         if a.is_mesh:
-            run.events = runner._read_events(os.path.join(logs, "events-web.jsonl"))
+            run.events = runner.read_events(os.path.join(logs, "events-web.jsonl"))
             res["pauses"] = pause_summary(run.events)
             res["mallocstats"] = {role: parse_counters(_read(path)) for role, path in
                                   (("web", os.path.join(logs, "web.log")),

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB, AllocatorRow
 from . import figures as F
 from . import webkit_fig
 
 WORKLOAD = webkit_fig.WORKLOAD
 ORDER = webkit_fig.ALLOCATORS
 BASE = "jemalloc"
-MIB = 2**20
 
 # The bounds this figure is measured by: (what, bound, the paper's value).
 MEAN_BOUND, SETTLED_BOUND, SCORE_BOUND, PAUSE_BOUND_MS = 0.80, 0.85, 0.97, 2.0
@@ -32,12 +32,8 @@ PARTS = ("anon", "shmem", "kernel")
 
 
 @dataclass
-class Row:
-    allocator: str
-    trials: int
-    failed: int
-    values: dict = field(default_factory=dict)    # name -> Stat
-    ratios: dict = field(default_factory=dict)    # name -> Stat, / jemalloc
+class Row(AllocatorRow):
+    """One allocator in the WebKit figure (ratios: / jemalloc)."""
     meshing: dict = field(default_factory=dict)   # the web process's, libmesh only
 
 
@@ -300,7 +296,7 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     rs = rows(res) if res is not None else {}
     if not rs:
         return head + ["Not measured in these results files (`make paper-run`, or "
-                       "`/usr/bin/python3 -m harness.paper run --figures webkit --name paper-webkit`)."]
+                       "`/usr/bin/python3 -m harness paper run --figures webkit --name paper-webkit`)."]
     img = os.path.relpath(os.path.join(plot_dir, "fig6-webkit.png"), md_dir).replace(os.sep, "/")
     src = os.path.relpath(path, md_dir).replace(os.sep, "/") if path else "?"
     out = head + [f"![Figure 6 on WebKit: footprint over time]({img})", "",

@@ -66,19 +66,25 @@ class TestEndToEnd(unittest.TestCase):
 
     def test_plot_and_report(self):
         self.assertEqual(self.matrix.returncode, 0)
-        p = harness("plot", os.path.join(self.results, "latest.json"), "--out", self.plots)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        files = set(os.listdir(self.plots))
-        for name in (f"memory-{WORKLOAD}", "summary-memory", "summary-time", "fragmentation",
-                     "measures"):
-            self.assertIn(f"{name}.png", files)
-            self.assertIn(f"{name}.svg", files)
-        md = os.path.join(self.tmp.name, "report.md")
-        p = harness("report", os.path.join(self.results, "latest.json"), "--markdown", md)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("geomean", p.stdout)
-        with open(md) as f:
-            self.assertIn(f"| {WORKLOAD} | jemalloc |", f.read())
+        latest = os.path.join(self.results, "latest.json")
+        old_plots = os.path.join(self.tmp.name, "old-plots")
+        # the flag vocabulary, then the older spelling it replaced
+        for args, out in ((["--results", latest, "--plots-dir", self.plots], self.plots),
+                          ([latest, "--out", old_plots], old_plots)):
+            p = harness("plot", *args)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            files = set(os.listdir(out))
+            for name in (f"memory-{WORKLOAD}", "summary-memory", "summary-time",
+                         "fragmentation", "measures"):
+                self.assertIn(f"{name}.png", files)
+                self.assertIn(f"{name}.svg", files)
+        for args in (["--results", latest, "--out"], [latest, "--markdown"]):
+            md = os.path.join(self.tmp.name, f"report{len(args[0])}.md")
+            p = harness("report", *args, md)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("geomean", p.stdout)
+            with open(md) as f:
+                self.assertIn(f"| {WORKLOAD} | jemalloc |", f.read())
 
     def test_bench_path(self):
         res_dir = os.path.join(self.tmp.name, "bench-results")
@@ -100,7 +106,7 @@ class TestCommands(unittest.TestCase):
     def test_help(self):
         p = harness("--help")
         self.assertEqual(p.returncode, 0)
-        for cmd in ("run", "plot", "trace", "list", "bench", "report"):
+        for cmd in ("run", "plot", "trace", "list", "bench", "report", "paper"):
             self.assertIn(cmd, p.stdout)
         p = harness("bench", "--help")
         self.assertIn("--full", p.stdout)

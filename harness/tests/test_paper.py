@@ -410,12 +410,15 @@ class TestReportFromFixture(unittest.TestCase):
 
     def test_same_results_same_report(self):
         first = self.text()
-        again = subprocess.run(["/usr/bin/python3", "-m", "harness.paper", "report", FIXTURE,
-                                "--out", self.md, "--plots", self.plots],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        self.assertEqual(again.returncode, 0, again.stderr)
-        with open(self.md, encoding="utf-8") as f:
-            self.assertEqual(f.read(), first)
+        # the one CLI's spelling, and the old module and flags that forward to it
+        for cmd, args in ((["harness", "paper"], ["--results", FIXTURE, "--plots-dir"]),
+                          (["harness.paper"], [FIXTURE, "--plots"])):
+            again = subprocess.run(["/usr/bin/python3", "-m", *cmd, "report", *args, self.plots,
+                                    "--out", self.md],
+                                   cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            with open(self.md, encoding="utf-8") as f:
+                self.assertEqual(f.read(), first)
 
     def test_fixture_is_small(self):
         self.assertLess(os.path.getsize(FIXTURE), 200 * 1024)

@@ -45,14 +45,24 @@ class TestRoundTrip(unittest.TestCase):
         self.assertEqual(back, res)
         self.assertEqual(back.runs[0].memory.pss, [10, None, 30])
 
-    def test_refuses_newer_version(self):
-        d = R.to_dict(make_result([make_run()]))
-        d["schema_version"] = R.SCHEMA_VERSION + 1
-        path = os.path.join(self.tmp.name, "new.json")
-        with open(path, "w") as f:
-            json.dump(d, f)
-        with self.assertRaisesRegex(R.SchemaError, "newer"):
-            R.load(path)
+    def test_refuses_versions_it_cannot_read(self):
+        readable = ", ".join(map(str, R.READABLE_VERSIONS))
+        path = os.path.join(self.tmp.name, "other.json")
+        for v in (R.SCHEMA_VERSION + 1, 0, -3):
+            d = R.to_dict(make_result([make_run()]))
+            d["schema_version"] = v
+            with open(path, "w") as f:
+                json.dump(d, f)
+            # the message names the file, the version found and the versions readable
+            with self.assertRaisesRegex(R.SchemaError, f"other.json: results schema version {v} "
+                                        f"cannot be read: this harness reads version {readable}"):
+                R.load(path)
+        d["schema_version"] = True
+        with self.assertRaisesRegex(R.SchemaError, "no schema_version"):
+            R.from_dict(d)
+        for v in R.READABLE_VERSIONS:
+            d["schema_version"] = v
+            self.assertEqual(len(R.from_dict(d).runs), 1)
 
     def test_refuses_other_documents(self):
         path = os.path.join(self.tmp.name, "x.json")
