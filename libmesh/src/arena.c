@@ -46,11 +46,6 @@ static void punch(uint32_t page, uint32_t npages, bool use_fd);
 
 #define A mesh_arena
 
-static mesh_miniheap_t *rec(uint32_t id)
-{
-    return &A.records[id];
-}
-
 static uint32_t table_get(uint32_t page)
 {
     return atomic_load_explicit(&A.table[page], memory_order_relaxed);
@@ -67,13 +62,13 @@ static mesh_miniheap_t *record_alloc(void)
 {
     uint32_t id = A.free_record;
     if (id) {
-        A.free_record = rec(id)->next;
+        A.free_record = mesh_rec(id)->next;
     } else {
         if (A.nrecords >= A.max_records || !mesh_arena_records_cover_locked(A.nrecords + 1))
             return NULL;
         id = A.nrecords++;
     }
-    mesh_miniheap_t *mh = rec(id);
+    mesh_miniheap_t *mh = mesh_rec(id);
     mh->next = mh->prev = 0;
     mh->mesh_next = 0;
     mh->state = MESH_MH_NONE;
@@ -111,7 +106,7 @@ static void bin_insert(mesh_miniheap_t *mh)
     mh->prev = 0;
     mh->next = *head;
     if (*head)
-        rec(*head)->prev = id;
+        mesh_rec(*head)->prev = id;
     *head = id;
     A.nonempty[dirty ? 0 : 1][b >> 6] |= 1ULL << (b & 63);
     if (dirty)
@@ -124,11 +119,11 @@ static void bin_remove(mesh_miniheap_t *mh)
     unsigned b = bin_of(mh->npages);
     uint32_t *head = bin_head(dirty, b);
     if (mh->prev)
-        rec(mh->prev)->next = mh->next;
+        mesh_rec(mh->prev)->next = mh->next;
     else
         *head = mh->next;
     if (mh->next)
-        rec(mh->next)->prev = mh->prev;
+        mesh_rec(mh->next)->prev = mh->prev;
     mh->next = mh->prev = 0;
     if (!*head)
         A.nonempty[dirty ? 0 : 1][b >> 6] &= ~(1ULL << (b & 63));
@@ -169,8 +164,8 @@ static mesh_miniheap_t *find_free(bool dirty, uint32_t npages, uint32_t align)
 {
     for (unsigned b = next_bin(dirty, bin_of(npages)); b < NBINS; b = next_bin(dirty, b + 1)) {
         mesh_miniheap_t *best = NULL;
-        for (uint32_t id = *bin_head(dirty, b); id; id = rec(id)->next) {
-            mesh_miniheap_t *f = rec(id);
+        for (uint32_t id = *bin_head(dirty, b); id; id = mesh_rec(id)->next) {
+            mesh_miniheap_t *f = mesh_rec(id);
             if (!fits(f, npages, align))
                 continue;
             if (b != LAST_BIN)
@@ -200,7 +195,7 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
 {
     uint64_t epoch = A.epoch;
     if (page > 0) {
-        mesh_miniheap_t *p = rec(table_get(page - 1));
+        mesh_miniheap_t *p = mesh_rec(table_get(page - 1));
         if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
             if (p->dirty_epoch > epoch)
                 epoch = p->dirty_epoch;
@@ -212,7 +207,7 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
     }
     uint32_t end = page + npages;
     if (end < A.frontier) {
-        mesh_miniheap_t *n = rec(table_get(end));
+        mesh_miniheap_t *n = mesh_rec(table_get(end));
         if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
             if (n->dirty_epoch > epoch)
                 epoch = n->dirty_epoch;
@@ -358,7 +353,7 @@ static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
  * may rest on it: an alias can go back to its own pages meanwhile). */
 uint32_t mesh_arena_file_page(uint32_t vpage)
 {
-    mesh_miniheap_t *r = rec(table_get(vpage));
+    mesh_miniheap_t *r = mesh_rec(table_get(vpage));
     if (r->kind == MESH_KIND_ALIAS && vpage - r->span_page < r->npages)
         return mesh_alias_head(r)->span_page + (vpage - r->span_page);
     return vpage;
@@ -391,7 +386,7 @@ static void release_aliases_locked(mesh_miniheap_t *head)
     uint32_t id = head->mesh_next;
     head->mesh_next = 0;
     while (id) {
-        mesh_miniheap_t *a = rec(id);
+        mesh_miniheap_t *a = mesh_rec(id);
         id = a->mesh_next;
         a->mesh_next = 0;
         A.active_pages -= a->npages;
@@ -458,7 +453,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
             return false;
         A.frontier = end + need;
     } else {
-        mesh_miniheap_t *n = rec(table_get(end));
+        mesh_miniheap_t *n = mesh_rec(table_get(end));
         if (n->kind != MESH_KIND_FREE || n->span_page != end || n->npages < need)
             return false;
         uint8_t state = n->state;
@@ -517,21 +512,34 @@ static void punch(uint32_t page, uint32_t npages, bool use_fd)
 }
 
 /* Punches every dirty free span; returns the bytes given back. */
-uint64_t mesh_arena_scavenge_locked(void)
+/* Punches the dirty free spans that became dirty before period cutoff
+ * (UINT64_MAX: all of them); returns the bytes given back. */
+static uint64_t scavenge_before_locked(uint64_t cutoff)
 {
     if (!A.dirty_pages)
         return 0;
     bool use_fd = fd_is_ours();
     uint64_t pages = 0;
-    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b)) {
-        mesh_miniheap_t *f = rec(A.bins_dirty[b]);
-        bin_remove(f);
-        punch(f->span_page, f->npages, use_fd);
-        pages += f->npages;
-        insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
+        for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
+            mesh_miniheap_t *f = mesh_rec(id);
+            next = f->next;
+            if (f->dirty_epoch >= cutoff)
+                continue;
+            bin_remove(f);
+            punch(f->span_page, f->npages, use_fd);
+            pages += f->npages;
+            insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+        }
     }
-    mesh_assert(A.dirty_pages == 0);
     return pages << MESH_PAGE_SHIFT;
+}
+
+uint64_t mesh_arena_scavenge_locked(void)
+{
+    uint64_t bytes = scavenge_before_locked(UINT64_MAX);
+    mesh_assert(A.dirty_pages == 0);
+    return bytes;
 }
 
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
@@ -565,23 +573,7 @@ bool mesh_arena_fd_ok(void)
  * unused for more than two periods.  Returns the bytes given back. */
 uint64_t mesh_arena_scavenge_aged_locked(void)
 {
-    uint64_t pages = 0, cutoff = A.epoch++;
-    if (!A.dirty_pages)
-        return 0;
-    bool use_fd = fd_is_ours();
-    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
-        for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
-            mesh_miniheap_t *f = rec(id);
-            next = f->next;
-            if (f->dirty_epoch >= cutoff)
-                continue;
-            bin_remove(f);
-            punch(f->span_page, f->npages, use_fd);
-            pages += f->npages;
-            insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
-        }
-    }
-    return pages << MESH_PAGE_SHIFT;
+    return scavenge_before_locked(A.epoch++);
 }
 
 /* Makes a span read as zeros by punching it: for a large calloc that reuses
@@ -612,7 +604,7 @@ void mesh_arena_check_locked(void)
     uint64_t dirty = 0, active = 0;
     for (uint32_t p = 0; p < A.frontier;) {
         uint32_t id = table_get(p);
-        mesh_miniheap_t *mh = rec(id);
+        mesh_miniheap_t *mh = mesh_rec(id);
         if (!(id && mh->span_page == p && mh->npages > 0 && table_get(p + mh->npages - 1) == id))
             mesh_assert_fail("span tiling", __FILE__, __LINE__);
         if (mh->kind == MESH_KIND_FREE) {
@@ -636,7 +628,7 @@ void mesh_arena_check_locked(void)
         mesh_assert_fail("page accounting", __FILE__, __LINE__);
     for (unsigned b = 1; b < NBINS; b++)
         for (int d = 0; d < 2; d++)
-            for (uint32_t id = *bin_head(d == 0, b); id; id = rec(id)->next)
-                if (rec(id)->kind != MESH_KIND_FREE || bin_of(rec(id)->npages) != b)
+            for (uint32_t id = *bin_head(d == 0, b); id; id = mesh_rec(id)->next)
+                if (mesh_rec(id)->kind != MESH_KIND_FREE || bin_of(mesh_rec(id)->npages) != b)
                     mesh_assert_fail("free bins", __FILE__, __LINE__);
 }

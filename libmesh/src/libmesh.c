@@ -374,17 +374,25 @@ MESH_EXPORT void *reallocarray(void *p, size_t n, size_t size)
 
 /* Gives every freed page back to the OS now.  Returns 1 if memory was
  * released, as glibc does. */
+/* What malloc_trim and mesh.scavenge do: the empty spans classes keep,
+ * the unused pages of partial spans and every dirty free page go back to
+ * the system.  Returns the bytes given back. */
+static uint64_t give_back(void)
+{
+    mesh_global_release_empty();
+    uint64_t bytes = mesh_trim(0) << MESH_PAGE_SHIFT;
+    pthread_mutex_lock(&mesh_arena.lock);
+    bytes += mesh_arena_scavenge_locked();
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return bytes;
+}
+
 MESH_EXPORT int malloc_trim(size_t pad)
 {
     (void)pad;
     if (!mesh_started())
         return 0;
-    mesh_global_release_empty();
-    uint64_t trimmed = mesh_trim(0);
-    pthread_mutex_lock(&mesh_arena.lock);
-    uint64_t bytes = mesh_arena_scavenge_locked();
-    pthread_mutex_unlock(&mesh_arena.lock);
-    return bytes > 0 || trimmed > 0;
+    return give_back() > 0;
 }
 
 /* Only M_TRIM_THRESHOLD has a meaning here (how many freed bytes may wait
@@ -524,12 +532,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "mesh.check_period") == 0)
         return read_u64(oldp, oldlenp, NULL, mesh_maybe_mesh(0, NULL));
     if (strcmp(name, "mesh.scavenge") == 0) {
-        mesh_global_release_empty();
-        uint64_t bytes = mesh_trim(0) << MESH_PAGE_SHIFT;
-        pthread_mutex_lock(&mesh_arena.lock);
-        bytes += mesh_arena_scavenge_locked();
-        pthread_mutex_unlock(&mesh_arena.lock);
-        return read_u64(oldp, oldlenp, NULL, bytes);
+        return read_u64(oldp, oldlenp, NULL, give_back());
     }
     return ENOENT;
 }
