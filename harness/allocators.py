@@ -22,7 +22,7 @@ MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 LIBDIR = f"/usr/lib/{MULTIARCH}"
 MESH_LIBRARY = os.path.join(REPO_ROOT, "libmesh", "libmesh.so")
 
-# The environment variable libmesh appends its mesh-pass log to (issue 3).
+# The environment variable libmesh appends its mesh-pass log to.
 MESH_EVENTS_ENV = "MESH_EVENTS"
 
 
@@ -65,7 +65,7 @@ def _glibc_path() -> Optional[str]:
 
 
 def builtin_allocators() -> dict[str, Allocator]:
-    """The allocators DESIGN.md names, in the order plots and tables use."""
+    """The allocators the harness knows, in the order plots and tables use."""
     mesh = dict(library=MESH_LIBRARY, is_mesh=True)
     allocs = [
         Allocator("glibc", None, description="glibc malloc (ptmalloc2), nothing preloaded"),

@@ -1,4 +1,4 @@
-"""Physical memory of a process, measured honestly (DESIGN.md section 3).
+"""Physical memory of a process, measured honestly (harness/README.md).
 
 This module is the only code in the harness that reads /proc or cgroup
 files. It has three parts:

@@ -1,6 +1,6 @@
 """The workload catalog: which programs the matrix runs and how.
 
-Every workload in workloads/bin follows one contract (issue 4): `--seed N`,
+Every workload in workloads/bin follows one contract: `--seed N`,
 `--scale X` (1 = the default run, a few seconds here), `--trace FILE`
 (JSON lines {"t", "live", "phase"} and a final line with phase "end" and a
 "result" object that always holds a "checksum"); the same result object is

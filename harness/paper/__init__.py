@@ -6,7 +6,7 @@
               one results document
   compact     shrinks that document for committing, keeping its numbers
   figures     the numbers of each figure, from a results document only
-  claims      the paper's numbers (DESIGN.md section 6)
+  claims      the paper's numbers
   plots       the figures' plots (matplotlib)
   report      paper-figures.md
   cli         the `paper` commands of /usr/bin/python3 -m harness

@@ -1,4 +1,4 @@
-"""The paper's numbers (Mesh, PLDI 2019; DESIGN.md section 6) and issue 6's targets.
+"""The paper's numbers (Mesh, PLDI 2019) and the targets our figures are held to.
 
 Each claim is stated as the quantity we measure the same way, so that a
 table can set the paper's value, ours and their ratio side by side.
@@ -20,7 +20,7 @@ class Claim:
     paper: float              # the paper's value, in `unit`
     unit: str                 # "ratio", "s", "ms", "MB"
     source: str               # where the paper says it
-    target: Optional[float] = None    # issue 6's bound on ours, if any
+    target: Optional[float] = None    # the bound on ours, if any
     target_is_max: bool = True        # ours must be <= target (else >=)
 
 
@@ -54,5 +54,5 @@ CLAIMS = (
 
 BY_KEY = {c.key: c for c in CLAIMS}
 
-# Issue 6 also asks that Mesh's Redis footprint at 7.5 s be the lowest of all
+# A target also asks that Mesh's Redis footprint at 7.5 s be the lowest of all
 # allocators run; figures.targets() checks that one beside the bounds above.

@@ -424,7 +424,7 @@ def comparisons(res: R.MatrixResult) -> list[Comparison]:
 
 @dataclass
 class Target:
-    """One number issue 6 is measured by."""
+    """One number a target is measured by."""
     what: str
     ours: Optional[R.Stat]
     bound: str

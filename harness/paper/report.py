@@ -61,7 +61,7 @@ def _verdict(met: Optional[bool]) -> str:
 
 
 def headline(res: R.MatrixResult) -> list[str]:
-    out = ["| number issue 6 is measured by | bound | ours | met |", "|---|---|---|---|"]
+    out = ["| target | bound | ours | met |", "|---|---|---|---|"]
     for t in F.targets(res) + redis_defrag.targets(res):
         detail = f" ({t.detail})" if t.detail else ""
         out.append(f"| {t.what}{detail} | {t.bound} | {fmt(t.ours)} | {_verdict(t.met)} |")
@@ -463,7 +463,7 @@ def measures_line(res: R.MatrixResult, mark: float) -> str:
             f"the trial drawn above: at {mark:g} s RSS was {vals['rss'] / MIB:.1f} MiB, the "
             f"footprint {vals['footprint'] / MIB:.1f} MiB. RSS counts a page once per mapping "
             "that has touched it, so a meshed page read through both of its virtual spans counts "
-            "twice; a span just remapped counts nothing until it is touched (DESIGN.md section 3).")
+            "twice; a span just remapped counts nothing until it is touched (harness/README.md).")
 
 
 def comparison_table_block(res: R.MatrixResult, figure: str) -> str:
@@ -618,11 +618,11 @@ def markdown(res: R.MatrixResult, results_path: str, md_dir: str, plot_dir: str,
              "Do not edit by hand: `make paper` rewrites it, and "
              "`/usr/bin/python3 -m harness paper run` measures everything again (as root; these "
              f"results took {(res.duration_s or 0) / 60:.0f} min).",
-             "", f"Paper: {C.PAPER}; its numbers as DESIGN.md section 6 gives them. Footprint "
+             "", f"Paper: {C.PAPER}; its numbers as the paper gives them. Footprint "
              "everywhere is the physical memory charged to the process's own memory cgroup "
              "(anonymous + shmem + kernel), sampled at 100 Hz: what the paper's tool measured. "
              "Spreads are one sample standard deviation over trials; ratios carry both spreads.", "",
-             "## The numbers issue 6 is measured by", ""]
+             "## The targets and how they are met", ""]
     parts += headline(res)
     for section in (redis_section, ruby_section, browser_section):
         parts += [""] + section(res, md_dir, plot_dir)

@@ -1,4 +1,4 @@
-"""The paper figures (issue 6): the Redis and Ruby drivers end to end at a tiny
+"""The paper figures: the Redis and Ruby drivers end to end at a tiny
 scale under glibc and mesh, the compaction that keeps the committed results
 small, and `make paper` regenerating the report from a fixture.
 

@@ -1,6 +1,6 @@
 /*
  * The arena: one large range of address space backed by a memfd mapped
- * MAP_SHARED (DESIGN §2.2), the page -> miniheap table, the pool of
+ * MAP_SHARED (docs/design.md, The arena), the page -> miniheap table, the pool of
  * miniheap records, and the page allocator that carves spans out of it.
  *
  * Why a file: meshing (next) re-points a virtual span at another span's file
