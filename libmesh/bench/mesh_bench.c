@@ -1,5 +1,5 @@
 /*
- * The meshing benchmark of issue 3: 100 MB of 256-byte objects, a random
+ * The meshing benchmark: 100 MB of 256-byte objects, a random
  * 75% freed, the survivors still written by a thread, while the main
  * thread idles in epoll_wait as a server would (the allocator's idle
  * point).  Run under the harness's `trace` to read the memory cgroup:

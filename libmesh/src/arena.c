@@ -1,7 +1,8 @@
 /*
- * The arena: one large range of address space backed by a memfd mapped
- * MAP_SHARED (docs/design.md, The arena), the page -> miniheap table, the pool of
- * miniheap records, and the page allocator that carves spans out of it.
+ * The arena (docs/design.md, The arena): one large range of address space
+ * backed by a memfd mapped MAP_SHARED, the page -> miniheap table, the
+ * pool of miniheap records, and the page allocator that carves spans out
+ * of it.
  *
  * Why a file: meshing (next) re-points a virtual span at another span's file
  * offset with mmap(MAP_FIXED), and physical memory only goes back to the OS
