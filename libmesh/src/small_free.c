@@ -36,19 +36,21 @@ mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_
 }
 
 /* A free into a span attached to this thread (so not being meshed): back
- * to the vector, or to the bitmap when the vector is full. */
+ * to the vector, or to the bitmap when the vector is full.  cached: p comes
+ * from this thread's free cache, free already, its bit still set. */
 static void free_attached_here(mesh_thread_heap_t *th, mesh_miniheap_t *head, uint32_t slot, uint64_t *key,
-                               const void *p)
+                               const void *p, bool cached)
 {
     mesh_shuffle_vector_t *sv = &th->sv[head->cls];
     unsigned w = slot >> 6;
     uint64_t mask = 1ULL << (slot & 63);
-    if ((*key == mesh_key_of(key) && mesh_sv_find(sv, head->attach_idx, slot)) ||
-        !(atomic_load(&head->bits[w]) & mask))
+    if (!cached && ((*key == mesh_key_of(key) && (mesh_sv_find(sv, head->attach_idx, slot) || mesh_cache_find(sv, p))) ||
+                    !(atomic_load(&head->bits[w]) & mask)))
         mesh_report_double_free(p);
+    mesh_assert(atomic_load(&head->bits[w]) & mask);
     if (sv->top < MESH_SV_CAP) {
         *key = mesh_key_of(key);
-        mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize);
+        mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize >= MESH_RANDOMIZE_FREE);
     } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
         mesh_report_double_free(p);
     }
@@ -89,10 +91,10 @@ static void after_detached_free(mesh_miniheap_t *head, uint32_t gen, unsigned w,
     pthread_mutex_unlock(&ch->lock);
 }
 
-/* Every free of a small object that the fast path did not take: into a span
- * this thread has attached but through an alias or with a full vector, or
- * into a span this thread does not own (a remote free). */
-void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
+/* Frees p, whose lookup found mh: into the vector or the bitmap of a span
+ * this thread has attached, else a remote free.  cached: p comes from this
+ * thread's free cache (its key is there and its bit set by design). */
+static void free_small(mesh_miniheap_t *mh, void *p, bool cached)
 {
     bool waited = false;
     for (int tries = 0;; tries++) {
@@ -115,16 +117,17 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
          * claimed by a refill), and not once it is handed out. */
         uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * mesh_classes[cls].object_size);
         if (th && owner == th->id) {
-            free_attached_here(th, head, slot, key, p);
+            free_attached_here(th, head, slot, key, p, cached);
             return;
         }
 
         uint32_t gen = atomic_load_explicit(&head->gen, memory_order_acquire);
-        /* Attached to another thread: a key means the slot is already free
-         * in that thread's vector, where clearing the bit would hand it out
-         * twice.  A detached span's bitmap alone tells: no need to touch
-         * the object, which is often cold in a remote free. */
-        if (owner && *key == mesh_key_of(key))
+        /* A key with the bit set means the slot is free already, in a
+         * vector or a free cache, where clearing the bit would hand it out
+         * twice.  Only those of attached spans hold keys unless free caches
+         * are on; without them a detached span's bitmap alone tells, and
+         * the object, often cold in a remote free, is not touched. */
+        if (!cached && (owner || mesh_cache_on()) && *key == mesh_key_of(key))
             mesh_report_double_free(p);
         uint64_t old = atomic_fetch_and(&head->bits[w], ~mask);
         if (!(old & mask)) {
@@ -151,4 +154,41 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
             after_detached_free(head, gen, w, old, mask);
         return;
     }
+}
+
+/* Every free of a small object that the fast path did not take: into a span
+ * this thread has attached but through an alias or with a full vector, into
+ * a span this thread does not own while its free cache is full (the older
+ * half goes back first), or anything the fast path's checks turned away. */
+void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
+{
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    if (th && mesh_cache_on() && __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE) == MESH_KIND_SMALL &&
+        atomic_load_explicit(&mh->owner, memory_order_relaxed) != th->id) {
+        mesh_shuffle_vector_t *sv = &th->sv[mh->cls];
+        if (sv->ncached >= sv->cache_cap) {
+            mesh_cache_flush(th, mh->cls, sv->cache_cap / 2);
+            if (mesh_cache_push(sv, mh, p))
+                return;
+        }
+    }
+    free_small(mh, p, false);
+}
+
+/* Gives the free cache of cls back to the spans but for its newest keep
+ * objects. */
+void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep)
+{
+    mesh_shuffle_vector_t *sv = &th->sv[cls];
+    unsigned n = sv->ncached;
+    if (keep >= n)
+        return;
+    unsigned give = n - keep;
+    for (unsigned k = 0; k < give; k++) {
+        void *p = sv->cached[k];
+        free_small(mesh_arena_lookup(p), p, true);
+    }
+    for (unsigned k = 0; k < keep; k++)
+        sv->cached[k] = sv->cached[give + k];
+    sv->ncached = (uint16_t)keep;
 }

@@ -48,6 +48,16 @@
 #define MESH_SV_MAX_BYTES (1024 * 1024)
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
+/* The free cache: objects a thread frees into spans it has not attached
+ * (another thread's, or detached ones) stay reserved in a small per-class
+ * stack, still marked allocated in their span, and its next mallocs of the
+ * class take them back first, while their lines are in cache.  Full, it
+ * gives its older half back to the spans; each period it gives all back,
+ * so that meshing sees those slots free.  Capacity: MESH_CACHE_CAP objects
+ * and at most MESH_CACHE_BYTES per class. */
+#define MESH_CACHE_CAP 64
+#define MESH_CACHE_BYTES (16 * 1024)
+
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
 #define MESH_POPULATE_PAGES 32       /* pages faulted in at once past the frontier */
 #define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
@@ -78,7 +88,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
 
 /* name, environment variable, default, minimum, maximum, what it does */
 #define MESH_OPTIONS(X)                                                                      \
-    X(randomize, "MESH_RANDOMIZE", 1, 0, 1, "randomize slot order in spans (0 = in order)")   \
+    X(randomize, "MESH_RANDOMIZE", 2, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
     X(meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")            \
     X(period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")    \
     X(max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")    \
@@ -96,6 +106,16 @@ typedef struct mesh_options {
 } mesh_options_t;
 
 extern mesh_options_t mesh_opt;
+
+/* MESH_RANDOMIZE's levels.  Refill shuffles the slots it loads into a
+ * vector; a free can also swap the slot it pushes with a random one, so
+ * that the vector stays uniformly shuffled, or leave it on top, so that the
+ * next malloc of the class reuses it while its line is still in cache. */
+enum {
+    MESH_RANDOMIZE_OFF = 0,    /* slots in address order: the control */
+    MESH_RANDOMIZE_REFILL = 1, /* shuffled at refill; a freed slot is reused first */
+    MESH_RANDOMIZE_FREE = 2,   /* shuffled at refill and on every free */
+};
 
 /* Options in milliseconds, as the clock counts: nanoseconds. */
 MESH_INLINE uint64_t mesh_ms_to_ns(uint64_t ms)
@@ -276,9 +296,12 @@ typedef struct mesh_shuffle_vector {
     uint32_t object_size;
     uint32_t span_bytes;
     uint32_t recip;
+    uint16_t ncached;            /* cached[0, ncached): the free cache, newest last */
+    uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_BYTES) */
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
     char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
     uint32_t mh_id[MESH_SV_MAX_ATTACH];
+    void *cached[MESH_CACHE_CAP];             /* freed objects of spans not attached here */
 } mesh_shuffle_vector_t;
 
 typedef struct mesh_rng {
