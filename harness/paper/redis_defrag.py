@@ -235,4 +235,4 @@ def provenance(figs: dict, res: R.MatrixResult) -> str:
     return (f" This figure was measured on its own, {figs['created']} ({figs.get('trials')} trials, "
             f"allocators interleaved; harness commit {figs.get('commit')}, libmesh {lib}"
             + (f"; load average {load[0]:.1f} at the start" if load else "")
-            + ") and merged into this document (`python3 -m harness paper merge`).")
+            + ") and merged into this document (`/usr/bin/python3 -m harness paper merge`).")
