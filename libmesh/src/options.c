@@ -1,7 +1,8 @@
 /*
- * The options table: every tunable has a name, an environment variable, a
- * default and a range, and is parsed once at start-up.  A bad value is
- * warned about and ignored, never half-applied.
+ * The options table: every tunable has a kind (an integer, or a string
+ * such as MESH_EVENTS's path), a name, an environment variable, a default
+ * and a range, and is parsed once at start-up.  A bad value is warned
+ * about and ignored, never half-applied.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
