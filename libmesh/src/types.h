@@ -86,21 +86,29 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
 
 /* ---- options.c ----------------------------------------------------------- */
 
-/* name, environment variable, default, minimum, maximum, what it does */
-#define MESH_OPTIONS(X)                                                                      \
-    X(randomize, "MESH_RANDOMIZE", 2, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
-    X(meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")            \
-    X(period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")    \
-    X(max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")    \
-    X(mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")  \
-    X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
-    X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                      \
-    X(pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
-    X(idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")   \
-    X(max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)")
+/* kind, name, environment variable, default, minimum, maximum, what it does.
+ * A u64 option is a decimal integer from minimum to maximum; a str option is
+ * a string of minimum to maximum bytes, copied at start-up so that a program
+ * that changes its environment later does not change it (empty: unset). */
+#define MESH_OPT_STR_MAX 4096
+#define MESH_OPTIONS(X)                                                                                         \
+    X(u64, randomize, "MESH_RANDOMIZE", 2, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
+    X(u64, meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")                         \
+    X(u64, period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")                 \
+    X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")                 \
+    X(u64, mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")               \
+    X(u64, arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation")              \
+    X(u64, seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                                \
+    X(u64, pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")               \
+    X(u64, idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")      \
+    X(u64, max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)") \
+    X(str, events, "MESH_EVENTS", "", 0, MESH_OPT_STR_MAX - 1, "file to append one JSON line per mesh pass to")
+
+#define MESH_OPT_FIELD_u64(name) uint64_t name;
+#define MESH_OPT_FIELD_str(name) char name[MESH_OPT_STR_MAX];
 
 typedef struct mesh_options {
-#define MESH_OPT_FIELD(name, env, def, lo, hi, doc) uint64_t name;
+#define MESH_OPT_FIELD(kind, name, env, def, lo, hi, doc) MESH_OPT_FIELD_##kind(name)
     MESH_OPTIONS(MESH_OPT_FIELD)
 #undef MESH_OPT_FIELD
 } mesh_options_t;
