@@ -92,7 +92,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
  * that changes its environment later does not change it (empty: unset). */
 #define MESH_OPT_STR_MAX 4096
 #define MESH_OPTIONS(X)                                                                                         \
-    X(u64, randomize, "MESH_RANDOMIZE", 2, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
+    X(u64, randomize, "MESH_RANDOMIZE", 1, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
     X(u64, meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")                         \
     X(u64, period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")                 \
     X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")                 \

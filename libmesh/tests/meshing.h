@@ -131,6 +131,15 @@ static inline int all_intact(const frag_t *f)
     return 1;
 }
 
+/* Frees into spans this thread has not attached wait in its free cache
+ * (their slots still taken) until the heap is flushed, as it is every
+ * period: flushing now makes the frees take effect before the checks. */
+static inline void flush_frees(void)
+{
+    if (mesh_tls_heap)
+        mesh_thread_heap_flush(mesh_tls_heap);
+}
+
 static inline void free_all(frag_t *f)
 {
     for (size_t i = 0; i < f->nkept; i++)
@@ -138,6 +147,7 @@ static inline void free_all(frag_t *f)
     free(f->kept);
     f->kept = NULL;
     f->nkept = 0;
+    flush_frees();
 }
 
 /* ---- sparse objects ---- */

@@ -31,6 +31,10 @@ static uint64_t allocated(void)
 
 static void test_remote_free_transitions(void)
 {
+    /* Each free here is a remote free straight into the span: no free
+     * cache to hold them (test_free_cache covers the cache). */
+    uint64_t level = mesh_opt.randomize;
+    mesh_opt.randomize = MESH_RANDOMIZE_FREE;
     pthread_t t;
     pthread_create(&t, NULL, alloc_thread, NULL);
     pthread_join(t, NULL);
@@ -57,6 +61,7 @@ static void test_remote_free_transitions(void)
     for (int i = 0; i < N; i++)
         free(objs[i]);
     mesh_global_check();
+    mesh_opt.randomize = level;
 }
 
 static void test_alloc_one(void)
