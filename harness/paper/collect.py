@@ -11,6 +11,9 @@
            the throughput workloads)
   webkit   Figure 6 on a real browser engine: webkit_fig.run_webkit for each
            allocator, trial by trial, the order shuffled within each trial
+  redis-latency
+           redis-benchmark against Figure 7's fragmented redis-server
+           (redis_latency.run_latency), the allocator order rotated per trial
 
 The document is the harness's schema (harness/results.py); its config says
 what each figure ran ("figures"), including what each allocator name meant
@@ -34,9 +37,9 @@ from .. import results as R
 from .. import runner
 from .. import workloads as W
 from ..sampler import CgroupHierarchy, machine_info
-from . import redis_build, redis_fig, ruby_fig, webkit_fig
+from . import redis_build, redis_fig, redis_latency, ruby_fig, webkit_fig
 
-FIGURES = ("redis", "ruby", "browser", "matrix", "webkit")
+FIGURES = ("redis", "ruby", "browser", "matrix", "webkit", "redis-latency")
 BROWSER_RUN_NAME = "browser-like-paper"
 
 
@@ -57,6 +60,8 @@ class PaperConfig:
     webkit_iterations: int = 12        # every suite this many times in a run
     webkit_settle_s: float = 5.0       # the idle page kept open after the run
     webkit_suites: str = ""            # all of them
+    latency_allocators: tuple = redis_latency.ALLOCATORS
+    latency_bench: redis_latency.LatencyBench = redis_latency.PAPER_BENCH
     matrix_workloads: tuple = tuple(W.CATALOG)
     matrix_allocators: tuple = tuple(A.builtin_allocators())
     matrix_scale: float = 1.0
@@ -98,11 +103,11 @@ def _progress(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
-def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
+def _redis_info(names: tuple, allocs: dict, mesh_info: dict,
                 servers: redis_fig.Servers) -> dict:
     info = {}
     jem = redis_fig.linked_jemalloc()
-    for name in cfg.redis_allocators:
+    for name in names:
         a = allocs[name]
         if servers.built is not None and a.library is None:
             d = asdict(A.describe(a))
@@ -182,13 +187,24 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
     replies = {n: probes[(servers.of(n), allocs[n].library)][1]
                for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
     config = {"script": cfg.redis_script.describe(),
-              "allocators": _redis_info(cfg, allocs, mesh_info, servers),
+              "allocators": _redis_info(cfg.redis_allocators, allocs, mesh_info, servers),
               "activedefrag_supported": supported, "activedefrag_reply": replies,
               "defrag_config": dict(redis_fig.DEFRAG_CONFIG),
               "servers": {"source_build": servers.built is not None,
                           "jemalloc_rows": servers.jemalloc, "other_rows": servers.libc,
                           "build_error": build_error},
               "versions": redis_fig.version(servers), "trials": cfg.trials}
+    return runs, config
+
+
+def collect_latency(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                    stream: TextIO, mesh: dict, mesh_info: dict) -> tuple[list, dict]:
+    servers, build_error = redis_servers(stream)
+    allocs = redis_fig.redis_allocators(servers, mesh)
+    runs, config = redis_latency.collect(cfg.latency_allocators, cfg.trials, hierarchy, scratch,
+                                         stream, allocs, servers, cfg.latency_bench)
+    config["servers"]["build_error"] = build_error
+    config["allocators"] = _redis_info(cfg.latency_allocators, allocs, mesh_info, servers)
     return runs, config
 
 
@@ -315,6 +331,12 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
             res.runs += runs
             workloads.append(webkit_fig.WORKLOAD)
             names += [n for n in cfg.webkit_allocators if n not in names and n in reg]
+        if "redis-latency" in cfg.figures:
+            runs, figures["redis-latency"] = collect_latency(cfg, hierarchy, scratch, stream,
+                                                             mesh, mesh_info)
+            res.runs += runs
+            workloads.append(redis_latency.WORKLOAD)
+            names += [n for n in cfg.latency_allocators if n not in names]
         if "matrix" in cfg.figures:
             ws = [W.CATALOG[w] for w in cfg.matrix_workloads]
             m = _matrix(ws, cfg.matrix_allocators, cfg, cfg.matrix_scale, "throughput",
