@@ -1,6 +1,6 @@
 """The `paper` commands of the harness: /usr/bin/python3 -m harness paper COMMAND.
 
-  run      measure every figure (about 30 minutes here), save the full
+  run      measure every figure (about 40 minutes here), save the full
            document under results/paper-raw/ (not for committing), the
            compacted one as results/paper.json, then write the report
   report   paper-figures.md and plots/paper/ from a results document

@@ -17,7 +17,7 @@ from ..allocators import REPO_ROOT
 from . import claims as C
 from . import figures as F
 from . import redis_defrag, redis_fig
-from . import webkit_report
+from . import redis_latency_report, webkit_report
 
 
 
@@ -628,6 +628,7 @@ def markdown(res: R.MatrixResult, results_path: str, md_dir: str, plot_dir: str,
         parts += [""] + section(res, md_dir, plot_dir)
     wk, wk_path = webkit_source(res, results_path, webkit, webkit_path)
     parts += [""] + webkit_report.section(wk, wk_path, md_dir, plot_dir, main=res)
+    parts += [""] + redis_latency_report.section(res, md_dir, plot_dir)
     parts += [""] + matrix_section(res, md_dir, plot_dir)
     parts += ["", "## Machine and versions", ""] + machine_section(res)
     parts += ["", "Not reproduced: SPECint2006 (not available here)."]
