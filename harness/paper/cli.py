@@ -154,7 +154,7 @@ def add_parser(sub) -> None:
                    help="comma-separated rows of the WebKit figure (default all)")
     p.add_argument("--redis-latency-requests", type=int,
                    help="requests in each redis-benchmark test of the redis-latency figure "
-                        "(default 400000)")
+                        "(default 300000)")
     p.add_argument("--redis-latency-allocators",
                    help="comma-separated rows of the redis-latency figure (default all)")
     p.add_argument("--results-dir", default=RESULTS_DIR)

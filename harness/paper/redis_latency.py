@@ -27,6 +27,9 @@ test's longest stalls are taken while the full log is at hand (the
 committed document keeps only merged windows): the longest write-protect
 pause of a mesh, and the longest wait of a program thread for the write
 barrier or for a class lock, over the passes that began during the test.
+Each test also records the server's CPU time (INFO used_cpu_user and
+used_cpu_sys before and after it): per request, a cost that other jobs on
+the machine sway less than requests/s.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class LatencyBench:
     """What each run does after the paper's script; the tests shrink it."""
     script: redis_fig.RedisScript = redis_fig.PAPER_SCRIPT
     tests: tuple = TESTS
-    requests: int = 400000        # per test: 10-20 s here at 20-40k requests/s
+    requests: int = 300000        # per test: 10-20 s here at 15-30k requests/s
     clients: int = 20
     keyspace: int = 2000000
     value_bytes: int = 240
@@ -166,6 +169,11 @@ def stalls(events: list, start_s: float, end_s: float, offset_s: float = 0.0) ->
     return out
 
 
+def _server_cpu_s(info: dict) -> float:
+    """CPU time the server has used (user + system; all its threads)."""
+    return float(info.get("used_cpu_user", 0)) + float(info.get("used_cpu_sys", 0))
+
+
 @dataclass
 class LatencyDriver(redis_fig.ScriptDriver):
     """The paper's script, then each redis-benchmark test, then SIGTERM."""
@@ -178,6 +186,7 @@ class LatencyDriver(redis_fig.ScriptDriver):
         res["dbsize"] = int(redis_fig.cli(self.port, "dbsize"))
         res["info_before"] = redis_fig.parse_info(redis_fig.cli(self.port, "info"), INFO_FIELDS)
         res["tests"] = {}
+        cpu = _server_cpu_s(res["info_before"])
         for test in b.tests:
             start = self.since()
             try:
@@ -193,7 +202,10 @@ class LatencyDriver(redis_fig.ScriptDriver):
                 raise BenchmarkError(f"redis-benchmark -t {test} exit status {p.returncode}: "
                                      f"{self.outputs[test].strip()[-300:]}")
             res["tests"][test] = {**parse_benchmark(p.stdout), "start_s": start, "end_s": end}
-        res["info_after"] = redis_fig.parse_info(redis_fig.cli(self.port, "info"), INFO_FIELDS)
+            res["info_after"] = redis_fig.parse_info(redis_fig.cli(self.port, "info"), INFO_FIELDS)
+            now = _server_cpu_s(res["info_after"])
+            res["tests"][test]["server_cpu_s"] = round(now - cpu, 6)
+            cpu = now
         res["stopped_at_s"] = self.since()
         self._signal(signal.SIGTERM)
 

@@ -7,7 +7,8 @@ requests/s and the percentiles as ratios to jemalloc (relative errors in
 quadrature), the maximum as a difference from jemalloc's in ms, since a
 maximum is one request and a ratio of two single requests says little.
 For the libmesh rows, the longest mesh pass and stalls the server's log
-recorded during the test, the longest over all trials.
+recorded during the test, the longest over all trials. And the server's
+CPU time per request (its own INFO counters around each test).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def _test_row(runs: list[R.Run], test: str) -> Optional[TestRow]:
     row = TestRow()
     for k in KEYS:
         row.values[k] = R.Stat.of(t.get(k) for t in got)
+    row.values["cpu_us"] = R.Stat.of(1e6 * t["server_cpu_s"] / t["requests"] for t in got
+                                     if t.get("server_cpu_s") and t.get("requests"))
     row.worst_max_ms = max(t["max_ms"] for t in got)
     meshes = [t["mesh"] for t in got if t.get("mesh")]
     if meshes:
@@ -99,7 +102,7 @@ def rows(res: R.MatrixResult) -> dict[str, Row]:
             bt = base.tests.get(test) if base else None
             if bt is None:
                 continue
-            for k in KEYS:
+            for k in KEYS + ("cpu_us",):
                 mine, theirs = tr.values.get(k), bt.values.get(k)
                 if k != "max_ms":
                     tr.ratios[k] = mine.ratio(theirs) if mine and theirs else None
@@ -153,9 +156,10 @@ def _verdict(met: Optional[bool]) -> str:
 
 
 def table(rs: dict[str, Row]) -> list[str]:
-    out = ["| test | allocator | requests/s | / jemalloc | p50 (ms) | p99 (ms) | / jemalloc "
-           "| p99.9 (ms) | max (ms) | max - jemalloc's (ms) | longest max (ms) | ok runs |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| test | allocator | requests/s | / jemalloc | server CPU (µs/request) | / jemalloc "
+           "| p50 (ms) | p99 (ms) | / jemalloc | p99.9 (ms) | max (ms) | max - jemalloc's (ms) "
+           "| longest max (ms) | ok runs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for test in L.TESTS:
         for al, row in rs.items():
             tr = row.tests.get(test)
@@ -163,6 +167,7 @@ def table(rs: dict[str, Row]) -> list[str]:
                 continue
             v, r = tr.values, tr.ratios
             out.append(f"| {test.upper()} | {al} | {fmt(v['rps'], 0)} | {fmt(r.get('rps'))} | "
+                       f"{fmt(v.get('cpu_us'), 1)} | {fmt(r.get('cpu_us'))} | "
                        f"{fmt(v['p50_ms'], 3)} | {fmt(v['p99_ms'])} | {fmt(r.get('p99_ms'))} | "
                        f"{fmt(v['p999_ms'])} | {fmt(v['max_ms'], 1)} | "
                        f"{fmt(tr.max_over_base_ms, 1) if al != BASE else '-'} | "
@@ -227,7 +232,9 @@ def section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                   "is exact to 0.1%, not rounded to a bucket; p99.9 is the first row of its "
                   "percentile table at or above 99.9% (an upper bound). The client is a closed "
                   "loop, so a server stall delays one request per client and appears in the "
-                  "maximum and the top percentiles, not in the throughput. Spreads are one "
+                  "maximum and the top percentiles, not in the throughput. Server CPU is the "
+                  "server's own CPU time over the test (INFO) per request: the allocator's cost, "
+                  "less swayed by other jobs on the machine than requests/s. Spreads are one "
                   "standard deviation over trials.", ""]
     ts = targets(rs)
     if ts:

@@ -113,6 +113,7 @@ class TestTinyRuns(unittest.TestCase):
                 self.assertLessEqual(t["p50_ms"], t["p99_ms"])
                 self.assertLessEqual(t["p99_ms"], t["max_ms"])
                 self.assertLess(t["start_s"], t["end_s"])
+                self.assertGreater(t["server_cpu_s"], 0)
             self.assertGreater(r.result["info_after"]["evicted_keys"], 0)
 
     def test_mesh_run_has_its_stalls(self):
@@ -125,7 +126,7 @@ class TestTinyRuns(unittest.TestCase):
         rs = RL.rows(compact.compact(self.res))
         self.assertEqual(list(rs), list(PAIR))
         jem, mesh = rs["jemalloc"].tests["set"], rs["mesh"].tests["set"]
-        for k in RL.KEYS:
+        for k in RL.KEYS + ("cpu_us",):
             self.assertIsNotNone(mesh.values[k], k)
         self.assertAlmostEqual(jem.ratios["rps"].mean, 1.0)
         self.assertAlmostEqual(mesh.max_over_base_ms.mean,
@@ -139,7 +140,11 @@ class TestTinyRuns(unittest.TestCase):
         # the main table (4 rows) and the mesh row's stalls (2 rows)
         self.assertEqual(len(table), 6, text)
         widths = {l.count("|") for l in table[:4]}
-        self.assertEqual(widths, {13})
+        self.assertEqual(widths, {15})
+
+    def test_not_in_the_matrix(self):
+        from harness.paper import figures
+        self.assertEqual(figures.matrix_workloads(self.res), [])
 
     def test_plot_is_drawn(self):
         from harness.paper import plots   # matplotlib only here
