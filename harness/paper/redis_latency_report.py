@@ -8,7 +8,8 @@ quadrature), the maximum as a difference from jemalloc's in ms, since a
 maximum is one request and a ratio of two single requests says little.
 For the libmesh rows, the longest mesh pass and stalls the server's log
 recorded during the test, the longest over all trials. And the server's
-CPU time per request (its own INFO counters around each test).
+CPU time per request (its own INFO counters around each test), and the
+mean footprint over the test, what the allocator holds meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import results as R
+from ..stats import MIB
 from . import figures as F
 from . import redis_latency as L
 
@@ -74,6 +76,8 @@ def _test_row(runs: list[R.Run], test: str) -> Optional[TestRow]:
         row.values[k] = R.Stat.of(t.get(k) for t in got)
     row.values["cpu_us"] = R.Stat.of(1e6 * t["server_cpu_s"] / t["requests"] for t in got
                                      if t.get("server_cpu_s") and t.get("requests"))
+    row.values["footprint_mib"] = R.Stat.of(t["footprint_mean"] / MIB for t in got
+                                            if t.get("footprint_mean"))
     row.worst_max_ms = max(t["max_ms"] for t in got)
     meshes = [t["mesh"] for t in got if t.get("mesh")]
     if meshes:
@@ -158,8 +162,8 @@ def _verdict(met: Optional[bool]) -> str:
 def table(rs: dict[str, Row]) -> list[str]:
     out = ["| test | allocator | requests/s | / jemalloc | server CPU (µs/request) | / jemalloc "
            "| p50 (ms) | p99 (ms) | / jemalloc | p99.9 (ms) | max (ms) | max - jemalloc's (ms) "
-           "| longest max (ms) | ok runs |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| longest max (ms) | footprint (MiB) | ok runs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for test in L.TESTS:
         for al, row in rs.items():
             tr = row.tests.get(test)
@@ -171,7 +175,7 @@ def table(rs: dict[str, Row]) -> list[str]:
                        f"{fmt(v['p50_ms'], 3)} | {fmt(v['p99_ms'])} | {fmt(r.get('p99_ms'))} | "
                        f"{fmt(v['p999_ms'])} | {fmt(v['max_ms'], 1)} | "
                        f"{fmt(tr.max_over_base_ms, 1) if al != BASE else '-'} | "
-                       f"{tr.worst_max_ms:.1f} | {row.trials}"
+                       f"{tr.worst_max_ms:.1f} | {fmt(v.get('footprint_mib'), 0)} | {row.trials}"
                        + (f" ({row.failed} failed)" if row.failed else "") + " |")
     return out
 
@@ -234,7 +238,9 @@ def section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                   "loop, so a server stall delays one request per client and appears in the "
                   "maximum and the top percentiles, not in the throughput. Server CPU is the "
                   "server's own CPU time over the test (INFO) per request: the allocator's cost, "
-                  "less swayed by other jobs on the machine than requests/s. Spreads are one "
+                  "less swayed by other jobs on the machine than requests/s. Footprint: the "
+                  "server's memory cgroup, the mean of its samples (10 a second) over the test. "
+                  "Spreads are one "
                   "standard deviation over trials.", ""]
     ts = targets(rs)
     if ts:

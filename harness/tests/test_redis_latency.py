@@ -126,7 +126,7 @@ class TestTinyRuns(unittest.TestCase):
         rs = RL.rows(compact.compact(self.res))
         self.assertEqual(list(rs), list(PAIR))
         jem, mesh = rs["jemalloc"].tests["set"], rs["mesh"].tests["set"]
-        for k in RL.KEYS + ("cpu_us",):
+        for k in RL.KEYS + ("cpu_us", "footprint_mib"):
             self.assertIsNotNone(mesh.values[k], k)
         self.assertAlmostEqual(jem.ratios["rps"].mean, 1.0)
         self.assertAlmostEqual(mesh.max_over_base_ms.mean,
@@ -140,7 +140,7 @@ class TestTinyRuns(unittest.TestCase):
         # the main table (4 rows) and the mesh row's stalls (2 rows)
         self.assertEqual(len(table), 6, text)
         widths = {l.count("|") for l in table[:4]}
-        self.assertEqual(widths, {15})
+        self.assertEqual(widths, {16})
 
     def test_not_in_the_matrix(self):
         from harness.paper import figures
