@@ -70,6 +70,14 @@ class TestParse(unittest.TestCase):
         with self.assertRaises(L.BenchmarkError):
             L.parse_benchmark("Could not connect to Redis at 127.0.0.1:1: Connection refused\n")
 
+    def test_target_verdicts(self):
+        t = RL._target("p99", R.Stat(1.20, 0.05, 3), 1.10)
+        self.assertEqual((t.met, t.within_spread, RL._verdict(t)), (False, False, "**no**"))
+        t = RL._target("p99", R.Stat(1.12, 0.05, 3), 1.10)
+        self.assertEqual(RL._verdict(t), "**no** (within one sd)")
+        t = RL._target("rps", R.Stat(0.99, 0.01, 3), 0.97, at_most=False)
+        self.assertEqual((t.met, t.within_spread), (True, False))
+
     def test_rotation(self):
         names = ["a", "b", "c"]
         self.assertEqual([L.rotation(names, t) for t in (1, 2, 3, 4)],
