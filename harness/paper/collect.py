@@ -390,6 +390,9 @@ def merge(base: R.MatrixResult, new: R.MatrixResult) -> R.MatrixResult:
 TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf", 492)),
                                    maxmemory="3mb", settle_s=0.2, steady_s=0.6,
                                    duration_s=2.5, mark_s=2.0)
+# The redis-latency figure on that script: a few thousand requests a test.
+TINY_LATENCY = redis_latency.LatencyBench(script=TINY_REDIS, requests=3000, clients=4,
+                                          keyspace=50000, test_timeout_s=60)
 
 
 def tiny_config(trials: int = 2) -> PaperConfig:
@@ -401,4 +404,5 @@ def tiny_config(trials: int = 2) -> PaperConfig:
         browser_allocators=("jemalloc", "mesh"), browser_scale=0.05,
         matrix_workloads=("fragmenter", "larson"),
         matrix_allocators=("glibc", "jemalloc", "mesh"), matrix_scale=0.02,
+        latency_allocators=("jemalloc", "mesh"), latency_bench=TINY_LATENCY,
         timing_runs=2, timeout=120.0, extra={"tiny": True})

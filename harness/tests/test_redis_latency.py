@@ -1,6 +1,7 @@
 """The redis-latency figure at a tiny scale: Debian's redis-server under
 jemalloc (linked) and mesh (preloaded), fragmented by a small version of
-the paper's script and driven by a few thousand redis-benchmark requests.
+the paper's script and driven by a few thousand redis-benchmark requests
+(what `paper run --tiny --figures redis-latency` runs).
 Checks what is parsed and the shape of the rows and the report, not the
 numbers. Skips (exit 77) when redis-server, redis-cli or redis-benchmark
 is not installed.
@@ -26,9 +27,8 @@ from harness.paper import collect, compact   # noqa: E402
 from harness.paper import redis_latency_report as RL   # noqa: E402
 from harness.sampler import CgroupHierarchy   # noqa: E402
 
-TINY = L.LatencyBench(script=collect.TINY_REDIS, requests=3000, clients=4, keyspace=50000,
-                      test_timeout_s=60)
-PAIR = ("jemalloc", "mesh")
+TINY = collect.tiny_config().latency_bench
+PAIR = collect.tiny_config().latency_allocators
 
 # redis-benchmark 7.0's report of one test, progress lines (ending in \r)
 # first; the percentile table is cut short.
