@@ -229,9 +229,21 @@ def committed_matrix(results_dir: str) -> Optional[tuple[str, R.MatrixResult]]:
         if not res.config.get("compacted") or not runs:
             continue
         if best is None or res.created > best[1].created:
-            timings = [t for t in res.timings if t.workload in W.CATALOG]
-            best = (path, dataclasses.replace(res, runs=runs, timings=timings))
+            best = (path, _matrix_only(res, runs))
     return best
+
+
+def _matrix_only(res: R.MatrixResult, runs: list) -> R.MatrixResult:
+    """The document cut down to the matrix's runs, with the matrix's own
+    config (the paper run records it under figures), so that the figures'
+    workloads and allocators leave no empty groups or bars in the plots."""
+    ran = {r.allocator for r in runs}
+    config = dict((res.config.get("figures") or {}).get("matrix") or res.config)
+    config["workloads"] = [w for w in config.get("workloads") or [] if w in W.CATALOG]
+    config["allocators"] = [a for a in config.get("allocators") or [] if a in ran]
+    return dataclasses.replace(res, runs=runs, config=config,
+                               timings=[t for t in res.timings if t.workload in W.CATALOG],
+                               allocators={n: d for n, d in res.allocators.items() if n in ran})
 
 
 def cmd_plot(args) -> int:

@@ -85,7 +85,8 @@ def memory_over_time(result: R.MatrixResult, workload: str, out_dir: str,
         if run is None:
             continue
         x, y = mib_points(run.memory.t, run.memory.footprint)
-        ax.plot(x, y, color=colour(al, allocs), lw=1.3, label=al)
+        # Each sample (or a compacted series' interval mean) holds until the next.
+        ax.plot(x, y, color=colour(al, allocs), lw=1.3, label=al, drawstyle="steps-post")
         drew = True
         if live_run is None or al == baseline:
             live_run = run
@@ -114,6 +115,10 @@ def measures(result: R.MatrixResult, out_dir: str, prefer: tuple = ("mesh", "jem
     choice = next((a for a in prefer if a in allocs), allocs[0] if allocs else None)
     if choice is None or not workloads:
         return []
+    # A compacted document keeps the footprint alone: nothing to set it beside.
+    if not any(r.memory.rss or r.memory.pss or r.memory.usage
+               for r in result.runs if r.allocator == choice):
+        return []
     cols = min(4, len(workloads))
     rows = (len(workloads) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
@@ -132,7 +137,7 @@ def measures(result: R.MatrixResult, out_dir: str, prefer: tuple = ("mesh", "jem
                                   ("footprint", dict(color="black", lw=1.4), "footprint")):
             x, y = mib_points(m.t, getattr(m, col))
             if x:
-                ax.plot(x, y, label=label, **style)
+                ax.plot(x, y, label=label, drawstyle="steps-post", **style)
                 drew = True
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)

@@ -112,7 +112,7 @@ def ratio_table(result: R.MatrixResult, baselines: tuple = BASELINES) -> str:
     out.insert(1, "-" * (sum(widths) + 2 * (len(widths) - 1)))
     legend = ("footprint = anonymous + shmem + kernel memory charged to the run's memory cgroup; "
               "mean is time-weighted over the run, averaged over ok trials.\n"
-              f"x<base> = this allocator / <base> for the same workload (below 1.00 is better). "
+              "x<base> = this allocator / <base> for the same workload (below 1.00 is better). "
               "time: wall seconds of the memory runs, or hyperfine mean where marked 'h'.\n"
               "frag = mean footprint / mean live bytes (1.00 is the physical limit).")
     return "\n".join(out) + "\n" + legend

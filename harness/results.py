@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 SCHEMA = "mesh-harness-results"
 SCHEMA_VERSION = 1
@@ -372,21 +372,23 @@ def checksum_mismatches(result: MatrixResult) -> list[str]:
     return out
 
 
+def _configured_then_run(result: MatrixResult, key: str, of_run: Callable[[Run], str]) -> list[str]:
+    """The names the config lists under key, in its order, then any other
+    name a run has, in the order the runs came."""
+    names = list(result.config.get(key) or [])
+    for r in result.runs:
+        if of_run(r) not in names:
+            names.append(of_run(r))
+    return names
+
+
 def ordered_allocators(result: MatrixResult) -> list[str]:
     """Allocators in the configured order (the order of the registry)."""
-    names = list(result.config.get("allocators") or [])
-    for r in result.runs:
-        if r.allocator not in names:
-            names.append(r.allocator)
-    return names
+    return _configured_then_run(result, "allocators", lambda r: r.allocator)
 
 
 def ordered_workloads(result: MatrixResult) -> list[str]:
-    names = list(result.config.get("workloads") or [])
-    for r in result.runs:
-        if r.workload not in names:
-            names.append(r.workload)
-    return names
+    return _configured_then_run(result, "workloads", lambda r: r.workload)
 
 
 CSV_FIELDS = ("workload", "allocator", "trial", "seed", "scale", "status", "method",

@@ -23,6 +23,7 @@ allocator's speed is the point (measured budget: harness/README.md, Time).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -35,7 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 from . import results as R
 from .allocators import MESH_EVENTS_ENV, Allocator, describe
@@ -272,14 +273,12 @@ def run_one(spec: RunSpec, hierarchy: Optional[CgroupHierarchy], scratch: str, *
     run = R.Run(workload=w.name, allocator=a.name, trial=spec.trial, seed=spec.seed,
                 scale=spec.scale, argv=argv, status="failed",
                 started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    try:
+    with recording(run, d):
         with open(out, "wb") as fo, open(err, "wb") as fe:
             m = measure(argv, clean_env(extra, home=d), hierarchy, hz=hz,
                         pss_budget=pss_budget, timeout=timeout, stdout=fo, stderr=fe,
                         cwd=d, tag=f"{w.name}-{a.name}")
-        run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
-        run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
-        run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
+        take_measurement(run, m)
         run.stderr_tail = file_tail(err)
         run.live, trace_result, problem = read_trace(trace)
         run.result = trace_result or last_json_line(out)
@@ -300,14 +299,31 @@ def run_one(spec: RunSpec, hierarchy: Optional[CgroupHierarchy], scratch: str, *
         if problem:
             # The memory figures stand without the live-bytes trace.
             run.warnings.append(problem)
+    return run
+
+
+def take_measurement(run: R.Run, m: Measurement) -> None:
+    """What measure() saw of the process, into its Run."""
+    run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
+    run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
+    run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
+
+
+@contextlib.contextmanager
+def recording(run: R.Run, scratch_dir: str) -> Iterator[None]:
+    """Around one measured run: a memory cgroup that could not be set up is
+    the run's error (the run stays "failed" and the matrix goes on), an
+    interrupt marks the run and goes on up, and the run's scratch directory
+    is removed in any case."""
+    try:
+        yield
     except CgroupError as e:
         run.error = str(e)
     except KeyboardInterrupt:
         run.status, run.error = "interrupted", "interrupted"
         raise
     finally:
-        shutil.rmtree(d, ignore_errors=True)
-    return run
+        shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
 def _fmt_s(s: float) -> str:

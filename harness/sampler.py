@@ -398,28 +398,27 @@ class Sample:
     pss: Optional[int] = None
 
 
-def read_rss(pid: int) -> Optional[int]:
-    """VmRSS of one process from /proc/PID/status (a counter: cheap)."""
+def _proc_kib(path: str, key: str) -> Optional[int]:
+    """The "key N kB" line of a /proc file, in bytes; None when the process
+    is gone or the line is missing (a zombie has no VmRSS)."""
     try:
-        text = _read_text(f"/proc/{pid}/status")
+        text = _read_text(path)
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1]) * 1024
-    return None  # a zombie has no VmRSS
+    return None
+
+
+def read_rss(pid: int) -> Optional[int]:
+    """VmRSS of one process from /proc/PID/status (a counter: cheap)."""
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def read_pss(pid: int) -> Optional[int]:
     """Pss of one process from /proc/PID/smaps_rollup (walks page tables: costly)."""
-    try:
-        text = _read_text(f"/proc/{pid}/smaps_rollup")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return None
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def descendants(pid: int) -> list[int]:

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 from .. import allocators as A
 from .. import results as R
@@ -103,6 +103,33 @@ def _progress(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
+def _interleaved(label: str, names: list, cfg: PaperConfig, stream: TextIO,
+                 order_of: Optional[Callable[[list, int], list]] = None
+                 ) -> Iterator[tuple[int, str]]:
+    """(trial, allocator) for every trial of every allocator, each announced
+    on stream. The allocators run in a fresh random order each trial (so that
+    none always runs after the same one), or in order_of(names, trial)."""
+    total = len(names) * cfg.trials
+    done = 0
+    for trial in range(1, cfg.trials + 1):
+        order = list(names)
+        if order_of is not None:
+            order = order_of(order, trial)
+        else:
+            random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
+        for name in order:
+            done += 1
+            stream.write(f"[{label} {done}/{total}] trial {trial} {name} ... ")
+            stream.flush()
+            yield trial, name
+
+
+def _ran(stream: TextIO, run: R.Run, start: float, ok_words: Callable[[dict], str]) -> None:
+    """The end of a run's progress line: what it measured, or why it failed."""
+    what = ok_words(run.result) if run.ok else f"{run.status.upper()}: {run.error}"
+    _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+
+
 def _redis_info(names: tuple, allocs: dict, mesh_info: dict,
                 servers: redis_fig.Servers) -> dict:
     info = {}
@@ -123,6 +150,12 @@ def _redis_info(names: tuple, allocs: dict, mesh_info: dict,
             d = _describe(a, mesh_info)
         info[name] = d
     return info
+
+
+def _servers_info(servers: redis_fig.Servers, build_error: Optional[str]) -> dict:
+    """Which redis-server each row ran, for a figure's config."""
+    return {"source_build": servers.built is not None, "jemalloc_rows": servers.jemalloc,
+            "other_rows": servers.libc, "build_error": build_error}
 
 
 def redis_servers(stream: TextIO) -> tuple[redis_fig.Servers, Optional[str]]:
@@ -163,47 +196,46 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
         _progress(stream, f"redis: {name} skipped: {why}")
     supported = {n: probes[(servers.of(n), allocs[n].library)][0]
                  for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
-    total = len(names) * cfg.trials
-    done = 0
     start = time.monotonic()
-    for trial in range(1, cfg.trials + 1):
-        order = list(names)
-        random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
-        for name in order:
-            done += 1
-            stream.write(f"[redis {done}/{total}] trial {trial} {name} ... ")
-            stream.flush()
-            r = redis_fig.run_redis(name, hierarchy, scratch, trial=trial, script=cfg.redis_script,
-                                    hz=cfg.hz, pss_budget=cfg.pss_budget, allocators=allocs,
-                                    servers=servers)
-            runs.append(r)
-            if r.ok:
-                at = r.result["footprint_at_mark"] / 2**20
-                what = (f"ok: {at:.1f} MiB at {cfg.redis_script.mark_s:g} s, populate "
-                        f"{r.result['populate_total_s']:.2f} s")
-            else:
-                what = f"{r.status.upper()}: {r.error}"
-            _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+    for trial, name in _interleaved("redis", names, cfg, stream):
+        r = redis_fig.run_redis(name, hierarchy, scratch, trial=trial, script=cfg.redis_script,
+                                hz=cfg.hz, pss_budget=cfg.pss_budget, allocators=allocs,
+                                servers=servers)
+        runs.append(r)
+        _ran(stream, r, start, lambda res: (
+            f"ok: {res['footprint_at_mark'] / 2**20:.1f} MiB at {cfg.redis_script.mark_s:g} s, "
+            f"populate {res['populate_total_s']:.2f} s"))
     replies = {n: probes[(servers.of(n), allocs[n].library)][1]
                for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
     config = {"script": cfg.redis_script.describe(),
               "allocators": _redis_info(cfg.redis_allocators, allocs, mesh_info, servers),
               "activedefrag_supported": supported, "activedefrag_reply": replies,
               "defrag_config": dict(redis_fig.DEFRAG_CONFIG),
-              "servers": {"source_build": servers.built is not None,
-                          "jemalloc_rows": servers.jemalloc, "other_rows": servers.libc,
-                          "build_error": build_error},
+              "servers": _servers_info(servers, build_error),
               "versions": redis_fig.version(servers), "trials": cfg.trials}
     return runs, config
 
 
 def collect_latency(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
-                    stream: TextIO, mesh: dict, mesh_info: dict) -> tuple[list, dict]:
-    servers, build_error = redis_servers(stream)
+                    stream: TextIO, mesh: dict, mesh_info: dict,
+                    servers: Optional[redis_fig.Servers] = None) -> tuple[list, dict]:
+    """The redis-latency figure on Figure 7's servers, the allocator order
+    rotated per trial (redis_latency.rotation)."""
+    build_error = None
+    if servers is None:
+        servers, build_error = redis_servers(stream)
     allocs = redis_fig.redis_allocators(servers, mesh)
-    runs, config = redis_latency.collect(cfg.latency_allocators, cfg.trials, hierarchy, scratch,
-                                         stream, allocs, servers, cfg.latency_bench)
-    config["servers"]["build_error"] = build_error
+    runs = []
+    start = time.monotonic()
+    for trial, name in _interleaved("redis-latency", list(cfg.latency_allocators), cfg, stream,
+                                    order_of=redis_latency.rotation):
+        r = redis_latency.run_latency(name, hierarchy, scratch, trial=trial,
+                                      bench=cfg.latency_bench, allocators=allocs, servers=servers)
+        runs.append(r)
+        _ran(stream, r, start, redis_latency.progress_words)
+    config = redis_latency.figure_config(cfg.latency_allocators, cfg.trials, cfg.latency_bench)
+    config["servers"] = _servers_info(servers, build_error)
+    config["versions"] = redis_fig.version(servers)
     config["allocators"] = _redis_info(cfg.latency_allocators, allocs, mesh_info, servers)
     return runs, config
 
@@ -218,31 +250,19 @@ def collect_webkit(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scrat
     if why:
         raise SystemExit(f"harness paper: webkit: {why}")
     runs = []
-    total = len(names) * cfg.trials
-    done = 0
     start = time.monotonic()
     with webkit_fig.serve() as port:
-        for trial in range(1, cfg.trials + 1):
-            order = list(names)
-            random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
-            for name in order:
-                done += 1
-                stream.write(f"[webkit {done}/{total}] trial {trial} {name} ... ")
-                stream.flush()
-                with webkit_fig.xvfb() as display:
-                    r = webkit_fig.run_webkit(name, hierarchy, scratch, trial=trial, port=port,
-                                              display=display, iterations=cfg.webkit_iterations,
-                                              settle_s=cfg.webkit_settle_s, hz=cfg.hz,
-                                              pss_budget=cfg.pss_budget, allocators=allocs,
-                                              suites=cfg.webkit_suites)
-                runs.append(r)
-                if r.ok:
-                    what = (f"ok: score {r.result['score']:.1f}, mean "
-                            f"{r.result['mean_run'] / 2**20:.0f} MiB, settled "
-                            f"{r.result['settled'] / 2**20:.0f} MiB")
-                else:
-                    what = f"{r.status.upper()}: {r.error}"
-                _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
+        for trial, name in _interleaved("webkit", names, cfg, stream):
+            with webkit_fig.xvfb() as display:
+                r = webkit_fig.run_webkit(name, hierarchy, scratch, trial=trial, port=port,
+                                          display=display, iterations=cfg.webkit_iterations,
+                                          settle_s=cfg.webkit_settle_s, hz=cfg.hz,
+                                          pss_budget=cfg.pss_budget, allocators=allocs,
+                                          suites=cfg.webkit_suites)
+            runs.append(r)
+            _ran(stream, r, start, lambda res: (
+                f"ok: score {res['score']:.1f}, mean {res['mean_run'] / 2**20:.0f} MiB, "
+                f"settled {res['settled'] / 2**20:.0f} MiB"))
     info = {}
     for name in names:
         a = allocs[name]
@@ -273,6 +293,35 @@ def _matrix(workloads: list, allocator_names: tuple, cfg: PaperConfig, scale: fl
     return runner.run_matrix(mc, hierarchy, scratch, machine_info(), stream=stream)
 
 
+def collect_ruby(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                 stream: TextIO, mesh: dict) -> tuple[list, dict]:
+    """Figure 8: Debian's ruby running the script, through the ordinary runner."""
+    extra = tuple(cfg.ruby_args)
+    ruby = replace(ruby_fig.RUBY, paper_scale=cfg.ruby_scale, paper_args=extra)
+    m = _matrix([ruby], cfg.ruby_allocators, cfg, cfg.ruby_scale, "none",
+                hierarchy, scratch, stream, mesh, full=True)
+    config = {"script": os.path.relpath(ruby_fig.SCRIPT, A.REPO_ROOT),
+              "argv_example": ruby_fig.RUBY.argv(cfg.seed, cfg.ruby_scale, None, extra=extra),
+              "ruby": ruby_fig.version(), "scale": cfg.ruby_scale,
+              "trials": cfg.trials, "complete": m.complete}
+    return m.runs, config
+
+
+def collect_browser(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                    stream: TextIO, mesh: dict) -> tuple[list, dict]:
+    """Figure 6's stand-in: browser-like at its paper scale, its runs named apart
+    from the matrix's browser-like runs."""
+    browser = replace(W.CATALOG["browser-like"], paper_scale=cfg.browser_scale,
+                      paper_args=tuple(cfg.browser_args))
+    m = _matrix([browser], cfg.browser_allocators, cfg, cfg.browser_scale, "none",
+                hierarchy, scratch, stream, mesh, full=True)
+    for r in m.runs:
+        r.workload = BROWSER_RUN_NAME
+    config = {"workload": "browser-like", "scale": cfg.browser_scale,
+              "runs_named": BROWSER_RUN_NAME, "trials": cfg.trials, "complete": m.complete}
+    return m.runs, config
+
+
 def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_parent: str,
             stream: TextIO = sys.stderr, argv: Optional[list] = None) -> R.MatrixResult:
     """Run the chosen figures; returns one document (complete=False if interrupted)."""
@@ -296,34 +345,18 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
             workloads.append(redis_fig.WORKLOAD)
             names += [n for n in cfg.redis_allocators if n not in names]
         if "ruby" in cfg.figures:
-            extra = tuple(cfg.ruby_args)
-            ruby = replace(ruby_fig.RUBY, paper_scale=cfg.ruby_scale, paper_args=extra)
-            m = _matrix([ruby], cfg.ruby_allocators, cfg, cfg.ruby_scale, "none",
-                        hierarchy, scratch, stream, mesh, full=True)
-            res.runs += m.runs
-            figures["ruby"] = {"script": os.path.relpath(ruby_fig.SCRIPT, A.REPO_ROOT),
-                               "argv_example": ruby_fig.RUBY.argv(cfg.seed, cfg.ruby_scale, None,
-                                                                  extra=extra),
-                               "ruby": ruby_fig.version(), "scale": cfg.ruby_scale,
-                               "trials": cfg.trials, "complete": m.complete}
+            runs, figures["ruby"] = collect_ruby(cfg, hierarchy, scratch, stream, mesh)
+            res.runs += runs
             workloads.append(ruby_fig.RUBY.name)
             names += [n for n in cfg.ruby_allocators if n not in names]
-            if not m.complete:
+            if not figures["ruby"]["complete"]:
                 raise KeyboardInterrupt
         if "browser" in cfg.figures:
-            browser = replace(W.CATALOG["browser-like"], paper_scale=cfg.browser_scale,
-                              paper_args=tuple(cfg.browser_args))
-            m = _matrix([browser], cfg.browser_allocators, cfg, cfg.browser_scale, "none",
-                        hierarchy, scratch, stream, mesh, full=True)
-            for r in m.runs:
-                r.workload = BROWSER_RUN_NAME
-            res.runs += m.runs
-            figures["browser"] = {"workload": "browser-like", "scale": cfg.browser_scale,
-                                  "runs_named": BROWSER_RUN_NAME, "trials": cfg.trials,
-                                  "complete": m.complete}
+            runs, figures["browser"] = collect_browser(cfg, hierarchy, scratch, stream, mesh)
+            res.runs += runs
             workloads.append(BROWSER_RUN_NAME)
             names += [n for n in cfg.browser_allocators if n not in names]
-            if not m.complete:
+            if not figures["browser"]["complete"]:
                 raise KeyboardInterrupt
         if "webkit" in cfg.figures:
             runs, figures["webkit"] = collect_webkit(cfg, hierarchy, scratch, stream, mesh,

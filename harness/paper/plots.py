@@ -70,13 +70,8 @@ def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
         ax.axvline(mark, color="#666666", lw=0.8, ls=":")
         ax.text(mark, 1.0, f" {mark:g} s", transform=ax.get_xaxis_transform(), fontsize=8,
                 va="top", color="#444444")
-    ax.set_title("Figure 7: redis-server, the paper's script (median trial)", fontsize=10)
-    ax.set_xlabel("time since the server started (s)")
-    ax.set_ylabel("footprint (MiB)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _over_time_axes(ax, "Figure 7: redis-server, the paper's script (median trial)",
+                    "time since the server started (s)", "footprint (MiB)", "lower right")
     stats = [_mib(rows[n].values.get("at_mark")) for n in names]
     nomesh = rows.get("mesh-nomesh")
     ref = None
@@ -87,6 +82,17 @@ def fig7_redis(res: R.MatrixResult, out_dir: str) -> list[str]:
     bx.set_title("mean and sd over trials", fontsize=10)
     fig.tight_layout()
     return P.save(fig, out_dir, "fig7-redis")
+
+
+def _over_time_axes(ax, title: str, xlabel: str, ylabel: str, legend_at: str) -> None:
+    """Labels of a footprint-over-time panel, both axes from zero."""
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_at)
 
 
 def _mib(s: Optional[R.Stat]) -> Optional[R.Stat]:
@@ -109,13 +115,7 @@ def _over_time_with_ratios(res: R.MatrixResult, workload: str, rows: dict, title
         if live_run is None or al == "jemalloc":
             live_run = run
     _live(ax, live_run)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("footprint (MiB)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    _over_time_axes(ax, title, "time since start (s)", "footprint (MiB)", "upper left")
     mean = [rows[n].ratios.get("mean/jemalloc") for n in names]
     time_ = [rows[n].ratios.get("time/jemalloc") for n in names]
     xs = list(range(len(names)))
@@ -181,13 +181,9 @@ def fig6_webkit(res: Optional[R.MatrixResult], out_dir: str) -> list[str]:
             y = [v for t, v in zip(run.memory.t, run.memory.footprint) if t is not None and t <= at]
             if y and y[-1] is not None:
                 ax.plot([at], [y[-1] / MIB], "o", color=colour, ms=5)
-    ax.set_title("Figure 6 on WebKitGTK: TodoMVC suites (median trial; dot: result)", fontsize=10)
-    ax.set_xlabel("time since the launcher started (s)")
-    ax.set_ylabel("footprint of all browser processes (MiB)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _over_time_axes(ax, "Figure 6 on WebKitGTK: TodoMVC suites (median trial; dot: result)",
+                    "time since the launcher started (s)",
+                    "footprint of all browser processes (MiB)", "lower right")
     _bars(bx, names, [_mib(rows[n].values.get("mean_run")) for n in names], names,
           "mean footprint over the run (MiB)")
     jem = rows.get("jemalloc")

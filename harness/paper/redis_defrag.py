@@ -21,6 +21,7 @@ from .. import results as R
 from ..stats import MIB
 from . import figures as F
 from . import redis_fig
+from .tables import fmt
 
 ROWS = tuple(redis_fig.DEFRAG_ROWS)
 BOUND_VS_NOMESH = 0.50
@@ -124,7 +125,6 @@ def _settings(figs: dict) -> str:
 
 def section(res: R.MatrixResult, mark: float) -> tuple[list[str], list[str]]:
     """The compaction table and its paragraph, and the notes it supports."""
-    from .report import fmt   # report imports this module
     c = costs(res)
     if not any(al in c for al in ROWS):
         return [], []
@@ -235,4 +235,4 @@ def provenance(figs: dict, res: R.MatrixResult) -> str:
     return (f" This figure was measured on its own, {figs['created']} ({figs.get('trials')} trials, "
             f"allocators interleaved; harness commit {figs.get('commit')}, libmesh {lib}"
             + (f"; load average {load[0]:.1f} at the start" if load else "")
-            + ") and merged into this document (`python3 -m harness paper merge`).")
+            + ") and merged into this document (`/usr/bin/python3 -m harness paper merge`).")

@@ -53,7 +53,7 @@ from typing import Optional
 from .. import results as R
 from .. import runner
 from ..allocators import MESH_EVENTS_ENV, MULTIARCH, REPO_ROOT, Allocator, builtin_allocators
-from ..sampler import CgroupError, CgroupHierarchy
+from ..sampler import CgroupHierarchy
 from . import redis_build
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -441,6 +441,40 @@ def parse_mallocstats(text: str) -> Optional[dict]:
     return {"classes": classes, "large_bytes": large} if classes else None
 
 
+def measure_server(run: R.Run, env: dict, drv: ScriptDriver,
+                   hierarchy: Optional[CgroupHierarchy], cwd: str, log: str,
+                   events: Optional[str], *, hz: float, pss_budget: float, timeout: float,
+                   tag: str) -> runner.Measurement:
+    """redis-server (run.argv) in its own memory cgroup, drv its client, its
+    output into log: what was measured, the log's tail and the MESH_EVENTS
+    log (events, for the libmesh rows) go into run."""
+    with open(log, "wb") as fo:
+        m = runner.measure(run.argv, env, hierarchy, hz=hz, pss_budget=pss_budget,
+                           timeout=timeout, stdout=fo, stderr=subprocess.STDOUT, cwd=cwd,
+                           tag=tag, on_start=drv.start)
+    drv.close()
+    runner.take_measurement(run, m)
+    run.stderr_tail = runner.file_tail(log, 1500)
+    run.events = runner.read_events(events) if events else []
+    return m
+
+
+def server_failed(run: R.Run, m: runner.Measurement, drv: ScriptDriver) -> bool:
+    """Whether the server or its driver failed, with why as the run's error
+    (a server that outlived SIGTERM makes the run a timeout)."""
+    if m.start_error:
+        run.error = m.start_error
+    elif drv.error:
+        run.error = f"driver: {drv.error}"
+    elif m.timed_out:
+        run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
+    elif m.exit_code != 0:
+        run.error = f"redis-server exit status {m.exit_code}"
+    else:
+        return False
+    return True
+
+
 def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
               script: RedisScript = PAPER_SCRIPT, hz: float = 100.0,
               pss_budget: float = 0.02, allocators: Optional[dict] = None,
@@ -462,55 +496,35 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
     run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
                 status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     drv = ScriptDriver(port, script, activedefrag=name in DEFRAG_ROWS)
-    try:
-        missing = a.missing()
-        if missing:
-            run.error = missing
-            return run
-        with open(out, "wb") as fo:
-            m = runner.measure(argv, runner.clean_env(extra, home=d), hierarchy, hz=hz,
-                               pss_budget=pss_budget, timeout=script.duration_s + 60,
-                               stdout=fo, stderr=subprocess.STDOUT, cwd=d,
-                               tag=f"redis-{name}", on_start=drv.start)
-        drv.close()
-        run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
-        run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
-        run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
-        run.stderr_tail = runner.file_tail(out, 1500)
-        run.events = runner.read_events(events) if a.is_mesh else []
-        res = dict(drv.result)
-        res["port"] = port
-        res["mark_s"] = script.mark_s
-        res["footprint_at_mark"] = value_at(m.series.t, m.series.footprint, script.mark_s)
-        for col in ("anon", "shmem", "kernel"):
-            res[f"{col}_at_mark"] = value_at(m.series.t, getattr(m.series, col), script.mark_s)
-        if a.is_mesh:
-            with open(out, encoding="utf-8", errors="replace") as fo:
-                res["mallocstats"] = parse_mallocstats(fo.read())
-        run.result = res
-        if m.start_error:
-            run.error = m.start_error
-        elif drv.error:
-            run.error = f"driver: {drv.error}"
-        elif m.timed_out:
-            run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
-        elif m.exit_code != 0:
-            run.error = f"redis-server exit status {m.exit_code}"
-        elif res["footprint_at_mark"] is None:
-            run.error = f"no sample at {script.mark_s:g} s"
-        else:
-            run.status = "ok"
-    except CgroupError as e:
-        run.error = str(e)
-    except KeyboardInterrupt:
-        run.status, run.error = "interrupted", "interrupted"
-        raise
-    finally:
-        # measure() has killed and reaped the server and removed its cgroup
-        # by now, whatever happened; the driver may still be waiting on
-        # redis-cli, whose connection is gone.
-        drv.close()
-        shutil.rmtree(d, ignore_errors=True)
+    with runner.recording(run, d):
+        try:
+            missing = a.missing()
+            if missing:
+                run.error = missing
+                return run
+            m = measure_server(run, runner.clean_env(extra, home=d), drv, hierarchy, d, out,
+                               events if a.is_mesh else None, hz=hz, pss_budget=pss_budget,
+                               timeout=script.duration_s + 60, tag=f"redis-{name}")
+            res = dict(drv.result)
+            res["port"] = port
+            res["mark_s"] = script.mark_s
+            res["footprint_at_mark"] = value_at(m.series.t, m.series.footprint, script.mark_s)
+            for col in ("anon", "shmem", "kernel"):
+                res[f"{col}_at_mark"] = value_at(m.series.t, getattr(m.series, col), script.mark_s)
+            if a.is_mesh:
+                with open(out, encoding="utf-8", errors="replace") as fo:
+                    res["mallocstats"] = parse_mallocstats(fo.read())
+            run.result = res
+            if not server_failed(run, m, drv):
+                if res["footprint_at_mark"] is None:
+                    run.error = f"no sample at {script.mark_s:g} s"
+                else:
+                    run.status = "ok"
+        finally:
+            # measure() has killed and reaped the server and removed its
+            # cgroup by now, whatever happened; the driver may still be
+            # waiting on redis-cli, whose connection is gone.
+            drv.close()
     return run
 
 

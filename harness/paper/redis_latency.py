@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Optional, TextIO
+from typing import Optional
 
 from .. import results as R
 from .. import runner
 from ..allocators import MESH_EVENTS_ENV
-from ..sampler import CgroupError, CgroupHierarchy
+from ..sampler import CgroupHierarchy
 from . import redis_fig
 
 WORKLOAD = "redis-latency"
@@ -218,6 +217,18 @@ def _window_footprint(m: R.MemorySeries, start: float, end: float) -> dict:
             "footprint_mean": round(sum(vals) / len(vals)) if vals else None}
 
 
+def _result(driven: dict, port: int, m: runner.Measurement, events: Optional[list]) -> dict:
+    """The driver's record, each test with the footprint over it and, for
+    the libmesh rows (events not None), the mesh log's stalls during it."""
+    res = dict(driven)
+    res["port"] = port
+    for t in (res.get("tests") or {}).values():
+        t.update(_window_footprint(m.series, t["start_s"], t["end_s"]))
+        if events is not None:
+            t["mesh"] = stalls(events, t["start_s"], t["end_s"], m.exec_s or 0.0)
+    return res
+
+
 def run_latency(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
                 bench: LatencyBench = PAPER_BENCH, allocators: Optional[dict] = None,
                 servers: redis_fig.Servers = redis_fig.DEBIAN_SERVERS) -> R.Run:
@@ -234,48 +245,24 @@ def run_latency(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *
     run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
                 status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     drv = LatencyDriver(port, bench.script, activedefrag=False, bench=bench)
-    try:
-        missing = a.missing() or (None if os.access(REDIS_BENCHMARK, os.X_OK)
-                                  else f"{REDIS_BENCHMARK} is missing (apt-get install redis-tools)")
-        if missing:
-            run.error = missing
-            return run
-        with open(out, "wb") as fo:
-            m = runner.measure(argv, runner.clean_env(extra, home=d), hierarchy, hz=bench.hz,
-                               pss_budget=bench.pss_budget, timeout=bench.timeout_s(), stdout=fo,
-                               stderr=subprocess.STDOUT, cwd=d, tag=f"redis-latency-{name}",
-                               on_start=drv.start)
-        drv.close()
-        run.method, run.memory = m.method, m.series
-        run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
-        run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
-        run.stderr_tail = runner.file_tail(out, 1500)
-        run.events = runner.read_events(events) if a.is_mesh else []
-        res = dict(drv.result)
-        res["port"] = port
-        for test, t in (res.get("tests") or {}).items():
-            t.update(_window_footprint(m.series, t["start_s"], t["end_s"]))
-            if a.is_mesh:
-                t["mesh"] = stalls(run.events, t["start_s"], t["end_s"], m.exec_s or 0.0)
-        run.result = res
-        if m.start_error:
-            run.error = m.start_error
-        elif drv.error:
-            run.error = f"driver: {drv.error}"
-        elif m.timed_out:
-            run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
-        elif m.exit_code != 0:
-            run.error = f"redis-server exit status {m.exit_code}"
-        else:
-            run.status = "ok"
-    except CgroupError as e:
-        run.error = str(e)
-    except KeyboardInterrupt:
-        run.status, run.error = "interrupted", "interrupted"
-        raise
-    finally:
-        drv.close()
-        shutil.rmtree(d, ignore_errors=True)
+    with runner.recording(run, d):
+        try:
+            missing = a.missing() or (None if os.access(REDIS_BENCHMARK, os.X_OK) else
+                                      f"{REDIS_BENCHMARK} is missing (apt-get install redis-tools)")
+            if missing:
+                run.error = missing
+                return run
+            m = redis_fig.measure_server(run, runner.clean_env(extra, home=d), drv, hierarchy, d,
+                                         out, events if a.is_mesh else None, hz=bench.hz,
+                                         pss_budget=bench.pss_budget, timeout=bench.timeout_s(),
+                                         tag=f"redis-latency-{name}")
+            run.result = _result(drv.result, port, m, run.events if a.is_mesh else None)
+            if not redis_fig.server_failed(run, m, drv):
+                run.status = "ok"
+        finally:
+            # measure() has killed the server by now; the driver may still
+            # be waiting on redis-cli or redis-benchmark.
+            drv.close()
     return run
 
 
@@ -286,33 +273,14 @@ def rotation(names: list, trial: int) -> list:
     return list(names[k:]) + list(names[:k])
 
 
-def collect(names: tuple, trials: int, hierarchy: Optional[CgroupHierarchy], scratch: str,
-            stream: TextIO, allocators: dict, servers: redis_fig.Servers,
-            bench: LatencyBench = PAPER_BENCH) -> tuple[list, dict]:
-    """Every allocator in `names`, trial by trial, in rotated order; returns
-    the runs and the figure's config."""
-    runs = []
-    total, done, start = len(names) * trials, 0, time.monotonic()
-    for trial in range(1, trials + 1):
-        for name in rotation(list(names), trial):
-            done += 1
-            stream.write(f"[redis-latency {done}/{total}] trial {trial} {name} ... ")
-            stream.flush()
-            r = run_latency(name, hierarchy, scratch, trial=trial, bench=bench,
-                            allocators=allocators, servers=servers)
-            runs.append(r)
-            if r.ok:
-                what = "ok: " + "; ".join(
-                    f"{t} {v['rps']:.0f}/s p99 {v['p99_ms']:.2f} max {v['max_ms']:.2f} ms"
-                    for t, v in r.result["tests"].items())
-            else:
-                what = f"{r.status.upper()}: {r.error}"
-            stream.write(f"{what}  | {time.monotonic() - start:.0f} s\n")
-            stream.flush()
-    config = {"bench": bench.describe(), "allocators": list(names), "trials": trials,
-              "order": "rotated: trial k starts at the k-th allocator",
-              "redis_benchmark": redis_fig.version_line(REDIS_BENCHMARK),
-              "servers": {"source_build": servers.built is not None,
-                          "jemalloc_rows": servers.jemalloc, "other_rows": servers.libc},
-              "versions": redis_fig.version(servers)}
-    return runs, config
+def progress_words(res: dict) -> str:
+    """What an ok run measured, for its progress line."""
+    return "ok: " + "; ".join(f"{t} {v['rps']:.0f}/s p99 {v['p99_ms']:.2f} max {v['max_ms']:.2f} ms"
+                              for t, v in res["tests"].items())
+
+
+def figure_config(names: tuple, trials: int, bench: LatencyBench = PAPER_BENCH) -> dict:
+    """What the figure ran, for the results document's config."""
+    return {"bench": bench.describe(), "allocators": list(names), "trials": trials,
+            "order": "rotated: trial k starts at the k-th allocator",
+            "redis_benchmark": redis_fig.version_line(REDIS_BENCHMARK)}

@@ -23,6 +23,7 @@ from .. import results as R
 from ..stats import MIB
 from . import figures as F
 from . import redis_latency as L
+from .tables import fmt, rel, verdict
 
 WORKLOAD = L.WORKLOAD
 ORDER = L.ALLOCATORS
@@ -134,13 +135,6 @@ def _target(what: str, s: Optional[R.Stat], bound: float, at_most: bool = True) 
                   abs(s.mean - bound) <= s.stdev)
 
 
-def fmt(s: Optional[R.Stat], digits: int = 2, sign: bool = False) -> str:
-    if s is None:
-        return "-"
-    m = f"{s.mean:+.{digits}f}" if sign else f"{s.mean:.{digits}f}"
-    return f"{m} ± {s.stdev:.{digits}f}" if s.n > 1 else m
-
-
 def targets(rs: dict[str, Row]) -> list[Target]:
     """The team's targets for the mesh row, each test's."""
     mesh, base = rs.get("mesh"), rs.get(BASE)
@@ -160,7 +154,7 @@ def targets(rs: dict[str, Row]) -> list[Target]:
 
 
 def _verdict(t: Target) -> str:
-    text = {True: "yes", False: "**no**", None: "n/a"}[t.met]
+    text = verdict(t.met)
     return f"{text} (within one sd)" if t.met is not None and t.within_spread else text
 
 
@@ -175,12 +169,13 @@ def table(rs: dict[str, Row]) -> list[str]:
             if tr is None:
                 continue
             v, r = tr.values, tr.ratios
-            out.append(f"| {test.upper()} | {al} | {fmt(v['rps'], 0)} | {fmt(r.get('rps'))} | "
-                       f"{fmt(v.get('cpu_us'), 1)} | {fmt(r.get('cpu_us'))} | "
-                       f"{fmt(v['p50_ms'], 3)} | {fmt(v['p99_ms'])} | {fmt(r.get('p99_ms'))} | "
-                       f"{fmt(v['p999_ms'])} | {fmt(v['max_ms'], 1)} | "
-                       f"{fmt(tr.max_over_base_ms, 1) if al != BASE else '-'} | "
-                       f"{tr.worst_max_ms:.1f} | {fmt(v.get('footprint_mib'), 0)} | {row.trials}"
+            max_over = fmt(tr.max_over_base_ms, digits=1) if al != BASE else "-"
+            out.append(f"| {test.upper()} | {al} | {fmt(v['rps'], digits=0)} | "
+                       f"{fmt(r.get('rps'))} | {fmt(v.get('cpu_us'), digits=1)} | "
+                       f"{fmt(r.get('cpu_us'))} | {fmt(v['p50_ms'], digits=3)} | "
+                       f"{fmt(v['p99_ms'])} | {fmt(r.get('p99_ms'))} | {fmt(v['p999_ms'])} | "
+                       f"{fmt(v['max_ms'], digits=1)} | {max_over} | {tr.worst_max_ms:.1f} | "
+                       f"{fmt(v.get('footprint_mib'), digits=0)} | {row.trials}"
                        + (f" ({row.failed} failed)" if row.failed else "") + " |")
     return out
 
@@ -196,7 +191,8 @@ def stalls_table(rs: dict[str, Row]) -> list[str]:
             if tr is None or not tr.stalls:
                 continue
             s = tr.stalls
-            out.append(f"| {test.upper()} | {al} | {fmt(s['passes'], 0)} | {fmt(s['meshes'], 0)} | "
+            out.append(f"| {test.upper()} | {al} | {fmt(s['passes'], digits=0)} | "
+                       f"{fmt(s['meshes'], digits=0)} | "
                        f"{s['max_pass_us'] / 1e3:.2f} | {s['max_pause_us'] / 1e3:.2f} | "
                        f"{s['max_barrier_wait_us'] / 1e3:.2f} | {s['max_lock_wait_us'] / 1e3:.2f} |")
     return out if len(out) > n else []
@@ -227,7 +223,7 @@ def section(res: R.MatrixResult, md_dir: str, plot_dir: str) -> list[str]:
                        "`/usr/bin/python3 -m harness paper run --figures redis-latency`)."]
     fig = (res.config.get("figures") or {}).get(WORKLOAD) or {}
     b = fig.get("bench") or {}
-    img = os.path.relpath(os.path.join(plot_dir, "redis-latency.png"), md_dir).replace(os.sep, "/")
+    img = rel(os.path.join(plot_dir, "redis-latency.png"), md_dir)
     out = head + [f"![Redis latency percentiles and throughput per allocator]({img})", "",
                   "Not in the paper: the cost of meshing to a server's requests. Each run starts "
                   "Figure 7's redis-server, fragments it with the paper's script (maxmemory "

@@ -30,7 +30,6 @@ import http.server
 import json
 import os
 import select
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -41,7 +40,7 @@ from typing import Iterator, Optional
 from .. import results as R
 from .. import runner
 from ..allocators import MESH_EVENTS_ENV, MULTIARCH, REPO_ROOT, Allocator, builtin_allocators
-from ..sampler import CgroupError, CgroupHierarchy
+from ..sampler import CgroupHierarchy
 
 WORKLOAD = "webkit-todomvc"
 BROWSER_DIR = os.path.join(REPO_ROOT, "browser")
@@ -304,15 +303,13 @@ def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *,
                 argv=argv, status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
     holder = {}
-    try:
+    with runner.recording(run, d):
         with open(out, "wb") as fo, open(err, "wb") as fe:
             m = runner.measure(argv, runner.clean_env(extra, home=d), hierarchy, hz=hz,
                                pss_budget=pss_budget, timeout=timeout + settle_s + 60,
                                stdout=fo, stderr=fe, cwd=d, tag=f"webkit-{name}",
                                on_start=lambda pid, t0: holder.update(t0=t0))
-        run.method, run.memory, run.pss_reads = m.method, m.series, m.pss_reads
-        run.exit_code, run.wall_s, run.user_s, run.sys_s = m.exit_code, m.wall_s, m.user_s, m.sys_s
-        run.maxrss_bytes, run.live_offset_s = m.maxrss_bytes, m.exec_s
+        runner.take_measurement(run, m)
         run.stderr_tail = (_read(err)[-1500:] + _read(os.path.join(logs, "web.log"))[-1500:])
         page = runner.last_json_line(out) or {}
         res = summarize(m, page, holder.get("t0", 0.0), settle_s)
@@ -325,13 +322,6 @@ def run_webkit(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *,
                                    ("ui", err))}
         run.result = res
         run.status, run.error = verdict(m, page, res, a)
-    except CgroupError as e:
-        run.error = str(e)
-    except KeyboardInterrupt:
-        run.status, run.error = "interrupted", "interrupted"
-        raise
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
     return run
 
 

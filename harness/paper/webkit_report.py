@@ -18,6 +18,7 @@ from .. import results as R
 from ..stats import MIB, AllocatorRow
 from . import figures as F
 from . import webkit_fig
+from .tables import fmt, rel, verdict
 
 WORKLOAD = webkit_fig.WORKLOAD
 ORDER = webkit_fig.ALLOCATORS
@@ -117,7 +118,7 @@ def targets(rs: dict[str, Row]) -> list[Target]:
     def ratio(key: str, paper: str, what: str, bound: float, at_most: bool = True) -> None:
         r = mesh.ratios.get(key)
         met = None if r is None else (r.mean <= bound if at_most else r.mean >= bound)
-        out.append(Target(what, paper, _fmt(r), f"{'<=' if at_most else '>='} {bound:.2f}", met))
+        out.append(Target(what, paper, fmt(r), f"{'<=' if at_most else '>='} {bound:.2f}", met))
     ratio("mean_run", f"{530 / 632:.2f} (530 / 632 MB)", "mean footprint over the run, mesh / jemalloc",
           MEAN_BOUND)
     ratio("settled", "-", "footprint after the run settles, mesh / jemalloc", SETTLED_BOUND)
@@ -125,7 +126,7 @@ def targets(rs: dict[str, Row]) -> list[Target]:
     for other in ("glibc", webkit_fig.OWN):
         theirs = rs.get(other).values.get("settled") if rs.get(other) else None
         out.append(Target(f"footprint after the run settles, mesh below {other}", "-",
-                          f"{_fmt(settled, 1 / MIB, 1)} vs {_fmt(theirs, 1 / MIB, 1)} MiB",
+                          f"{fmt(settled, 1 / MIB, 1)} vs {fmt(theirs, 1 / MIB, 1)} MiB",
                           "lower", None if not (settled and theirs) else settled.mean < theirs.mean))
     ratio("score", "within 1%", "score, mesh / jemalloc", SCORE_BOUND, at_most=False)
     pause = mesh.meshing.get("longest_pause_ms") if mesh.meshing else None
@@ -136,18 +137,6 @@ def targets(rs: dict[str, Row]) -> list[Target]:
     return out
 
 
-def _fmt(s: Optional[R.Stat], scale: float = 1.0, digits: int = 2) -> str:
-    if s is None:
-        return "-"
-    if s.n > 1:
-        return f"{s.mean * scale:.{digits}f} ± {s.stdev * scale:.{digits}f}"
-    return f"{s.mean * scale:.{digits}f}"
-
-
-def _verdict(met: Optional[bool]) -> str:
-    return {True: "yes", False: "**no**", None: "n/a"}[met]
-
-
 def table(rs: dict[str, Row]) -> list[str]:
     out = ["| allocator | Malloc=1 | mean footprint (MiB) | / jemalloc | settled (MiB) | / jemalloc "
            "| peak (MiB) | score | / jemalloc | run (s) | CPU (s) | / jemalloc | ok runs |",
@@ -155,11 +144,11 @@ def table(rs: dict[str, Row]) -> list[str]:
     for al, row in rs.items():
         v, r = row.values, row.ratios
         out.append(f"| {al} | {'no' if al == webkit_fig.OWN else 'yes'} | "
-                   f"{_fmt(v['mean_run'], 1 / MIB, 1)} | {_fmt(r['mean_run'])} | "
-                   f"{_fmt(v['settled'], 1 / MIB, 1)} | {_fmt(r['settled'])} | "
-                   f"{_fmt(v['peak_run'], 1 / MIB, 1)} | {_fmt(v['score'], digits=1)} | "
-                   f"{_fmt(r['score'])} | {_fmt(v['result_s'], digits=1)} | "
-                   f"{_fmt(v['cpu_s'], digits=1)} | {_fmt(r['cpu_s'])} | {row.trials}"
+                   f"{fmt(v['mean_run'], 1 / MIB, 1)} | {fmt(r['mean_run'])} | "
+                   f"{fmt(v['settled'], 1 / MIB, 1)} | {fmt(r['settled'])} | "
+                   f"{fmt(v['peak_run'], 1 / MIB, 1)} | {fmt(v['score'], digits=1)} | "
+                   f"{fmt(r['score'])} | {fmt(v['result_s'], digits=1)} | "
+                   f"{fmt(v['cpu_s'], digits=1)} | {fmt(r['cpu_s'])} | {row.trials}"
                    + (f" ({row.failed} failed)" if row.failed else "") + " |")
     out.append("| paper: Firefox, mozjemalloc / Mesh | - | 632 / 530 MB | 0.84 | - | - | - | "
                "- | ≈ 1.00 | - | - | - | - |")
@@ -175,8 +164,8 @@ def parts_table(rs: dict[str, Row]) -> list[str]:
         if v.get("settled_kernel") is None:
             continue
         any_row = True
-        out.append(f"| {al} | {_fmt(v['settled'], 1 / MIB, 1)} | "
-                   + " | ".join(_fmt(v[f"settled_{p}"], 1 / MIB, 1) for p in PARTS) + " |")
+        out.append(f"| {al} | {fmt(v['settled'], 1 / MIB, 1)} | "
+                   + " | ".join(fmt(v[f"settled_{p}"], 1 / MIB, 1) for p in PARTS) + " |")
     return out if any_row else []
 
 
@@ -192,10 +181,10 @@ def meshing_table(rs: dict[str, Row]) -> list[str]:
         slow = m.get("meshes_over_2ms")
         slow_text = (f"{slow[0]} of {slow[1]} ({100 * slow[0] / slow[1]:.2f}%)"
                      if slow and slow[1] else "-")
-        out.append(f"| {al} | {_fmt(m['meshes'], digits=0)} | {_fmt(m['released_mib'], digits=1)} | "
-                   f"{_fmt(m['passes'], digits=0)} | {_fmt(m['total_s'], digits=3)} | "
-                   f"{m['longest_pause_ms']:.2f} | {_fmt(m.get('pass_pause_p50_ms'))} / "
-                   f"{_fmt(m.get('pass_pause_p90_ms'))} | {slow_text} | "
+        out.append(f"| {al} | {fmt(m['meshes'], digits=0)} | {fmt(m['released_mib'], digits=1)} | "
+                   f"{fmt(m['passes'], digits=0)} | {fmt(m['total_s'], digits=3)} | "
+                   f"{m['longest_pause_ms']:.2f} | {fmt(m.get('pass_pause_p50_ms'))} / "
+                   f"{fmt(m.get('pass_pause_p90_ms'))} | {slow_text} | "
                    f"{m['longest_pass_ms']:.2f} |")
     out.append("| paper (Firefox) | - | - | - | 0.135 | 7.5 | - | - | - |")
     return out
@@ -211,7 +200,7 @@ def speed_note(rs: dict[str, Row]) -> Optional[str]:
             "(other jobs share the 2 cores), too much to hold the score ratio to a few percent. "
             "The CPU time of all browser processes for the same work is steadier: mesh / "
             f"jemalloc {cpu.mean:.2f} ± {cpu.stdev:.2f}"
-            + (f", mesh-nomesh / jemalloc {_fmt(rs['mesh-nomesh'].ratios.get('cpu_s'))}"
+            + (f", mesh-nomesh / jemalloc {fmt(rs['mesh-nomesh'].ratios.get('cpu_s'))}"
                if rs.get("mesh-nomesh") else "") + ".")
 
 
@@ -265,8 +254,8 @@ def stand_in_note(main: Optional[R.MatrixResult], rs: dict[str, Row]) -> Optiona
     sm, ss = mesh.ratios.get("mean/jemalloc"), mesh.ratios.get("score/jemalloc")
     wm, ws = wk.ratios.get("mean_run"), wk.ratios.get("score")
     return (f"The C stand-in `browser-like` (section above, `{F.BROWSER}` runs of the main "
-            f"results file) measures mesh / jemalloc at {_fmt(sm)} in mean footprint and "
-            f"{_fmt(ss)} in score; WebKit measures {_fmt(wm)} and {_fmt(ws)}. The stand-in "
+            f"results file) measures mesh / jemalloc at {fmt(sm)} in mean footprint and "
+            f"{fmt(ss)} in score; WebKit measures {fmt(wm)} and {fmt(ws)}. The stand-in "
             "allocates only through malloc and chases pointers through randomly placed objects "
             "for most of its time; WebKit with Malloc=1 runs JavaScript in a garbage-collected "
             "heap of its own (not malloc's) and sends the DOM, styles, layout and strings "
@@ -297,8 +286,8 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
     if not rs:
         return head + ["Not measured in these results files (`make paper-run`, or "
                        "`/usr/bin/python3 -m harness paper run --figures webkit --name paper-webkit`)."]
-    img = os.path.relpath(os.path.join(plot_dir, "fig6-webkit.png"), md_dir).replace(os.sep, "/")
-    src = os.path.relpath(path, md_dir).replace(os.sep, "/") if path else "?"
+    img = rel(os.path.join(plot_dir, "fig6-webkit.png"), md_dir)
+    src = rel(path, md_dir) if path else "?"
     out = head + [f"![Figure 6 on WebKit: footprint over time]({img})", "",
                   "**The paper:** Firefox running Speedometer 2.0: mean 530 MB with Mesh vs "
                   "632 MB with mozjemalloc (-16%), score within 1%; meshing 135 ms in all, "
@@ -317,7 +306,7 @@ def section(res: Optional[R.MatrixResult], path: Optional[str], md_dir: str, plo
                   "idle page after it. Each run checks that the web process maps the allocator "
                   "under test. From `" + src + "`.", ""]
     out += ["| number | paper | ours | bound | met |", "|---|---|---|---|---|"]
-    out += [f"| {t.what} | {t.paper} | {t.ours} | {t.bound} | {_verdict(t.met)} |"
+    out += [f"| {t.what} | {t.paper} | {t.ours} | {t.bound} | {verdict(t.met)} |"
             for t in targets(rs)]
     out += [""] + table(rs)
     parts = parts_table(rs)

@@ -22,6 +22,22 @@ def doc(created: str, workloads: list, compacted: bool = True) -> R.MatrixResult
     return dataclasses.replace(res, created=created, config=config)
 
 
+def paper_doc() -> R.MatrixResult:
+    """Like results/paper.json: the figures' runs before the matrix's, an
+    allocator only a figure ran, and the matrix's own config under figures."""
+    runs = [make_run(workload="redis-server", allocator=al, trial=1)
+            for al in ("jemalloc", "jemalloc-activedefrag", "glibc")]
+    runs += [make_run(workload=w, allocator=al, trial=t) for w in ("larson", "fragmenter")
+             for al in ("glibc", "jemalloc") for t in (1, 2)]
+    res = make_result(runs)
+    matrix = {"workloads": ["fragmenter", "larson"], "allocators": ["glibc", "jemalloc"],
+              "trials": 2}
+    config = {"compacted": {"how": "test"}, "trials": 2, "figures": {"matrix": matrix},
+              "workloads": ["redis-server", "larson", "fragmenter"],
+              "allocators": ["jemalloc", "jemalloc-activedefrag", "glibc"]}
+    return dataclasses.replace(res, created="2026-06-01T00:00:00+0000", config=config)
+
+
 class TestPlotFallback(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -42,6 +58,16 @@ class TestPlotFallback(unittest.TestCase):
         self.assertEqual(os.path.basename(path), "paper.json")
         self.assertEqual({r.workload for r in res.runs}, {"fragmenter"})
         self.assertIsNone(cli.committed_matrix(os.path.join(self.tmp.name, "none")))
+
+    def test_the_matrix_alone_in_its_own_order(self):
+        # The figures' workloads would be empty groups on every summary plot,
+        # and their allocators empty bars in each group.
+        R.save(paper_doc(), self.results, name="zpaper", update_latest=False)
+        path, res = cli.committed_matrix(self.results)
+        self.assertEqual(os.path.basename(path), "zpaper.json")
+        self.assertEqual(R.ordered_workloads(res), ["fragmenter", "larson"])
+        self.assertEqual(R.ordered_allocators(res), ["glibc", "jemalloc"])
+        self.assertEqual(set(res.allocators) - {"glibc", "jemalloc"}, set())
 
     def test_plot_without_latest(self):
         plots = os.path.join(self.tmp.name, "plots")

@@ -10,6 +10,7 @@ import copy
 import os
 import tempfile
 import unittest
+from unittest import mock
 import xml.etree.ElementTree as ET
 
 from harness import plots
@@ -52,6 +53,37 @@ class TestPlots(unittest.TestCase):
         text = self.svg_text("memory-redis-like")
         for label in ("glibc", "jemalloc", "mesh", "live bytes", "footprint (MiB)", "populate1"):
             self.assertIn(label, text)
+
+    def test_series_are_drawn_as_the_step_functions_they_are(self):
+        # A sample holds until the next one (results.time_weighted_mean), and
+        # a compacted series is interval means: a straight line between two
+        # points would show a change before it happened.
+        import matplotlib.axes
+        calls = []
+        plot = matplotlib.axes.Axes.plot
+
+        def spy(ax, *args, **kw):
+            calls.append(kw)
+            return plot(ax, *args, **kw)
+
+        with tempfile.TemporaryDirectory() as d, \
+                mock.patch.object(matplotlib.axes.Axes, "plot", spy):
+            plots.memory_over_time(self.res, "fragmenter", d)
+            plots.measures(self.res, d)
+        series = [kw for kw in calls if kw.get("label") in
+                  ("glibc", "jemalloc", "mesh", "RSS", "PSS", "cgroup usage", "footprint")]
+        self.assertGreaterEqual(len(series), 3 + 2 * 3)
+        self.assertEqual({kw.get("drawstyle") for kw in series}, {"steps-post"})
+
+    def test_no_measures_plot_without_rss_or_pss(self):
+        # A compacted matrix keeps the footprint alone: a "footprint vs RSS
+        # and PSS" plot of it would show no RSS or PSS.
+        res = copy.deepcopy(self.res)
+        for r in res.runs:
+            r.memory.rss, r.memory.pss, r.memory.usage = [], [], []
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(plots.measures(res, d), [])
+            self.assertNotIn(os.path.join(d, "measures.svg"), plots.plot_all(res, d))
 
     def test_summaries(self):
         self.assertIn("mean footprint / glibc", self.svg_text("summary-memory"))

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import unittest
+from dataclasses import replace
 
 from harness.paper import redis_fig
 from harness.paper import redis_latency as L
@@ -83,6 +84,14 @@ class TestParse(unittest.TestCase):
         self.assertEqual([L.rotation(names, t) for t in (1, 2, 3, 4)],
                          [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]])
 
+    def test_trials_run_in_rotated_order(self):
+        cfg = replace(collect.tiny_config(), trials=3)
+        with open(os.devnull, "w") as quiet:
+            got = list(collect._interleaved("redis-latency", ["a", "b", "c"], cfg, quiet,
+                                            order_of=L.rotation))
+        self.assertEqual([n for _, n in got], list("abcbcacab"))
+        self.assertEqual([t for t, _ in got], [1, 1, 1, 2, 2, 2, 3, 3, 3])
+
     def test_stalls_in_window(self):
         ev = [{"t": 0.5, "meshes": 3, "duration_us": 900, "max_pause_us": 40},
               {"t": 1.5, "meshes": 2, "duration_us": 300, "max_pause_us": 70,
@@ -100,10 +109,12 @@ class TestTinyRuns(unittest.TestCase):
         if not os.path.exists(mesh):
             raise AssertionError(f"{mesh} is missing: run make first")
         cls.tmp = tempfile.TemporaryDirectory()
-        allocs = redis_fig.redis_allocators()
+        cfg = replace(collect.tiny_config(), trials=1)
+        snapshot, info = collect.snapshot_mesh(cls.tmp.name)
         with open(os.devnull, "w") as quiet:
-            runs, fig = L.collect(PAIR, 1, CgroupHierarchy.discover(), cls.tmp.name, quiet,
-                                  allocs, redis_fig.DEBIAN_SERVERS, TINY)
+            runs, fig = collect.collect_latency(cfg, CgroupHierarchy.discover(), cls.tmp.name,
+                                                quiet, snapshot, info,
+                                                servers=redis_fig.DEBIAN_SERVERS)
         cls.runs = {r.allocator: r for r in runs}
         cls.res = R.MatrixResult(created="now", machine={"cpus": 2}, commit="c", config={
             "figures": {L.WORKLOAD: fig}, "trials": 1}, allocators={}, runs=runs, complete=True)

@@ -17,7 +17,7 @@ from harness import allocators as A
 from harness import results as R
 from harness import runner
 from harness import workloads as W
-from harness.sampler import CGROUP_PREFIX, CgroupHierarchy
+from harness.sampler import CGROUP_PREFIX, CgroupError, CgroupHierarchy
 
 STANDIN = textwrap.dedent('''\
     #!/usr/bin/python3
@@ -209,6 +209,28 @@ class TestOneRun(unittest.TestCase):
         self.assertEqual({s.seed for s in p1 if s.trial == 2}, {11})
         p3 = runner.plan(ws, al, 1, lambda w: 1.0, seed=10, order_seed=2)
         self.assertNotEqual([key(s) for s in p3], [key(s) for s in p1[:len(p3)]])
+
+    def test_recording_a_run_that_goes_wrong(self):
+        # What every driver (run_one, run_redis, run_webkit) relies on.
+        for raised, status, error, propagates in (
+                (CgroupError("no memory controller"), "failed", "no memory controller", False),
+                (KeyboardInterrupt(), "interrupted", "interrupted", True)):
+            with tempfile.TemporaryDirectory() as parent:
+                scratch = tempfile.mkdtemp(dir=parent)
+                run = R.Run(workload="w", allocator="a", trial=1, seed=1, scale=1.0, argv=[],
+                            status="failed")
+
+                def measure_and_fail():
+                    with runner.recording(run, scratch):
+                        raise raised
+                    return "went on"
+
+                if propagates:
+                    self.assertRaises(KeyboardInterrupt, measure_and_fail)
+                else:
+                    self.assertEqual(measure_and_fail(), "went on")
+                self.assertEqual((run.status, run.error), (status, error))
+                self.assertFalse(os.path.exists(scratch), "the scratch directory is removed")
 
     def test_trace_parsing_tolerates_a_cut_last_line(self):
         with tempfile.TemporaryDirectory() as d:

@@ -12,7 +12,8 @@
  * Free pages are kept as FREE spans in bins by length, dirty (still in the
  * file) apart from clean (punched or never touched, so they read as zeros).
  * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
- * dirty pages pile up, all of them are punched at once.
+ * dirty pages pile up, all of them are punched at once (the punching
+ * itself, and the check that the descriptor is still ours: punch.c).
  *
  * The range, its metadata arrays and the file are reserved and grown with
  * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
@@ -41,9 +42,6 @@ mesh_arena_t mesh_arena = {
     .fork_fd = -1,
     .lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP,
 };
-
-static bool fd_is_ours(void);
-static void punch(uint32_t page, uint32_t npages, bool use_fd);
 
 #define A mesh_arena
 
@@ -343,7 +341,7 @@ static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
      * has pages of its own already; going back to them means zeros. */
     if (vpage == file_page && vpage >= A.file_pages)
         return mesh_os_dontneed(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT);
-    if (!fd_is_ours())
+    if (!mesh_arena_fd_is_ours_locked())
         return EBADF;
     return mesh_os_map_shared(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, A.fd,
                               (uint64_t)file_page << MESH_PAGE_SHIFT, true, &p);
@@ -473,53 +471,15 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     return true;
 }
 
-/* ---- giving memory back ---- */
+/* ---- giving memory back (the punching itself: punch.c) ---- */
 
-/* Whether A.fd is still the memfd we created: a program may close every
- * descriptor (closefrom) and reuse the number for a file of its own, and a
- * punch there would destroy its data. */
-static bool fd_is_ours(void)
-{
-    uint64_t dev, ino;
-    if (A.fd < 0)
-        return false;
-    if (mesh_os_fd_identity(A.fd, &dev, &ino) == 0 && dev == A.fd_dev && ino == A.fd_ino)
-        return true;
-    A.fd = -1;
-    return false;
-}
-
-/* Gives pages back: a hole in the file (through the descriptor, or the
- * mapping when the descriptor is lost), MADV_DONTNEED past the file. */
-bool mesh_arena_fd_is_ours_locked(void)
-{
-    return fd_is_ours();
-}
-
-static void punch(uint32_t page, uint32_t npages, bool use_fd)
-{
-    uint32_t end = page + npages, fend = end < A.file_pages ? end : A.file_pages;
-    if (page < fend) {
-        uint64_t off = (uint64_t)page << MESH_PAGE_SHIFT, len = (uint64_t)(fend - page) << MESH_PAGE_SHIFT;
-        if (!use_fd || mesh_os_punch(A.fd, off, len) != 0)
-            mesh_os_remove(A.base + off, len);
-    }
-    if (end > fend) {
-        uint32_t from = page > fend ? page : fend;
-        mesh_os_dontneed(A.base + ((size_t)from << MESH_PAGE_SHIFT), (size_t)(end - from) << MESH_PAGE_SHIFT);
-    }
-    MESH_STAT_ADD(punch_count, 1);
-    MESH_STAT_ADD(punched_bytes, (uint64_t)npages << MESH_PAGE_SHIFT);
-}
-
-/* Punches every dirty free span; returns the bytes given back. */
 /* Punches the dirty free spans that became dirty before period cutoff
  * (UINT64_MAX: all of them); returns the bytes given back. */
 static uint64_t scavenge_before_locked(uint64_t cutoff)
 {
     if (!A.dirty_pages)
         return 0;
-    bool use_fd = fd_is_ours();
+    bool use_fd = mesh_arena_fd_is_ours_locked();
     uint64_t pages = 0;
     for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
         for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
@@ -528,7 +488,7 @@ static uint64_t scavenge_before_locked(uint64_t cutoff)
             if (f->dirty_epoch >= cutoff)
                 continue;
             bin_remove(f);
-            punch(f->span_page, f->npages, use_fd);
+            mesh_arena_punch_locked(f->span_page, f->npages, use_fd);
             pages += f->npages;
             insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
         }
@@ -553,21 +513,6 @@ int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
     return mesh_os_protect(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, writable);
 }
 
-void mesh_arena_punch_pages(uint32_t page, uint32_t npages)
-{
-    pthread_mutex_lock(&A.lock);
-    punch(page, npages, fd_is_ours());
-    pthread_mutex_unlock(&A.lock);
-}
-
-bool mesh_arena_fd_ok(void)
-{
-    pthread_mutex_lock(&A.lock);
-    bool ok = fd_is_ours();
-    pthread_mutex_unlock(&A.lock);
-    return ok;
-}
-
 /* The periodic scavenge: punches the dirty spans that were already dirty
  * when the last period began, so that a page freed and reused within a
  * period is not given back and faulted in again, and none stays backed
@@ -575,25 +520,6 @@ bool mesh_arena_fd_ok(void)
 uint64_t mesh_arena_scavenge_aged_locked(void)
 {
     return scavenge_before_locked(A.epoch++);
-}
-
-/* Makes a span read as zeros by punching it: for a large calloc that reuses
- * dirty pages this is cheaper than memset, and the pages cost nothing until
- * the program touches them. */
-void mesh_arena_zero_span_locked(mesh_miniheap_t *mh)
-{
-    punch(mh->span_page, mh->npages, fd_is_ours());
-}
-
-/* Physical bytes in the arena file: what the arena costs in memory. */
-uint64_t mesh_arena_resident_bytes(void)
-{
-    uint64_t bytes = 0;
-    pthread_mutex_lock(&A.lock);
-    if (A.file_pages < A.accessible || !fd_is_ours() || mesh_os_file_blocks(A.fd, &bytes) != 0)
-        bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
-    pthread_mutex_unlock(&A.lock);
-    return bytes;
 }
 
 /* ---- invariants ---- */

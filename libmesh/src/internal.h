@@ -94,6 +94,7 @@ void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
 bool mesh_arena_fd_ok(void);
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page);
 bool mesh_arena_fd_is_ours_locked(void);
+void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd);
 void mesh_arena_check_locked(void);
 /* reserve.c */
 bool mesh_arena_grow_locked(uint32_t end);
@@ -235,7 +236,46 @@ MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *
     return true;
 }
 
+/* malloc's first choice: the object this thread last freed into a span it
+ * has not attached (see MESH_CACHE_CAP).  Precondition: ncached > 0. */
+MESH_INLINE void *mesh_cache_pop(mesh_shuffle_vector_t *sv)
+{
+    void *p = sv->cached[--sv->ncached];
+    *(uint64_t *)p = 0;
+    return p;
+}
+
+/* free's path into a span this thread has not attached: mh is a SMALL
+ * record (not an alias, so p is at the head's address of its slot).  The
+ * object stays allocated in its span and goes on the cache, with its free
+ * key, so that a second free of it is caught whoever makes it.  The checks
+ * are mesh_sv_push's; false, changing nothing, for anything unusual or a
+ * full cache. */
+MESH_INLINE bool mesh_cache_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, void *p)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
+    if (unlikely(off >= sv->span_bytes))
+        return false;
+    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
+    uint64_t *key = p, k = mesh_key_of(p);
+    if (unlikely(s * sv->object_size != off || *key == k ||
+                 !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63))) ||
+                 sv->ncached >= sv->cache_cap))
+        return false;
+    *key = k;
+    sv->cached[sv->ncached++] = p;
+    return true;
+}
+
+/* Whether the free cache is on: it reuses a thread's freed objects first,
+ * which full randomization (MESH_RANDOMIZE=2) rules out. */
+MESH_INLINE bool mesh_cache_on(void)
+{
+    return mesh_opt.randomize < MESH_RANDOMIZE_FREE;
+}
+
 bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot);
+bool mesh_cache_find(const mesh_shuffle_vector_t *sv, const void *p);
 void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
 void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);
 void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS]);
@@ -283,6 +323,7 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls);
 void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls);
 void *mesh_global_alloc_one(unsigned cls);
 void mesh_global_free_small(mesh_miniheap_t *mh, void *p);
+void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep);
 mesh_miniheap_t *mesh_global_span_of(mesh_miniheap_t *mh, const void *p, uint32_t *slot);
 uint64_t mesh_global_allocated_bytes(void);
 void mesh_global_release_empty(void);

@@ -136,11 +136,15 @@ static MESH_NOINLINE void *alloc_slow(size_t size, bool zero)
         p = mesh_global_alloc_one(cls);
     } else {
         mesh_shuffle_vector_t *sv = &th->sv[cls];
-        if (!sv->top) {
-            mesh_thread_heap_tick(th);
-            mesh_global_refill(th, cls);
+        if (sv->ncached) {
+            p = mesh_cache_pop(sv);
+        } else {
+            if (!sv->top) {
+                mesh_thread_heap_tick(th);
+                mesh_global_refill(th, cls);
+            }
+            p = sv->top ? mesh_sv_pop(sv) : NULL;
         }
-        p = sv->top ? mesh_sv_pop(sv) : NULL;
     }
     if (MESH_DEBUG_ON) {
         static _Atomic unsigned calls;
@@ -161,6 +165,8 @@ MESH_EXPORT void *malloc(size_t size)
     mesh_thread_heap_t *th = mesh_tls_heap;
     if (likely(th != NULL && size <= MESH_MAX_SMALL)) {
         mesh_shuffle_vector_t *sv = &th->sv[mesh_size_class(size)];
+        if (sv->ncached)
+            return mesh_cache_pop(sv);
         if (likely(sv->top))
             return mesh_sv_pop(sv);
     }
@@ -177,6 +183,8 @@ MESH_EXPORT void *calloc(size_t n, size_t size)
     mesh_thread_heap_t *th = mesh_tls_heap;
     if (likely(th != NULL && total <= MESH_MAX_SMALL)) {
         mesh_shuffle_vector_t *sv = &th->sv[mesh_size_class(total)];
+        if (sv->ncached)
+            return memset(mesh_cache_pop(sv), 0, total);
         if (likely(sv->top))
             return memset(mesh_sv_pop(sv), 0, total);
     }
@@ -283,8 +291,13 @@ MESH_EXPORT void free(void *p)
 {
     mesh_miniheap_t *mh = mesh_arena_lookup(p);
     mesh_thread_heap_t *th = mesh_tls_heap;
-    if (likely(mh && th && atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id)) {
-        if (likely(mesh_sv_push(&th->sv[mh->cls], mh, p, &th->rng, mesh_opt.randomize))) {
+    if (likely(mh && th)) {
+        bool done;
+        if (atomic_load_explicit(&mh->owner, memory_order_relaxed) == th->id)
+            done = mesh_sv_push(&th->sv[mh->cls], mh, p, &th->rng, mesh_opt.randomize >= MESH_RANDOMIZE_FREE);
+        else
+            done = mh->kind == MESH_KIND_SMALL && mesh_cache_on() && mesh_cache_push(&th->sv[mh->cls], mh, p);
+        if (likely(done)) {
             if (unlikely(--th->tick == 0))
                 mesh_thread_heap_tick(th);
             return;

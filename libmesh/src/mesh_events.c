@@ -4,12 +4,11 @@
  * began and how long it took, the pairs meshed per class, bytes given
  * back, the longest write-protect pause and a histogram of pauses, the
  * longest waits of program threads for the barrier and for a class lock,
- * the mappings used and the budget, and why the pass stopped.
+ * the mappings used and the budget, and why the pass stopped.  The path
+ * is an option (options.c, read at start-up); the file is opened when the
+ * first pass ends, so a program that never meshes creates none.
  */
 #define _GNU_SOURCE
-#include <stdlib.h>
-#include <string.h>
-
 #include "internal.h"
 #include "mesher.h"
 
@@ -20,9 +19,8 @@ const uint32_t mesh_pause_bounds_us[MESH_PAUSE_BUCKETS - 1] = {10, 20, 50, 100, 
 void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced)
 {
     if (!M.events_opened) {
-        const char *path = getenv("MESH_EVENTS");
         M.events_opened = true;
-        if (path && *path && mesh_os_open_append(path, &M.events_fd) == 0)
+        if (mesh_opt.events[0] && mesh_os_open_append(mesh_opt.events, &M.events_fd) == 0)
             mesh_os_dup_high(M.events_fd, &M.events_fd);
     }
     if (M.events_fd < 0)

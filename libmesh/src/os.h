@@ -2,13 +2,18 @@
  * The operating system, as libmesh uses it: every system call libmesh
  * makes on its own behalf goes through these functions (os.c), which
  * return 0 or an errno value and leave the caller's errno alone; the calls
- * libmesh interposes go on to libc's own.  Also formatting without malloc
- * and the messages libmesh prints.
+ * libmesh interposes go on to libc's own: memory and processes in os.c,
+ * files and limits in os_files.c.  Also formatting without malloc and the
+ * messages libmesh prints (messages.c).
  */
 #ifndef MESH_OS_H
 #define MESH_OS_H
 
 #include "types.h"
+
+/* For os.c and os_files.c: keep the caller's errno, return the call's. */
+#define SAVE_ERRNO int saved_errno_ = errno
+#define RETURN_ERR(ok) do { int e_ = (ok) ? 0 : errno; errno = saved_errno_; return e_; } while (0)
 
 int mesh_os_memfd(const char *name, int *fd_out);
 int mesh_os_truncate(int fd, uint64_t bytes);

@@ -15,6 +15,9 @@ void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls)
     sv->object_size = mesh_classes[cls].object_size;
     sv->span_bytes = mesh_classes[cls].npages * (uint32_t)MESH_PAGE_SIZE;
     sv->recip = mesh_classes[cls].recip;
+    sv->ncached = 0;
+    uint32_t cap = MESH_CACHE_BYTES / sv->object_size;
+    sv->cache_cap = (uint16_t)(cap > MESH_CACHE_CAP ? MESH_CACHE_CAP : cap ? cap : 1);
 }
 
 /* Attaches mh at the next index and pushes the slots in free_bits, which the
@@ -51,6 +54,15 @@ bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned
     uint16_t want = (uint16_t)(attach_idx << 8 | slot);
     for (unsigned k = 0; k < sv->top; k++)
         if (sv->entries[k] == want)
+            return true;
+    return false;
+}
+
+/* Whether p is in the free cache: a scan, for the slow path. */
+bool mesh_cache_find(const mesh_shuffle_vector_t *sv, const void *p)
+{
+    for (unsigned k = 0; k < sv->ncached; k++)
+        if (sv->cached[k] == p)
             return true;
     return false;
 }

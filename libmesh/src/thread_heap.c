@@ -97,6 +97,8 @@ mesh_thread_heap_t *mesh_thread_heap_get_slow(void)
  * be meshed).  Only th's own thread calls this, or fork in the child. */
 void mesh_thread_heap_flush(mesh_thread_heap_t *th)
 {
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        mesh_cache_flush(th, c, 0);
     for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
         if (!th->sv[c].nattached)
             continue;
@@ -141,7 +143,8 @@ uint64_t mesh_thread_heaps_reserved_bytes(void)
         if (!th->live)
             continue;
         for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
-            bytes += (uint64_t)__atomic_load_n(&th->sv[c].top, __ATOMIC_RELAXED) * th->sv[c].object_size;
+            bytes += ((uint64_t)__atomic_load_n(&th->sv[c].top, __ATOMIC_RELAXED) +
+                      __atomic_load_n(&th->sv[c].ncached, __ATOMIC_RELAXED)) * th->sv[c].object_size;
     }
     pthread_mutex_unlock(&heaps_lock);
     return bytes;
@@ -162,7 +165,9 @@ void mesh_thread_heaps_fork_parent(void)
  * middle of a push or a pop: their spans go back to the global heap, but
  * only the slots that are certainly free (in the vector, with their free
  * key) go back to the bitmaps; the rest, at most a vector's worth, stay
- * taken in the child rather than risk handing out a live object. */
+ * taken in the child rather than risk handing out a live object.  Their
+ * free caches stay taken too, as if allocated: at most MESH_CACHE_BYTES a
+ * class and thread, and nothing in a torn cache is trusted. */
 void mesh_thread_heaps_fork_child(void)
 {
     pthread_mutex_init(&heaps_lock, NULL);

@@ -48,6 +48,16 @@
 #define MESH_SV_MAX_BYTES (1024 * 1024)
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */
 
+/* The free cache: objects a thread frees into spans it has not attached
+ * (another thread's, or detached ones) stay reserved in a small per-class
+ * stack, still marked allocated in their span, and its next mallocs of the
+ * class take them back first, while their lines are in cache.  Full, it
+ * gives its older half back to the spans; each period it gives all back,
+ * so that meshing sees those slots free.  Capacity: MESH_CACHE_CAP objects
+ * and at most MESH_CACHE_BYTES per class. */
+#define MESH_CACHE_CAP 64
+#define MESH_CACHE_BYTES (16 * 1024)
+
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
 #define MESH_POPULATE_PAGES 32       /* pages faulted in at once past the frontier */
 #define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
@@ -76,26 +86,44 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
 
 /* ---- options.c ----------------------------------------------------------- */
 
-/* name, environment variable, default, minimum, maximum, what it does */
-#define MESH_OPTIONS(X)                                                                      \
-    X(randomize, "MESH_RANDOMIZE", 1, 0, 1, "randomize slot order in spans (0 = in order)")   \
-    X(meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")            \
-    X(period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")    \
-    X(max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")    \
-    X(mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")  \
-    X(arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation") \
-    X(seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                      \
-    X(pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")      \
-    X(idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")   \
-    X(max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)")
+/* kind, name, environment variable, default, minimum, maximum, what it does.
+ * A u64 option is a decimal integer from minimum to maximum; a str option is
+ * a string of minimum to maximum bytes, copied at start-up so that a program
+ * that changes its environment later does not change it (empty: unset). */
+#define MESH_OPT_STR_MAX 4096
+#define MESH_OPTIONS(X)                                                                                         \
+    X(u64, randomize, "MESH_RANDOMIZE", 2, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
+    X(u64, meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")                         \
+    X(u64, period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")                 \
+    X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")                 \
+    X(u64, mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")               \
+    X(u64, arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation")              \
+    X(u64, seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                                \
+    X(u64, pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")               \
+    X(u64, idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")      \
+    X(u64, max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)") \
+    X(str, events, "MESH_EVENTS", "", 0, MESH_OPT_STR_MAX - 1, "file to append one JSON line per mesh pass to")
+
+#define MESH_OPT_FIELD_u64(name) uint64_t name;
+#define MESH_OPT_FIELD_str(name) char name[MESH_OPT_STR_MAX];
 
 typedef struct mesh_options {
-#define MESH_OPT_FIELD(name, env, def, lo, hi, doc) uint64_t name;
+#define MESH_OPT_FIELD(kind, name, env, def, lo, hi, doc) MESH_OPT_FIELD_##kind(name)
     MESH_OPTIONS(MESH_OPT_FIELD)
 #undef MESH_OPT_FIELD
 } mesh_options_t;
 
 extern mesh_options_t mesh_opt;
+
+/* MESH_RANDOMIZE's levels.  Refill shuffles the slots it loads into a
+ * vector; a free can also swap the slot it pushes with a random one, so
+ * that the vector stays uniformly shuffled, or leave it on top, so that the
+ * next malloc of the class reuses it while its line is still in cache. */
+enum {
+    MESH_RANDOMIZE_OFF = 0,    /* slots in address order: the control */
+    MESH_RANDOMIZE_REFILL = 1, /* shuffled at refill; a freed slot is reused first */
+    MESH_RANDOMIZE_FREE = 2,   /* shuffled at refill and on every free */
+};
 
 /* Options in milliseconds, as the clock counts: nanoseconds. */
 MESH_INLINE uint64_t mesh_ms_to_ns(uint64_t ms)
@@ -276,9 +304,12 @@ typedef struct mesh_shuffle_vector {
     uint32_t object_size;
     uint32_t span_bytes;
     uint32_t recip;
+    uint16_t ncached;            /* cached[0, ncached): the free cache, newest last */
+    uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_BYTES) */
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
     char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
     uint32_t mh_id[MESH_SV_MAX_ATTACH];
+    void *cached[MESH_CACHE_CAP];             /* freed objects of spans not attached here */
 } mesh_shuffle_vector_t;
 
 typedef struct mesh_rng {

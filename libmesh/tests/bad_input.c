@@ -74,6 +74,13 @@ int bad_input_run(const char *mode)
         expect("double free of", victim);
         free(victim);
         free(keep);
+    } else if (strcmp(mode, "double-free-cached-then-remote") == 0) {
+        in_thread(alloc_victim);
+        void *keep = malloc(8);
+        free(victim); /* kept in this thread's free cache, its bit still set */
+        expect("double free of", victim);
+        in_thread(free_victim);
+        free(keep);
     } else if (strcmp(mode, "invalid-stack") == 0) {
         volatile int local = 0;
         expect("free of invalid pointer", (void *)&local);
@@ -99,7 +106,7 @@ int bad_input_run(const char *mode)
 
 const char *bad_input_modes[] = {
     "double-free-small", "double-free-large", "double-free-remote-then-local",
-    "double-free-local-then-remote", "double-free-detached", "invalid-stack",
+    "double-free-local-then-remote", "double-free-detached", "double-free-cached-then-remote", "invalid-stack",
     "invalid-interior", "invalid-interior-large", "invalid-realloc", NULL,
 };
 

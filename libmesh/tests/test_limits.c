@@ -2,18 +2,22 @@
  * Limits and options: the arena is a reservation, not a ceiling (a 3 GiB
  * block; 100 live 1 GiB blocks; with a deliberately small arena, large
  * blocks move to mappings of their own); options are read from the
- * environment, and bad values are warned about and ignored.  Option cases
- * run in a child started with the environment they need.
+ * environment at start-up (MESH_EVENTS too), and bad values are warned
+ * about and ignored.  Option cases run in a child started with the
+ * environment they need.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "mesh.h"
 #include "test.h"
 
 extern char **environ;
@@ -146,6 +150,35 @@ static int child_sequential(int want_sequential)
     return (want_sequential ? sequential : shuffled) ? 0 : 1;
 }
 
+/* 256-byte objects, three in four freed, in a thread of its own so that
+ * its spans are detached (and so meshable) when it exits. */
+static void *sparse_spans(void *arg)
+{
+    enum { N = 4096 };
+    static void *objs[N];
+    (void)arg;
+    for (int i = 0; i < N; i++)
+        objs[i] = malloc(256);
+    for (int i = 0; i < N; i++)
+        if (i % 4)
+            free(objs[i]);
+    return NULL;
+}
+
+static int child_events(void)
+{
+    /* MESH_EVENTS is read at start-up with the other options: dropping it
+     * from the environment before the first pass leaves the log on. */
+    if (unsetenv("MESH_EVENTS") != 0)
+        return 2;
+    pthread_t t;
+    pthread_create(&t, NULL, sparse_spans, NULL);
+    pthread_join(t, NULL);
+    uint64_t pairs = 0;
+    size_t len = sizeof pairs;
+    return mesh_mallctl("mesh.compact", &pairs, &len, NULL, 0) == 0 ? 0 : 3;
+}
+
 static void test_small_arena(void)
 {
     char err[4096];
@@ -169,6 +202,34 @@ static void test_bad_option_warns(void)
     CHECK(strstr(err, "mesh: ignoring MESH_MAX_DIRTY_MB=lots") != NULL);
 }
 
+static void test_events_option(void)
+{
+    char path[64], env[80], err[4096], log[4096];
+    snprintf(path, sizeof path, "/tmp/mesh-test-events-%d", (int)getpid());
+    snprintf(env, sizeof env, "MESH_EVENTS=%s", path);
+    unlink(path);
+    CHECK_EQ(run_child("events", env, err, sizeof err), 0);
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, log, sizeof log - 1) : -1;
+    log[n > 0 ? n : 0] = 0;
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+    CHECK(strncmp(log, "{\"t\": ", 6) == 0);
+    CHECK(strstr(log, "\"pairs\": {") != NULL);
+
+    /* A path longer than the option holds is refused, not cut. */
+    size_t long_len = MESH_OPT_STR_MAX + 16;
+    char *too_long = malloc(long_len + sizeof "MESH_EVENTS=");
+    strcpy(too_long, "MESH_EVENTS=");
+    memset(too_long + strlen(too_long), 'x', long_len);
+    too_long[sizeof "MESH_EVENTS=" - 1 + long_len] = 0;
+    CHECK_EQ(run_child("shuffled", too_long, err, sizeof err), 0);
+    CHECK(strstr(err, "mesh: ignoring MESH_EVENTS=xxxx") != NULL);
+    CHECK(strstr(err, "... (expected a length from 0 to 4095)") != NULL);
+    free(too_long);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "child") == 0) {
@@ -178,6 +239,8 @@ int main(int argc, char **argv)
             return child_sequential(1);
         if (strcmp(argv[2], "shuffled") == 0)
             return child_sequential(0);
+        if (strcmp(argv[2], "events") == 0)
+            return child_events();
         return 99;
     }
     free(malloc(1));
@@ -186,5 +249,6 @@ int main(int argc, char **argv)
     TEST_RUN(test_small_arena);
     TEST_RUN(test_randomize_option);
     TEST_RUN(test_bad_option_warns);
+    TEST_RUN(test_events_option);
     TEST_DONE();
 }
