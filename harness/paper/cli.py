@@ -1,12 +1,12 @@
 """The `paper` commands of the harness: /usr/bin/python3 -m harness paper COMMAND.
 
-  run      measure every figure (about 30 minutes here), save the full
+  run      measure every figure (about 40 minutes here), save the full
            document under results/paper-raw/ (not for committing), the
            compacted one as results/paper.json, then write the report
   report   paper-figures.md and plots/paper/ from a results document
            (what `make paper` runs; seconds)
   compact  compact a full document into a committable one
-  merge    replace the figures a newer run measured (say `run --figures redis`)
+  merge    replace the figures a newer run measured (say `run --figures redis-latency`)
            in a results document, keeping the others
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from typing import Optional
 
 from .. import flags
@@ -63,6 +64,10 @@ def cmd_run(args) -> int:
         cfg.webkit_iterations = args.webkit_iterations
     if args.webkit_allocators:
         cfg.webkit_allocators = tuple(a.strip() for a in args.webkit_allocators.split(","))
+    if args.redis_latency_requests:
+        cfg.latency_bench = replace(cfg.latency_bench, requests=args.redis_latency_requests)
+    if args.redis_latency_allocators:
+        cfg.latency_allocators = tuple(a.strip() for a in args.redis_latency_allocators.split(","))
     h = None if args.no_cgroup else CgroupHierarchy.discover()
     if h is not None:
         h.remove_stale()
@@ -147,6 +152,11 @@ def add_parser(sub) -> None:
                    help="iterations of the TodoMVC benchmark in each WebKit run (default 12)")
     p.add_argument("--webkit-allocators",
                    help="comma-separated rows of the WebKit figure (default all)")
+    p.add_argument("--redis-latency-requests", type=int,
+                   help="requests in each redis-benchmark test of the redis-latency figure "
+                        "(default 300000)")
+    p.add_argument("--redis-latency-allocators",
+                   help="comma-separated rows of the redis-latency figure (default all)")
     p.add_argument("--results-dir", default=RESULTS_DIR)
     p.add_argument("--name", default="paper", help="compacted results file name (default paper)")
     p.add_argument("--out", default=DEFAULT_MD, metavar="FILE",

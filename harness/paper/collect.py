@@ -11,6 +11,9 @@
            the throughput workloads)
   webkit   Figure 6 on a real browser engine: webkit_fig.run_webkit for each
            allocator, trial by trial, the order shuffled within each trial
+  redis-latency
+           redis-benchmark against Figure 7's fragmented redis-server
+           (redis_latency.run_latency), the allocator order rotated per trial
 
 The document is the harness's schema (harness/results.py); its config says
 what each figure ran ("figures"), including what each allocator name meant
@@ -34,9 +37,9 @@ from .. import results as R
 from .. import runner
 from .. import workloads as W
 from ..sampler import CgroupHierarchy, machine_info
-from . import redis_build, redis_fig, ruby_fig, webkit_fig
+from . import redis_build, redis_fig, redis_latency, ruby_fig, webkit_fig
 
-FIGURES = ("redis", "ruby", "browser", "matrix", "webkit")
+FIGURES = ("redis", "ruby", "browser", "matrix", "webkit", "redis-latency")
 BROWSER_RUN_NAME = "browser-like-paper"
 
 
@@ -57,6 +60,8 @@ class PaperConfig:
     webkit_iterations: int = 12        # every suite this many times in a run
     webkit_settle_s: float = 5.0       # the idle page kept open after the run
     webkit_suites: str = ""            # all of them
+    latency_allocators: tuple = redis_latency.ALLOCATORS
+    latency_bench: redis_latency.LatencyBench = redis_latency.PAPER_BENCH
     matrix_workloads: tuple = tuple(W.CATALOG)
     matrix_allocators: tuple = tuple(A.builtin_allocators())
     matrix_scale: float = 1.0
@@ -98,16 +103,20 @@ def _progress(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
-def _interleaved(label: str, names: list, cfg: PaperConfig,
-                 stream: TextIO) -> Iterator[tuple[int, str]]:
-    """(trial, allocator) for every trial of every allocator, the allocators in
-    a fresh random order each trial (so that none always runs after the same
-    one), each announced on stream."""
+def _interleaved(label: str, names: list, cfg: PaperConfig, stream: TextIO,
+                 order_of: Optional[Callable[[list, int], list]] = None
+                 ) -> Iterator[tuple[int, str]]:
+    """(trial, allocator) for every trial of every allocator, each announced
+    on stream. The allocators run in a fresh random order each trial (so that
+    none always runs after the same one), or in order_of(names, trial)."""
     total = len(names) * cfg.trials
     done = 0
     for trial in range(1, cfg.trials + 1):
         order = list(names)
-        random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
+        if order_of is not None:
+            order = order_of(order, trial)
+        else:
+            random.Random(cfg.order_seed * 1000 + trial).shuffle(order)
         for name in order:
             done += 1
             stream.write(f"[{label} {done}/{total}] trial {trial} {name} ... ")
@@ -121,11 +130,11 @@ def _ran(stream: TextIO, run: R.Run, start: float, ok_words: Callable[[dict], st
     _progress(stream, f"{what}  | {time.monotonic() - start:.0f} s")
 
 
-def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
+def _redis_info(names: tuple, allocs: dict, mesh_info: dict,
                 servers: redis_fig.Servers) -> dict:
     info = {}
     jem = redis_fig.linked_jemalloc()
-    for name in cfg.redis_allocators:
+    for name in names:
         a = allocs[name]
         if servers.built is not None and a.library is None:
             d = asdict(A.describe(a))
@@ -141,6 +150,12 @@ def _redis_info(cfg: PaperConfig, allocs: dict, mesh_info: dict,
             d = _describe(a, mesh_info)
         info[name] = d
     return info
+
+
+def _servers_info(servers: redis_fig.Servers, build_error: Optional[str]) -> dict:
+    """Which redis-server each row ran, for a figure's config."""
+    return {"source_build": servers.built is not None, "jemalloc_rows": servers.jemalloc,
+            "other_rows": servers.libc, "build_error": build_error}
 
 
 def redis_servers(stream: TextIO) -> tuple[redis_fig.Servers, Optional[str]]:
@@ -193,13 +208,35 @@ def collect_redis(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratc
     replies = {n: probes[(servers.of(n), allocs[n].library)][1]
                for n in cfg.redis_allocators if n in redis_fig.DEFRAG_ROWS}
     config = {"script": cfg.redis_script.describe(),
-              "allocators": _redis_info(cfg, allocs, mesh_info, servers),
+              "allocators": _redis_info(cfg.redis_allocators, allocs, mesh_info, servers),
               "activedefrag_supported": supported, "activedefrag_reply": replies,
               "defrag_config": dict(redis_fig.DEFRAG_CONFIG),
-              "servers": {"source_build": servers.built is not None,
-                          "jemalloc_rows": servers.jemalloc, "other_rows": servers.libc,
-                          "build_error": build_error},
+              "servers": _servers_info(servers, build_error),
               "versions": redis_fig.version(servers), "trials": cfg.trials}
+    return runs, config
+
+
+def collect_latency(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch: str,
+                    stream: TextIO, mesh: dict, mesh_info: dict,
+                    servers: Optional[redis_fig.Servers] = None) -> tuple[list, dict]:
+    """The redis-latency figure on Figure 7's servers, the allocator order
+    rotated per trial (redis_latency.rotation)."""
+    build_error = None
+    if servers is None:
+        servers, build_error = redis_servers(stream)
+    allocs = redis_fig.redis_allocators(servers, mesh)
+    runs = []
+    start = time.monotonic()
+    for trial, name in _interleaved("redis-latency", list(cfg.latency_allocators), cfg, stream,
+                                    order_of=redis_latency.rotation):
+        r = redis_latency.run_latency(name, hierarchy, scratch, trial=trial,
+                                      bench=cfg.latency_bench, allocators=allocs, servers=servers)
+        runs.append(r)
+        _ran(stream, r, start, redis_latency.progress_words)
+    config = redis_latency.figure_config(cfg.latency_allocators, cfg.trials, cfg.latency_bench)
+    config["servers"] = _servers_info(servers, build_error)
+    config["versions"] = redis_fig.version(servers)
+    config["allocators"] = _redis_info(cfg.latency_allocators, allocs, mesh_info, servers)
     return runs, config
 
 
@@ -327,6 +364,12 @@ def collect(cfg: PaperConfig, hierarchy: Optional[CgroupHierarchy], scratch_pare
             res.runs += runs
             workloads.append(webkit_fig.WORKLOAD)
             names += [n for n in cfg.webkit_allocators if n not in names and n in reg]
+        if "redis-latency" in cfg.figures:
+            runs, figures["redis-latency"] = collect_latency(cfg, hierarchy, scratch, stream,
+                                                             mesh, mesh_info)
+            res.runs += runs
+            workloads.append(redis_latency.WORKLOAD)
+            names += [n for n in cfg.latency_allocators if n not in names]
         if "matrix" in cfg.figures:
             ws = [W.CATALOG[w] for w in cfg.matrix_workloads]
             m = _matrix(ws, cfg.matrix_allocators, cfg, cfg.matrix_scale, "throughput",
@@ -380,6 +423,9 @@ def merge(base: R.MatrixResult, new: R.MatrixResult) -> R.MatrixResult:
 TINY_REDIS = redis_fig.RedisScript(populates=((20000, "asdf", 240), (5000, "asdf", 492)),
                                    maxmemory="3mb", settle_s=0.2, steady_s=0.6,
                                    duration_s=2.5, mark_s=2.0)
+# The redis-latency figure on that script: a few thousand requests a test.
+TINY_LATENCY = redis_latency.LatencyBench(script=TINY_REDIS, requests=3000, clients=4,
+                                          keyspace=50000, test_timeout_s=60)
 
 
 def tiny_config(trials: int = 2) -> PaperConfig:
@@ -391,4 +437,5 @@ def tiny_config(trials: int = 2) -> PaperConfig:
         browser_allocators=("jemalloc", "mesh"), browser_scale=0.05,
         matrix_workloads=("fragmenter", "larson"),
         matrix_allocators=("glibc", "jemalloc", "mesh"), matrix_scale=0.02,
+        latency_allocators=("jemalloc", "mesh"), latency_bench=TINY_LATENCY,
         timing_runs=2, timeout=120.0, extra={"tiny": True})

@@ -184,7 +184,8 @@ class Plan:
 # and PSS too (the report sets them beside the footprint). The matrix's
 # series are not drawn, only averaged, and a handful of exact-area points
 # give the same means and peak.
-FIGURE_WORKLOADS = ("redis-server", "ruby-fragment", "browser-like-paper", "webkit-todomvc")
+FIGURE_WORKLOADS = ("redis-server", "ruby-fragment", "browser-like-paper", "webkit-todomvc",
+                    "redis-latency")
 
 
 def plan_for(workload: str, allocator: str = "") -> Plan:

@@ -13,7 +13,7 @@ from typing import Optional
 from .. import results as R
 from ..stats import MIB, AllocatorRow
 from . import claims as C
-from . import redis_fig, ruby_fig
+from . import redis_fig, redis_latency, ruby_fig
 
 # Workload names of the figures' runs, and the order of their allocators.
 REDIS = redis_fig.WORKLOAD
@@ -22,7 +22,7 @@ RUBY_WORKLOAD = ruby_fig.RUBY.name
 RUBY_ORDER = ruby_fig.ALLOCATORS
 BROWSER = "browser-like-paper"
 BROWSER_ORDER = ("jemalloc", "mesh", "mesh-nomesh")
-FIGURE_WORKLOADS = (REDIS, RUBY_WORKLOAD, BROWSER)
+FIGURE_WORKLOADS = (REDIS, RUBY_WORKLOAD, BROWSER, redis_latency.WORKLOAD)
 
 
 def ok_runs(res: R.MatrixResult, workload: str, allocator: str) -> list[R.Run]:

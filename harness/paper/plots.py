@@ -219,6 +219,59 @@ def redis_measures(res: R.MatrixResult, out_dir: str, allocator: str = "mesh") -
     return P.save(fig, out_dir, "redis-measures")
 
 
+# The latency figure's bars, left to right: (TestRow value, label).
+LATENCY_MARKS = (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"), ("max_ms", "max"))
+
+
+def _grouped(ax, groups: int, names: list[str], stats_of, scale: float = 1.0) -> None:
+    """Bars of `groups` groups, one bar per allocator in each; stats_of(name)
+    gives that allocator's Stat per group (None: no bar)."""
+    w = 0.8 / len(names)
+    for i, n in enumerate(names):
+        stats = stats_of(n)
+        xs = [g + (i - (len(names) - 1) / 2) * w for g, s in enumerate(stats) if s]
+        got = [s for s in stats if s]
+        ax.bar(xs, [s.mean * scale for s in got], w, yerr=[s.stdev * scale for s in got],
+               capsize=2, color=P.colour(n, names), label=n, error_kw={"lw": 0.8})
+
+
+def redis_latency(res: R.MatrixResult, out_dir: str) -> list[str]:
+    """Per test, each allocator's latency percentiles and maximum; beside
+    them its requests/s (means and one sd over trials)."""
+    from . import redis_latency_report as RL
+    rs = RL.rows(res)
+    names = [n for n, r in rs.items() if r.trials]
+    tests = [t for t in RL.L.TESTS if any(t in rs[n].tests for n in names)]
+    if not names or not tests:
+        return []
+    fig, axes = plt.subplots(1, len(tests) + 1, figsize=(5 * len(tests) + 4, 4.5),
+                             gridspec_kw={"width_ratios": [3] * len(tests) + [2]})
+    for ax, test in zip(axes, tests):
+        _grouped(ax, len(LATENCY_MARKS), names,
+                 lambda n: [rs[n].tests[test].values.get(k) if test in rs[n].tests else None
+                            for k, _ in LATENCY_MARKS])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(LATENCY_MARKS)))
+        ax.set_xticklabels([label for _, label in LATENCY_MARKS])
+        ax.set_ylabel("latency (ms, log scale)", fontsize=9)
+        ax.set_title(f"{test.upper()}: latency percentiles", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0].legend(fontsize=8, loc="upper left")
+    bx = axes[-1]
+    _grouped(bx, len(tests), names,
+             lambda n: [rs[n].tests[t].values.get("rps") if t in rs[n].tests else None
+                        for t in tests], scale=1e-3)
+    bx.set_xticks(range(len(tests)))
+    bx.set_xticklabels([t.upper() for t in tests])
+    bx.set_ylabel("thousand requests/s", fontsize=9)
+    bx.set_title("throughput", fontsize=10)
+    bx.grid(axis="y", alpha=0.3)
+    fig.suptitle("redis-benchmark against the fragmented redis-server (mean and sd over trials)",
+                 fontsize=10)
+    fig.tight_layout()
+    return P.save(fig, out_dir, "redis-latency")
+
+
 def matrix_plots(res: R.MatrixResult, out_dir: str) -> list[str]:
     ws = set(F.matrix_workloads(res))
     if not ws:
@@ -241,4 +294,4 @@ def plot_paper(res: R.MatrixResult, out_dir: str,
     plt.rcParams["svg.fonttype"] = "none"
     return (fig7_redis(res, out_dir) + redis_measures(res, out_dir) + fig8_ruby(res, out_dir)
             + fig6_browser(res, out_dir) + fig6_webkit(webkit, out_dir)
-            + matrix_plots(res, out_dir))
+            + redis_latency(res, out_dir) + matrix_plots(res, out_dir))

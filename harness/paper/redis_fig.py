@@ -228,11 +228,12 @@ def cli(port: int, *args: str, timeout: float = 30.0) -> str:
     return out
 
 
-def parse_info(text: str) -> dict:
+def parse_info(text: str, fields: tuple = INFO_FIELDS) -> dict:
+    """The INFO reply's fields named in `fields`, numbers as numbers."""
     out = {}
     for line in text.splitlines():
         k, sep, v = line.strip().partition(":")
-        if sep and k in INFO_FIELDS:
+        if sep and k in fields:
             try:
                 out[k] = int(v)
             except ValueError:
@@ -276,7 +277,7 @@ def probe_activedefrag(server: str = REDIS_SERVER, env: Optional[dict] = None) -
 
 
 @dataclass
-class _Driver:
+class ScriptDriver:
     """The client side of one run, on its own thread."""
     port: int
     script: RedisScript
@@ -321,66 +322,81 @@ class _Driver:
     def _sleep_until(self, t: float) -> None:
         self._sleep(self.t0 + t - time.monotonic())
 
-    def _run(self) -> None:
+    def wait_ready(self) -> None:
+        """Until the server answers PING (records ready_s)."""
+        s = self.script
+        while True:
+            try:
+                cli(self.port, "ping", timeout=5)
+                break
+            except CliError:
+                if time.monotonic() - self.t0 > s.ready_timeout_s:
+                    raise CliError(f"redis-server did not answer within {s.ready_timeout_s:g} s")
+                self._sleep(0.01)
+        self.result["ready_s"] = self.since()
+
+    def play_script(self) -> None:
+        """The paper's script: the memory limit and policy, then the
+        populates, timed one by one."""
         s, res = self.script, self.result
+        start = time.monotonic()
+        cli(self.port, "config", "set", "maxmemory", s.maxmemory)
+        cli(self.port, "config", "set", "maxmemory-policy", s.policy)
+        res["populate_s"], res["populate_at_s"] = [], []
+        for keys, prefix, size in s.populates:
+            res["populate_at_s"].append(self.since())
+            t = time.monotonic()
+            reply = cli(self.port, "debug", "populate", str(keys), prefix, str(size),
+                        timeout=s.cli_timeout_s)
+            if reply != "OK":
+                raise CliError(f"debug populate replied {reply[:200]!r}")
+            res["populate_s"].append(round(time.monotonic() - t, 6))
+        res["populate_total_s"] = round(sum(res["populate_s"]), 6)
+        res["script_s"] = round(time.monotonic() - start, 6)
+        res["script_end_s"] = self.since()
+
+    def _run(self) -> None:
         try:
-            while True:
-                try:
-                    cli(self.port, "ping", timeout=5)
-                    break
-                except CliError:
-                    if time.monotonic() - self.t0 > s.ready_timeout_s:
-                        raise CliError(f"redis-server did not answer within {s.ready_timeout_s:g} s")
-                    self._sleep(0.01)
-            res["ready_s"] = self.since()
-            start = time.monotonic()
-            cli(self.port, "config", "set", "maxmemory", s.maxmemory)
-            cli(self.port, "config", "set", "maxmemory-policy", s.policy)
-            res["populate_s"], res["populate_at_s"] = [], []
-            for keys, prefix, size in s.populates:
-                res["populate_at_s"].append(self.since())
-                t = time.monotonic()
-                reply = cli(self.port, "debug", "populate", str(keys), prefix, str(size),
-                            timeout=s.cli_timeout_s)
-                if reply != "OK":
-                    raise CliError(f"debug populate replied {reply[:200]!r}")
-                res["populate_s"].append(round(time.monotonic() - t, 6))
-            res["populate_total_s"] = round(sum(res["populate_s"]), 6)
-            res["script_s"] = round(time.monotonic() - start, 6)
-            res["script_end_s"] = self.since()
-            self._sleep(s.settle_s)
-            res["dbsize"] = int(cli(self.port, "dbsize"))
-            if self.activedefrag:
-                for k, v in DEFRAG_CONFIG:
-                    cli(self.port, "config", "set", k, v)
-                reply = cli(self.port, "config", "set", "activedefrag", "yes")
-                res["activedefrag_reply"] = reply
-                res["activedefrag_at_s"] = self.since()
-            res["info_settled"] = parse_info(cli(self.port, "info"))
-            res["info_settled_at_s"] = self.since()
-            self._sleep(s.steady_s)
-            res["info_steady"] = parse_info(cli(self.port, "info"))
-            res["info_steady_at_s"] = self.since()
-            if self.activedefrag:
-                cli(self.port, "config", "set", "activedefrag", "no")
-            groups = probe_groups(s)
-            if groups is not None and s.mark_s + 0.1 < s.duration_s:
-                self._sleep_until(s.mark_s + 0.05)
-                alive = [int(cli(self.port, "exists", *g)) / len(g) for g in groups]
-                res["end_state"] = {"renewed_alive": round(alive[0], 4),
-                                    "others_alive": round(alive[1], 4),
-                                    "probed_at_s": self.since(),
-                                    "state": end_state(*alive)}
-            # CPU and defrag counters over the whole run, just before the end.
-            self._sleep_until(s.duration_s - 0.3)
-            res["info_final"] = parse_info(cli(self.port, "info"))
-            res["info_final_at_s"] = self.since()
-            self._sleep_until(s.duration_s)
-            res["stopped_at_s"] = self.since()
-            self._signal(signal.SIGTERM)
+            self.wait_ready()
+            self.play_script()
+            self.after_script()
         except BaseException as e:   # the server must not outlive a failed driver
             self.error = str(e) or type(e).__name__
             self._signal(signal.SIGKILL)
+
+    def after_script(self) -> None:
+        """Figure 7's timeline after the script, ending with SIGTERM."""
+        s, res = self.script, self.result
+        self._sleep(s.settle_s)
+        res["dbsize"] = int(cli(self.port, "dbsize"))
+        if self.activedefrag:
+            for k, v in DEFRAG_CONFIG:
+                cli(self.port, "config", "set", k, v)
+            reply = cli(self.port, "config", "set", "activedefrag", "yes")
+            res["activedefrag_reply"] = reply
+            res["activedefrag_at_s"] = self.since()
+        res["info_settled"] = parse_info(cli(self.port, "info"))
+        res["info_settled_at_s"] = self.since()
+        self._sleep(s.steady_s)
+        res["info_steady"] = parse_info(cli(self.port, "info"))
+        res["info_steady_at_s"] = self.since()
+        if self.activedefrag:
+            cli(self.port, "config", "set", "activedefrag", "no")
+        groups = probe_groups(s)
+        if groups is not None and s.mark_s + 0.1 < s.duration_s:
+            self._sleep_until(s.mark_s + 0.05)
+            alive = [int(cli(self.port, "exists", *g)) / len(g) for g in groups]
+            res["end_state"] = {"renewed_alive": round(alive[0], 4),
+                                "others_alive": round(alive[1], 4),
+                                "probed_at_s": self.since(),
+                                "state": end_state(*alive)}
+        # CPU and defrag counters over the whole run, just before the end.
+        self._sleep_until(s.duration_s - 0.3)
+        res["info_final"] = parse_info(cli(self.port, "info"))
+        res["info_final_at_s"] = self.since()
+        self._sleep_until(s.duration_s)
+        res["stopped_at_s"] = self.since()
+        self._signal(signal.SIGTERM)
 
 
 def value_at(t: list, v: list, when: float) -> Optional[float]:
@@ -425,6 +441,40 @@ def parse_mallocstats(text: str) -> Optional[dict]:
     return {"classes": classes, "large_bytes": large} if classes else None
 
 
+def measure_server(run: R.Run, env: dict, drv: ScriptDriver,
+                   hierarchy: Optional[CgroupHierarchy], cwd: str, log: str,
+                   events: Optional[str], *, hz: float, pss_budget: float, timeout: float,
+                   tag: str) -> runner.Measurement:
+    """redis-server (run.argv) in its own memory cgroup, drv its client, its
+    output into log: what was measured, the log's tail and the MESH_EVENTS
+    log (events, for the libmesh rows) go into run."""
+    with open(log, "wb") as fo:
+        m = runner.measure(run.argv, env, hierarchy, hz=hz, pss_budget=pss_budget,
+                           timeout=timeout, stdout=fo, stderr=subprocess.STDOUT, cwd=cwd,
+                           tag=tag, on_start=drv.start)
+    drv.close()
+    runner.take_measurement(run, m)
+    run.stderr_tail = runner.file_tail(log, 1500)
+    run.events = runner.read_events(events) if events else []
+    return m
+
+
+def server_failed(run: R.Run, m: runner.Measurement, drv: ScriptDriver) -> bool:
+    """Whether the server or its driver failed, with why as the run's error
+    (a server that outlived SIGTERM makes the run a timeout)."""
+    if m.start_error:
+        run.error = m.start_error
+    elif drv.error:
+        run.error = f"driver: {drv.error}"
+    elif m.timed_out:
+        run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
+    elif m.exit_code != 0:
+        run.error = f"redis-server exit status {m.exit_code}"
+    else:
+        return False
+    return True
+
+
 def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, trial: int,
               script: RedisScript = PAPER_SCRIPT, hz: float = 100.0,
               pss_budget: float = 0.02, allocators: Optional[dict] = None,
@@ -445,22 +495,16 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
         extra["MALLOCSTATS"] = "2"   # where the memory is, printed at exit
     run = R.Run(workload=WORKLOAD, allocator=name, trial=trial, seed=0, scale=1.0, argv=argv,
                 status="failed", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    drv = _Driver(port, script, activedefrag=name in DEFRAG_ROWS)
+    drv = ScriptDriver(port, script, activedefrag=name in DEFRAG_ROWS)
     with runner.recording(run, d):
         try:
             missing = a.missing()
             if missing:
                 run.error = missing
                 return run
-            with open(out, "wb") as fo:
-                m = runner.measure(argv, runner.clean_env(extra, home=d), hierarchy, hz=hz,
-                                   pss_budget=pss_budget, timeout=script.duration_s + 60,
-                                   stdout=fo, stderr=subprocess.STDOUT, cwd=d,
-                                   tag=f"redis-{name}", on_start=drv.start)
-            drv.close()
-            runner.take_measurement(run, m)
-            run.stderr_tail = runner.file_tail(out, 1500)
-            run.events = runner.read_events(events) if a.is_mesh else []
+            m = measure_server(run, runner.clean_env(extra, home=d), drv, hierarchy, d, out,
+                               events if a.is_mesh else None, hz=hz, pss_budget=pss_budget,
+                               timeout=script.duration_s + 60, tag=f"redis-{name}")
             res = dict(drv.result)
             res["port"] = port
             res["mark_s"] = script.mark_s
@@ -471,18 +515,11 @@ def run_redis(name: str, hierarchy: Optional[CgroupHierarchy], scratch: str, *, 
                 with open(out, encoding="utf-8", errors="replace") as fo:
                     res["mallocstats"] = parse_mallocstats(fo.read())
             run.result = res
-            if m.start_error:
-                run.error = m.start_error
-            elif drv.error:
-                run.error = f"driver: {drv.error}"
-            elif m.timed_out:
-                run.status, run.error = "timeout", "redis-server did not exit after SIGTERM"
-            elif m.exit_code != 0:
-                run.error = f"redis-server exit status {m.exit_code}"
-            elif res["footprint_at_mark"] is None:
-                run.error = f"no sample at {script.mark_s:g} s"
-            else:
-                run.status = "ok"
+            if not server_failed(run, m, drv):
+                if res["footprint_at_mark"] is None:
+                    run.error = f"no sample at {script.mark_s:g} s"
+                else:
+                    run.status = "ok"
         finally:
             # measure() has killed and reaped the server and removed its
             # cgroup by now, whatever happened; the driver may still be

@@ -6,8 +6,8 @@ that judge a number (met, missed, by how much, what the mesh log shows)
 are generated from the numbers, never written in by hand.
 
 This module puts the document together: the targets, one section a figure
-(redis_report, sections, webkit_report, each made of the pieces in
-tables.py), and the machine the numbers were measured on.
+(redis_report, sections, webkit_report, redis_latency_report, each
+made of the pieces in tables.py), and the machine the numbers were measured on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .. import results as R
 from ..allocators import REPO_ROOT
 from . import claims as C
 from . import figures as F
-from . import redis_defrag, redis_report, sections, webkit_report
+from . import redis_defrag, redis_latency_report, redis_report, sections, webkit_report
 from .tables import fmt, rel, verdict
 
 
@@ -108,6 +108,7 @@ def markdown(res: R.MatrixResult, results_path: str, md_dir: str, plot_dir: str,
         parts += [""] + section(res, md_dir, plot_dir)
     wk, wk_path = webkit_source(res, results_path, webkit, webkit_path)
     parts += [""] + webkit_report.section(wk, wk_path, md_dir, plot_dir, main=res)
+    parts += [""] + redis_latency_report.section(res, md_dir, plot_dir)
     parts += [""] + sections.matrix_section(res, md_dir, plot_dir)
     parts += ["", "## Machine and versions", ""] + machine_section(res)
     parts += ["", "Not reproduced: SPECint2006 (not available here)."]
