@@ -138,11 +138,12 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     return o;
 }
 
-static void pass_done(uint64_t t0, const pass_result_t *res, bool forced)
+static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, bool forced)
 {
     uint64_t t1 = mesh_os_now_ns();
     MESH_STAT_ADD(mesh_passes, 1);
     MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
+    MESH_STAT_ADD(mesh_pass_cpu_ns, mesh_os_thread_cpu_ns() - cpu0);
     mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
     if (res->out_of_time)
         MESH_STAT_ADD(mesh_time_limited, 1);
@@ -179,6 +180,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     if (mesh_tls_heap)
         mesh_thread_heap_flush(mesh_tls_heap);
 
+    uint64_t cpu0 = mesh_os_thread_cpu_ns();
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms));
     unsigned order[MESH_NUM_CLASSES], nactive = classes_to_visit(forced, order);
     if (!nactive) {
@@ -202,7 +204,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         }
         nactive = still;
     }
-    pass_done(t0, &res, forced);
+    pass_done(t0, cpu0, &res, forced);
     pthread_mutex_unlock(&M.lock);
     return res.npairs;
 }

@@ -52,6 +52,7 @@ void mesh_os_munlock(void *addr, size_t bytes);
 void mesh_os_close(int fd);
 uint64_t mesh_os_random64(void);
 uint64_t mesh_os_now_ns(void);
+uint64_t mesh_os_thread_cpu_ns(void);
 uint64_t mesh_os_physical_bytes(void);
 int mesh_os_overcommit_mode(void);
 void mesh_os_write_stderr(const char *buf, size_t len);

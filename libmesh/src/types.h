@@ -126,6 +126,7 @@ void mesh_options_init(void);
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \
+    X(mesh_pass_cpu_ns, "CPU time of the threads running mesh passes, ns")      \
     X(mesh_pass_max_ns, "longest mesh pass, ns")                                \
     X(mesh_pause_max_ns, "longest write-protect pause of one mesh, ns")         \
     X(mesh_map_limited, "passes stopped by the mapping budget")                 \
