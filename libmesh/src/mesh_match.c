@@ -108,15 +108,28 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     /* MESH_SV_MAX_ATTACH .. 255: never an attach index a span kept from
      * its last owner. */
     M.stamp = M.stamp < MESH_SV_MAX_ATTACH || M.stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(M.stamp + 1);
-    for (unsigned b = 0; b < MESH_PARTIAL_BINS && n < max / 2; b++)
-        for (uint32_t id = ch->partial[b]; id && n < max / 2; id = mesh_rec(id)->next)
-            consider(mesh_rec(id), sc, ch->dense, &n);
+    bool covered = true;
+    for (unsigned b = 0; b < MESH_PARTIAL_BINS && covered; b++)
+        for (uint32_t id = ch->partial[b]; id && covered; id = mesh_rec(id)->next) {
+            covered = n < max / 2;
+            if (covered)
+                consider(mesh_rec(id), sc, ch->dense, &n);
+        }
 
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
     uint32_t id = ch->cursor;
     if (!id || !in_partial_bin(mesh_rec(id), cls, b)) {
         b = 0;
         id = ch->partial[0];
+    }
+    if (covered) {
+        /* The heads took in every partial span: the cursor's walk would
+         * find each taken already and come round to where it began, after
+         * reading every record again (cold: the cost of a collection). */
+        ch->cursor_bin = (uint8_t)b;
+        ch->cursor = id;
+        ch->sweep_seen += ch->npartial;
+        return n;
     }
     uint64_t visited = 0, empty_bins = 0;
     while (n < max && visited < ch->npartial && empty_bins <= MESH_PARTIAL_BINS) {
