@@ -24,6 +24,10 @@
 /* Classes with at most this many objects a span are matched exactly. */
 #define MESH_EXACT_OBJECTS 16
 
+/* Pairs of neighbours meshed together in one write-protect pause, at most:
+ * a run's pause is its copies, a microsecond or two a span. */
+#define MESH_MAX_RUN 16
+
 /* A candidate carries a copy of its bitmap, so that probing scans one
  * dense array instead of chasing records (bits only ever get cleared under
  * the pass's feet, which cannot make two disjoint bitmaps overlap). */
@@ -87,9 +91,14 @@ typedef struct pass_result {
 /* mesh.c */
 uint64_t mesh_map_budget(void);
 int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src);
-enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
-                                   uint64_t *pause_ns, uint32_t *released);
+enum mesh_outcome mesh_pairs_locked(mesh_class_heap_t *ch, mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src,
+                                    uint32_t k, uint64_t *pause_ns, uint32_t *released);
 void mesh_punch_flush(void);
+
+/* mesh_run.c */
+bool mesh_run_partner(mesh_miniheap_t *mh, mesh_miniheap_t **dst, mesh_miniheap_t **src);
+enum mesh_outcome mesh_run_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst, mesh_miniheap_t *src,
+                                  pass_result_t *res, uint64_t deadline_ns);
 
 /* mesh_match.c */
 enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res);
