@@ -122,6 +122,7 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
  * mapped in one call each: one TLB shootdown each, whatever its length). */
 typedef struct mesh_moves {
     uint32_t n;
+    bool protect;                       /* false: no other thread exists to write there */
     uint32_t vpage[MESH_MAX_CHAIN], npages[MESH_MAX_CHAIN], from[MESH_MAX_CHAIN], to[MESH_MAX_CHAIN];
     uintptr_t range[MESH_MAX_CHAIN][2]; /* the same as addresses: what the barrier announces */
 } mesh_moves_t;
@@ -143,6 +144,7 @@ static void moves_of(mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src, u
 {
     const uint32_t np = mesh_classes[src[0]->cls].npages;
     mv->n = 0;
+    mv->protect = true;
     if (k > 1) {
         moves_add(mv, src[0]->span_page, k * np, src[0]->span_page, dst[0]->span_page);
         return;
@@ -167,8 +169,10 @@ static uint32_t mesh_gain(const mesh_miniheap_t *dst, const mesh_miniheap_t *src
 /* Announces the mesh and makes the ranges it moves read-only (arena lock
  * held): PINNED if a system call is writing into one of them (pin.c: the
  * call would fail), FAILED if a protection failed; either way nothing
- * stays protected and the barrier is down. */
-static enum mesh_outcome protect_locked(const mesh_moves_t *mv)
+ * stays protected and the barrier is down.  In a process whose only thread
+ * is this one (mesh_slice_alone) nobody can write there: the protection,
+ * a TLB shootdown, is left out. */
+static enum mesh_outcome protect_locked(mesh_moves_t *mv)
 {
     uint32_t k;
     mesh_barrier_begin(mv->range, mv->n);
@@ -178,10 +182,13 @@ static enum mesh_outcome protect_locked(const mesh_moves_t *mv)
             MESH_STAT_ADD(mesh_pinned, 1);
             return PINNED;
         }
-    for (k = 0; k < mv->n; k++)
+    mv->protect = !mesh_slice_alone();
+    if (!mv->protect)
+        MESH_STAT_ADD(mesh_unprotected, 1);
+    for (k = 0; k < mv->n && mv->protect; k++)
         if (mesh_arena_protect(mv->vpage[k], mv->npages[k], false) != 0)
             break;
-    if (k == mv->n)
+    if (k == mv->n || !mv->protect)
         return MESHED;
     while (k-- > 0)
         mesh_arena_protect(mv->vpage[k], mv->npages[k], true);
@@ -219,7 +226,7 @@ static bool remap_locked(const mesh_moves_t *mv)
         return true;
     for (uint32_t j = 0; j < k; j++)
         mesh_arena_map_at_locked(mv->vpage[j], mv->npages[j], mv->from[j]);
-    for (uint32_t j = k; j < mv->n; j++)
+    for (uint32_t j = k; j < mv->n && mv->protect; j++)
         mesh_arena_protect(mv->vpage[j], mv->npages[j], true);
     mesh_barrier_end();
     return false;

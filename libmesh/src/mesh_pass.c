@@ -61,6 +61,21 @@ bool mesh_slice_over(uint64_t deadline_ns)
            (M.slice_class && atomic_load_explicit(&M.slice_class->waiters, memory_order_relaxed)) || gives_way(now);
 }
 
+/* Whether the meshing thread is the process's only thread, asked at the
+ * first mesh of a slice (one system call).  The slice runs with the
+ * program's signals blocked on this thread, so then no thread can exist
+ * until the slice ends but one this thread creates, and it creates none:
+ * nobody can write into a span being meshed, and it need not be
+ * protected. */
+bool mesh_slice_alone(void)
+{
+    if (!M.alone_known) {
+        M.alone = M.slice_class && mesh_os_thread_count() == 1;
+        M.alone_known = true;
+    }
+    return M.alone;
+}
+
 /* The classes a pass visits, in order[]; returns how many.  A class whose
  * last sweep through its partial spans found nothing sits out the next 1,
  * 2, 4, then 8 passes (64 while fewer than a sixteenth of its partial
@@ -112,6 +127,7 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     mesh_os_sigmask(SIG_BLOCK, &all, &old);
     pthread_mutex_lock(&ch->lock);
     M.slice_class = ch;
+    M.alone_known = false;
     ch->slices++;
     enum slice_outcome o;
     uint64_t pairs_before = res->npairs;
@@ -133,6 +149,7 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
      * would zero them. */
     mesh_punch_flush();
     M.slice_class = NULL;
+    M.alone_known = false;
     pthread_mutex_unlock(&ch->lock);
     mesh_os_sigmask(SIG_SETMASK, &old, NULL);
     return o;

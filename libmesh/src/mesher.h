@@ -49,6 +49,8 @@ typedef struct mesh_mesher {
     _Atomic int64_t maps_in_use;     /* mappings meshing has added, estimated */
     uint64_t map_budget;             /* mappings meshing may add; 0 until first needed */
 
+    bool alone, alone_known;         /* one thread in the process when the slice's first mesh began */
+
     uint32_t *punch_page;            /* (page, npages) pairs of meshed-away spans, */
     uint32_t punch_n, punch_cap;     /* punched when the slice ends */
 
@@ -105,6 +107,7 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
 
 /* mesh_pass.c */
 bool mesh_slice_over(uint64_t deadline_ns);
+bool mesh_slice_alone(void);
 
 /* mesh_events.c */
 void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced);

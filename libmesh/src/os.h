@@ -40,6 +40,7 @@ int mesh_os_open_append(const char *path, int *fd_out);
 int mesh_os_write_all(int fd, const void *buf, size_t len);
 uint64_t mesh_os_max_map_count(void);
 uint64_t mesh_os_count_maps(void);
+unsigned mesh_os_thread_count(void);
 int mesh_os_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
 int mesh_os_file_blocks(int fd, uint64_t *bytes);
 int mesh_os_seek_data(int fd, uint64_t from, uint64_t *data, uint64_t *hole);

@@ -1,0 +1,78 @@
+/*
+ * Meshing without write protection when nobody could write: in a process
+ * whose only thread is the meshing one, a mesh leaves out the mprotect
+ * (and its TLB shootdown); as soon as another thread exists, even one
+ * asleep, every mesh protects again.  The objects survive either way.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <unistd.h>
+
+#include "meshing.h"
+#include "test.h"
+
+static bool keep_halves(unsigned rank, unsigned slot)
+{
+    return rank < 32 ? slot < 8 : slot >= 8;
+}
+
+/* fragment()'s thread has been joined; the kernel may list it for a moment
+ * after. */
+static bool wait_alone(void)
+{
+    for (int i = 0; i < 1000 && mesh_os_thread_count() != 1; i++)
+        usleep(1000);
+    return mesh_os_thread_count() == 1;
+}
+
+static void test_alone_unprotected(void)
+{
+    frag_t f = {.size = 256, .max_spans = 64, .keep = keep_halves};
+    fragment(&f);
+    CHECK(wait_alone());
+    uint64_t unprotected = atomic_load(&mesh_stats.mesh_unprotected), meshes = ctl("stats.mesh_count");
+    mesh_pass(true, 1000000000ULL);
+    CHECK(ctl("stats.mesh_count") >= meshes + 32);
+    CHECK(atomic_load(&mesh_stats.mesh_unprotected) > unprotected);
+    CHECK(all_intact(&f));
+    free_all(&f);
+}
+
+static int pipe_fd[2];
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    char c;
+    while (read(pipe_fd[0], &c, 1) < 0)
+        ;
+    return NULL;
+}
+
+static void test_other_thread_protected(void)
+{
+    frag_t f = {.size = 256, .max_spans = 64, .keep = keep_halves};
+    fragment(&f);
+    CHECK_EQ(pipe(pipe_fd), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, sleeper, NULL);
+    CHECK_EQ(mesh_os_thread_count(), 2u);
+    uint64_t unprotected = atomic_load(&mesh_stats.mesh_unprotected);
+    uint64_t pauses = atomic_load(&mesh_stats.mesh_pauses), meshes = ctl("stats.mesh_count");
+    mesh_pass(true, 1000000000ULL);
+    CHECK(ctl("stats.mesh_count") >= meshes + 32);
+    CHECK(atomic_load(&mesh_stats.mesh_pauses) > pauses);
+    CHECK_EQ(atomic_load(&mesh_stats.mesh_unprotected), unprotected);
+    CHECK(all_intact(&f));
+    CHECK_EQ(write(pipe_fd[1], "x", 1), 1);
+    pthread_join(t, NULL);
+    free_all(&f);
+}
+
+int main(void)
+{
+    free(malloc(1));
+    TEST_RUN(test_alone_unprotected);
+    TEST_RUN(test_other_thread_protected);
+    TEST_DONE();
+}
