@@ -14,6 +14,12 @@
  *   5. src's own pages are punched out of the file, with the other punches
  *      of the slice, before the class lock is released.
  *
+ * A run of pairs, neighbouring srcs onto neighbouring dsts (mesh_run.c), is
+ * meshed in one go: one range protected with one mprotect and mapped with
+ * one mmap, one TLB shootdown each, whatever its length.  In a process whose
+ * only thread is the meshing one, nobody can write into src: step 1 leaves
+ * the protection out.
+ *
  * A chain lives until its last object is freed: then every alias gets its
  * identity mapping back and returns to the arena (arena.c).  Every mesh is
  * bounded in mappings (a remapped span costs the kernel up to two;

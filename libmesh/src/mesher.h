@@ -1,12 +1,14 @@
 /*
- * The mesher's shared vocabulary and state, for the four files that make
+ * The mesher's shared vocabulary and state, for the five files that make
  * it up:
  *
- *   mesh.c         the mesh primitive: one pair (protect, copy, remap,
- *                  merge the bitmaps, punch), its cost in mappings, and the
- *                  punches a slice queues;
+ *   mesh.c         the mesh primitive: one pair or a run of them (protect,
+ *                  copy, remap, merge the bitmaps, punch), its cost in
+ *                  mappings, and the punches a slice queues;
  *   mesh_match.c   which pairs: candidates collected from a class's partial
- *                  lists, the exact matcher, the SplitMesher, runs;
+ *                  lists, the exact matcher, the SplitMesher;
+ *   mesh_run.c     runs of neighbours: a partner continuing a run, runs
+ *                  grown both ways and meshed in one go;
  *   mesh_pass.c    when: once a period or on demand, a pass over the
  *                  classes in time slices, classes that found nothing
  *                  sitting out, idle passes that give way to their wait;
