@@ -38,4 +38,4 @@ cli info
 sleep 3.5
 kill -TERM "$pid"
 wait "$pid" || true
-grep -E '^(mesh_count|mesh_passes|mesh_pass_ns|mesh_pass_cpu_ns|mesh_pause_max_ns|barrier_waits) ' "$dir/err"
+grep -E "^(mesh_count|mesh_passes|mesh_pass_ns|mesh_pass_cpu_ns|mesh_pause_max_ns|mesh_pauses|mesh_unprotected|mesh_time_limited|punch_count|barrier_waits) " "$dir/err"
