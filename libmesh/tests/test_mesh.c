@@ -657,31 +657,6 @@ static void test_mesh_runs(void)
     CHECK_EQ(run_self("mesh-runs", NULL), 0);
 }
 
-/* A run of neighbours is meshed in one write-protect pause (one mprotect
- * and one mmap) of up to MESH_MAX_RUN pairs, not a pause a pair: the 32
- * meshes of the spans of child_mesh_runs take a few pauses, one more for
- * each gap between spans and each place the shuffled candidates break a
- * run. */
-static int child_mesh_run_pauses(void)
-{
-    frag_t f = {.size = 256, .max_spans = 64, .keep = keep_halves};
-    fragment(&f);
-    mesh_class_heap_t *ch = &mesh_class_heaps[mesh_size_class(256)];
-    uint64_t pauses_before = atomic_load(&mesh_stats.mesh_pauses), meshes_before = ch->meshes;
-    mesh_pass(true, 1000000000ULL);
-    uint64_t pauses = atomic_load(&mesh_stats.mesh_pauses) - pauses_before, meshes = ch->meshes - meshes_before;
-    bool ok = meshes >= 32 && pauses * 4 <= meshes && all_intact(&f);
-    if (!ok)
-        fprintf(stderr, "  %llu meshes in %llu pauses\n", (unsigned long long)meshes, (unsigned long long)pauses);
-    free_all(&f);
-    return ok ? 0 : 1;
-}
-
-static void test_mesh_run_pauses(void)
-{
-    CHECK_EQ(run_self("mesh-run-pauses", NULL), 0);
-}
-
 static bool keep_dense_or_last(unsigned rank, unsigned slot)
 {
     return rank < 16 ? slot < 14 : slot >= 14;
@@ -731,8 +706,6 @@ int main(int argc, char **argv)
         return child_low_budget();
     if (argc == 2 && strcmp(argv[1], "mesh-runs") == 0)
         return child_mesh_runs();
-    if (argc == 2 && strcmp(argv[1], "mesh-run-pauses") == 0)
-        return child_mesh_run_pauses();
     if (argc == 2 && strcmp(argv[1], "dense-spans") == 0)
         return child_dense_spans();
     if (argc == 2 && strcmp(argv[1], "no-meshing") == 0)
@@ -750,7 +723,6 @@ int main(int argc, char **argv)
     TEST_RUN(test_idle_class_sits_out);
     TEST_RUN(test_exact_matching);
     TEST_RUN(test_mesh_runs);
-    TEST_RUN(test_mesh_run_pauses);
     TEST_RUN(test_dense_spans);
     TEST_RUN(test_low_mapping_budget);
     TEST_RUN(test_meshing_off);
