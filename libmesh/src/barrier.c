@@ -23,6 +23,7 @@
 #include "internal.h"
 
 static _Atomic uint32_t barrier_seq;     /* futex word: bumped as each mesh or fork ends */
+static _Atomic uint32_t waiters;         /* threads in mesh_barrier_wait */
 static _Atomic int meshing;              /* a mesh has spans read-only */
 static _Atomic int forking;              /* fork has the arena read-only */
 static _Atomic uint32_t fork_pid;        /* the forking process, while forking */
@@ -62,11 +63,16 @@ void mesh_barrier_begin(const uintptr_t ranges[][2], unsigned n)
     atomic_store(&meshing, 1);
 }
 
+/* The wake is a system call, made only when a thread waits: most meshes
+ * hold nobody up.  Both sides are sequentially consistent: either this
+ * sees the waiter, or the waiter, counted later, sees the count bumped and
+ * does not sleep (mesh_barrier_wait). */
 static void end(void)
 {
     tls_holder = false;
     atomic_fetch_add(&barrier_seq, 1);
-    mesh_os_futex_wake_all(&barrier_seq);
+    if (atomic_load(&waiters))
+        mesh_os_futex_wake_all(&barrier_seq);
 }
 
 void mesh_barrier_end(void)
@@ -125,8 +131,10 @@ bool mesh_barrier_blocks(uintptr_t s, uintptr_t e)
  * by one mesh must not wait out a whole pass).  Async-signal-safe. */
 void mesh_barrier_wait(uint32_t seq)
 {
+    atomic_fetch_add(&waiters, 1);
     while (atomic_load(&barrier_seq) == seq && mesh_barrier_active())
         mesh_os_futex_wait(&barrier_seq, seq, 1000000);
+    atomic_fetch_sub(&waiters, 1);
 }
 
 /* ---- the handler ---- */
@@ -219,5 +227,6 @@ void mesh_barrier_fork_child(void)
 {
     atomic_store(&meshing, 0);
     atomic_store(&forking, 0);
+    atomic_store(&waiters, 0); /* the parent's waiting threads are not here */
     tls_holder = false;
 }

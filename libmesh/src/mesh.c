@@ -14,6 +14,12 @@
  *   5. src's own pages are punched out of the file, with the other punches
  *      of the slice, before the class lock is released.
  *
+ * A run of pairs, neighbouring srcs onto neighbouring dsts (mesh_run.c), is
+ * meshed in one go: one range protected with one mprotect and mapped with
+ * one mmap, one TLB shootdown each, whatever its length.  In a process whose
+ * only thread is the meshing one, nobody can write into src: step 1 leaves
+ * the protection out.
+ *
  * A chain lives until its last object is freed: then every alias gets its
  * identity mapping back and returns to the arena (arena.c).  Every mesh is
  * bounded in mappings (a remapped span costs the kernel up to two;
@@ -115,24 +121,42 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
     return cost;
 }
 
-/* The virtual spans of a mesh's src: src and the aliases meshed onto it,
- * as address ranges (what the barrier announces and protects). */
-typedef struct src_spans {
-    uint32_t n, npages;
-    uint32_t id[MESH_MAX_CHAIN];
-    uintptr_t range[MESH_MAX_CHAIN][2];
-} src_spans_t;
+/* What a mesh remaps: virtual ranges, each to be mapped onto the file
+ * pages at `to` instead of those at `from`.  One pair: src and each alias
+ * meshed onto it, onto dst.  A run of pairs whose srcs have no aliases:
+ * one range, the srcs' neighbouring spans onto the dsts' (protected and
+ * mapped in one call each: one TLB shootdown each, whatever its length). */
+typedef struct mesh_moves {
+    uint32_t n;
+    bool protect;                       /* false: no other thread exists to write there */
+    uint32_t vpage[MESH_MAX_CHAIN], npages[MESH_MAX_CHAIN], from[MESH_MAX_CHAIN], to[MESH_MAX_CHAIN];
+    uintptr_t range[MESH_MAX_CHAIN][2]; /* the same as addresses: what the barrier announces */
+} mesh_moves_t;
 
-static void src_spans_of(const mesh_miniheap_t *src, src_spans_t *sp)
+static void moves_add(mesh_moves_t *mv, uint32_t vpage, uint32_t npages, uint32_t from, uint32_t to)
 {
-    sp->n = 0;
-    sp->npages = mesh_classes[src->cls].npages;
-    for (uint32_t id = mesh_mh_id(src); id && sp->n < MESH_MAX_CHAIN; id = mesh_rec(id)->mesh_next) {
-        sp->id[sp->n] = id;
-        sp->range[sp->n][0] = (uintptr_t)mesh_mh_start(mesh_rec(id));
-        sp->range[sp->n][1] = sp->range[sp->n][0] + ((uintptr_t)sp->npages << MESH_PAGE_SHIFT);
-        sp->n++;
+    uint32_t k = mv->n++;
+    mv->vpage[k] = vpage;
+    mv->npages[k] = npages;
+    mv->from[k] = from;
+    mv->to[k] = to;
+    mv->range[k][0] = (uintptr_t)mesh_arena.base + ((uintptr_t)vpage << MESH_PAGE_SHIFT);
+    mv->range[k][1] = mv->range[k][0] + ((uintptr_t)npages << MESH_PAGE_SHIFT);
+}
+
+/* The moves of meshing k pairs: src[0] and its aliases onto dst[0] when k
+ * is 1, else the srcs onto the dsts as one range. */
+static void moves_of(mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src, uint32_t k, mesh_moves_t *mv)
+{
+    const uint32_t np = mesh_classes[src[0]->cls].npages;
+    mv->n = 0;
+    mv->protect = true;
+    if (k > 1) {
+        moves_add(mv, src[0]->span_page, k * np, src[0]->span_page, dst[0]->span_page);
+        return;
     }
+    for (uint32_t id = mesh_mh_id(src[0]); id && mv->n < MESH_MAX_CHAIN; id = mesh_rec(id)->mesh_next)
+        moves_add(mv, mesh_rec(id)->span_page, np, src[0]->span_page, dst[0]->span_page);
 }
 
 /* The pages the mesh would give back: src's, less those trim gave back
@@ -148,27 +172,32 @@ static uint32_t mesh_gain(const mesh_miniheap_t *dst, const mesh_miniheap_t *src
            (uint32_t)mesh_popcount64(*written);
 }
 
-/* Announces the mesh and makes src's spans read-only (arena lock held):
- * PINNED if a system call is writing into one of them (pin.c: the call
- * would fail), FAILED if a protection failed; either way nothing stays
- * protected and the barrier is down. */
-static enum mesh_outcome protect_locked(const src_spans_t *sp)
+/* Announces the mesh and makes the ranges it moves read-only (arena lock
+ * held): PINNED if a system call is writing into one of them (pin.c: the
+ * call would fail), FAILED if a protection failed; either way nothing
+ * stays protected and the barrier is down.  In a process whose only thread
+ * is this one (mesh_slice_alone) nobody can write there: the protection,
+ * a TLB shootdown, is left out. */
+static enum mesh_outcome protect_locked(mesh_moves_t *mv)
 {
     uint32_t k;
-    mesh_barrier_begin(sp->range, sp->n);
-    for (k = 0; k < sp->n; k++)
-        if (mesh_pins_overlap(sp->range[k][0], sp->range[k][1])) {
+    mesh_barrier_begin(mv->range, mv->n);
+    for (k = 0; k < mv->n; k++)
+        if (mesh_pins_overlap(mv->range[k][0], mv->range[k][1])) {
             mesh_barrier_end();
             MESH_STAT_ADD(mesh_pinned, 1);
             return PINNED;
         }
-    for (k = 0; k < sp->n; k++)
-        if (mesh_arena_protect(mesh_rec(sp->id[k])->span_page, sp->npages, false) != 0)
+    mv->protect = !mesh_slice_alone();
+    if (!mv->protect)
+        MESH_STAT_ADD(mesh_unprotected, 1);
+    for (k = 0; k < mv->n && mv->protect; k++)
+        if (mesh_arena_protect(mv->vpage[k], mv->npages[k], false) != 0)
             break;
-    if (k == sp->n)
+    if (k == mv->n || !mv->protect)
         return MESHED;
     while (k-- > 0)
-        mesh_arena_protect(mesh_rec(sp->id[k])->span_page, sp->npages, true);
+        mesh_arena_protect(mv->vpage[k], mv->npages[k], true);
     mesh_barrier_end();
     return FAILED;
 }
@@ -190,21 +219,21 @@ static void copy_objects(const mesh_miniheap_t *dst, mesh_miniheap_t *src)
     }
 }
 
-/* Maps src's spans onto dst's pages, read-write (arena lock held).  On
- * failure puts back what moved (src's pages are intact until punched),
- * unprotects the rest and ends the barrier. */
-static bool remap_locked(const src_spans_t *sp, const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
+/* Maps the moved ranges onto their new file pages, read-write (arena lock
+ * held).  On failure puts back what moved (the old pages are intact until
+ * punched), unprotects the rest and ends the barrier. */
+static bool remap_locked(const mesh_moves_t *mv)
 {
     uint32_t k;
-    for (k = 0; k < sp->n; k++)
-        if (mesh_arena_map_at_locked(mesh_rec(sp->id[k])->span_page, sp->npages, dst->span_page) != 0)
+    for (k = 0; k < mv->n; k++)
+        if (mesh_arena_map_at_locked(mv->vpage[k], mv->npages[k], mv->to[k]) != 0)
             break;
-    if (k == sp->n)
+    if (k == mv->n)
         return true;
     for (uint32_t j = 0; j < k; j++)
-        mesh_arena_map_at_locked(mesh_rec(sp->id[j])->span_page, sp->npages, src->span_page);
-    for (uint32_t j = k; j < sp->n; j++)
-        mesh_arena_protect(mesh_rec(sp->id[j])->span_page, sp->npages, true);
+        mesh_arena_map_at_locked(mv->vpage[j], mv->npages[j], mv->from[j]);
+    for (uint32_t j = k; j < mv->n && mv->protect; j++)
+        mesh_arena_protect(mv->vpage[j], mv->npages[j], true);
     mesh_barrier_end();
     return false;
 }
@@ -212,11 +241,11 @@ static bool remap_locked(const src_spans_t *sp, const mesh_miniheap_t *dst, cons
 /* src and its aliases join dst's chain, and src's bits move into dst's.
  * The kind changes before the bits move, so that a free that finds src's
  * bit gone knows to look again. */
-static void join_chain(const src_spans_t *sp, mesh_miniheap_t *dst, mesh_miniheap_t *src, uint32_t written)
+static void join_chain(mesh_miniheap_t *dst, mesh_miniheap_t *src, uint32_t written)
 {
     uint32_t dst_id = mesh_mh_id(dst);
-    for (uint32_t k = 1; k < sp->n; k++)
-        __atomic_store_n(&mesh_rec(sp->id[k])->head, dst_id, __ATOMIC_RELEASE);
+    for (uint32_t id = src->mesh_next; id; id = mesh_rec(id)->mesh_next)
+        __atomic_store_n(&mesh_rec(id)->head, dst_id, __ATOMIC_RELEASE);
     atomic_fetch_add(&src->gen, 1);
     src->state = MESH_MH_NONE;
     __atomic_store_n(&src->head, dst_id, __ATOMIC_RELEASE);
@@ -234,27 +263,66 @@ static void join_chain(const src_spans_t *sp, mesh_miniheap_t *dst, mesh_minihea
     last->mesh_next = mesh_mh_id(src);
 }
 
-/* Meshes src onto dst (class lock held; both detached and taken off their
- * lists).  Returns the write-protect pause in *pause_ns and the physical
- * pages the mesh gives back in *released (mesh_gain).  A mesh whose mapping
- * cost would pass the budget is not made (NO_MAPS), nor one that would
- * give back no page (NO_GAIN: it would bring back as many of dst's trimmed
- * pages as it gives back of src's). */
-enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
-                                   uint64_t *pause_ns, uint32_t *released)
+/* The counters of k pairs meshed, of np pages a span, giving back gain
+ * pages: the srcs' pages queued to be punched, their mappings counted, the
+ * class and the statistics. */
+static void account(mesh_class_heap_t *ch, mesh_miniheap_t *const *src, uint32_t k, int cost, uint64_t gain)
 {
-    /* The mappings the kernel will keep more once src's spans map dst's
-     * pages; protecting a span splits up to two more for a moment. */
-    int cost = mesh_cost(dst, src);
-    if (mesh_maps_in_use() + (uint64_t)(cost > 0 ? cost : 0) + 2 > mesh_map_budget())
+    const uint32_t np = mesh_classes[src[0]->cls].npages;
+    for (uint32_t i = 0; i < k; i++)
+        punch_later(src[i]->span_page, np);
+    mesh_maps_add(cost);
+    MESH_STAT_ADD(mesh_pauses, 1);
+    ch->nspans -= k;
+    ch->meshes += k;
+    MESH_STAT_ADD(mesh_count, k);
+    MESH_STAT_ADD(meshed_pages_total, gain);
+    uint64_t meshed = MESH_STAT_ADD(meshed_pages, k * np) + k * np;
+    mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
+}
+
+/* Whether the k pairs fit the mapping budget (*cost: the mappings the
+ * kernel keeps more once the srcs map the dsts' pages; protecting a range
+ * splits up to two more for a moment) and each gives back a page
+ * (released[i], mesh_gain; written[i]: dst's trimmed pages src's objects
+ * land on).  A pair that gives back nothing would bring back as many of
+ * dst's trimmed pages as it gives back of src's. */
+static enum mesh_outcome admit(mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src, uint32_t k,
+                               const mesh_moves_t *mv, int *cost, uint32_t *released, uint32_t *written)
+{
+    *cost = k == 1 ? mesh_cost(dst[0], src[0]) : mesh_arena_remap_cost(mv->vpage[0], mv->npages[0], mv->from[0], mv->to[0]);
+    if (mesh_maps_in_use() + (uint64_t)(*cost > 0 ? *cost : 0) + 2 > mesh_map_budget())
         return NO_MAPS;
-    uint32_t written, gain = mesh_gain(dst, src, &written);
-    if (!gain) {
-        MESH_STAT_ADD(mesh_no_gain, 1);
-        return NO_GAIN;
+    for (uint32_t i = 0; i < k; i++) {
+        mesh_assert(k == 1 || (!src[i]->mesh_next && src[i]->span_page == mv->vpage[0] + i * src[i]->npages &&
+                               dst[i]->span_page == mv->to[0] + i * dst[i]->npages));
+        released[i] = mesh_gain(dst[i], src[i], &written[i]);
+        if (!released[i]) {
+            MESH_STAT_ADD(mesh_no_gain, 1);
+            return NO_GAIN;
+        }
     }
-    src_spans_t sp;
-    src_spans_of(src, &sp);
+    return MESHED;
+}
+
+/* Meshes src[i] onto dst[i] for the k pairs (class lock held; every span
+ * detached and taken off its lists): one pair, or a run (k > 1, at most
+ * MESH_MAX_RUN) whose srcs have no aliases and follow each other in
+ * address order, as their dsts do.  A run is one write-protect pause, one
+ * mprotect and one mmap, whatever its length.  Returns the pause in
+ * *pause_ns and each pair's pages given back in released[].  Meshes that
+ * would pass the mapping budget are not made (NO_MAPS), nor a run with a
+ * pair that gives back no page (NO_GAIN). */
+enum mesh_outcome mesh_pairs_locked(mesh_class_heap_t *ch, mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src,
+                                    uint32_t k, uint64_t *pause_ns, uint32_t *released)
+{
+    mesh_moves_t mv;
+    moves_of(dst, src, k, &mv);
+    int cost;
+    uint32_t written[MESH_MAX_RUN];
+    enum mesh_outcome o = admit(dst, src, k, &mv, &cost, released, written);
+    if (o != MESHED)
+        return o;
 
     /* The arena lock is taken before any page is protected and held until
      * the remapping is done: a thread the barrier holds may hold the arena
@@ -262,30 +330,27 @@ enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, 
      * a large allocation), and the mesh must not wait for it. */
     uint64_t t0 = mesh_os_now_ns();
     pthread_mutex_lock(&mesh_arena.lock);
-    enum mesh_outcome o = protect_locked(&sp);
+    o = protect_locked(&mv);
     if (o == MESHED) {
-        copy_objects(dst, src);
-        if (!remap_locked(&sp, dst, src))
+        for (uint32_t i = 0; i < k; i++)
+            copy_objects(dst[i], src[i]);
+        if (!remap_locked(&mv))
             o = FAILED;
     }
     if (o != MESHED) {
         pthread_mutex_unlock(&mesh_arena.lock);
         return o;
     }
-    join_chain(&sp, dst, src, written);
+    uint64_t gain = 0;
+    for (uint32_t i = 0; i < k; i++) {
+        join_chain(dst[i], src[i], written[i]);
+        gain += released[i];
+    }
     mesh_barrier_end();
     pthread_mutex_unlock(&mesh_arena.lock);
     *pause_ns = mesh_os_now_ns() - t0;
 
-    punch_later(src->span_page, sp.npages);
-    mesh_maps_add(cost);
-    ch->nspans--;
-    ch->meshes++;
-    MESH_STAT_ADD(mesh_count, 1);
-    *released = gain;
-    MESH_STAT_ADD(meshed_pages_total, gain);
-    uint64_t meshed = MESH_STAT_ADD(meshed_pages, sp.npages) + sp.npages;
-    mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
+    account(ch, src, k, cost, gain);
     mesh_stat_max(&mesh_stats.mesh_pause_max_ns, *pause_ns);
     return MESHED;
 }

@@ -108,15 +108,28 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
     /* MESH_SV_MAX_ATTACH .. 255: never an attach index a span kept from
      * its last owner. */
     M.stamp = M.stamp < MESH_SV_MAX_ATTACH || M.stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(M.stamp + 1);
-    for (unsigned b = 0; b < MESH_PARTIAL_BINS && n < max / 2; b++)
-        for (uint32_t id = ch->partial[b]; id && n < max / 2; id = mesh_rec(id)->next)
-            consider(mesh_rec(id), sc, ch->dense, &n);
+    bool covered = true;
+    for (unsigned b = 0; b < MESH_PARTIAL_BINS && covered; b++)
+        for (uint32_t id = ch->partial[b]; id && covered; id = mesh_rec(id)->next) {
+            covered = n < max / 2;
+            if (covered)
+                consider(mesh_rec(id), sc, ch->dense, &n);
+        }
 
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
     uint32_t id = ch->cursor;
     if (!id || !in_partial_bin(mesh_rec(id), cls, b)) {
         b = 0;
         id = ch->partial[0];
+    }
+    if (covered) {
+        /* The heads took in every partial span: the cursor's walk would
+         * find each taken already and come round to where it began, after
+         * reading every record again (cold: the cost of a collection). */
+        ch->cursor_bin = (uint8_t)b;
+        ch->cursor = id;
+        ch->sweep_seen += ch->npartial;
+        return n;
     }
     uint64_t visited = 0, empty_bins = 0;
     while (n < max && visited < ch->npartial && empty_bins <= MESH_PARTIAL_BINS) {
@@ -171,164 +184,6 @@ static bool worth_probing(size_t n, unsigned nobjects)
     return 1.0 - miss >= 0.02;
 }
 
-/* What one slice of a pass did in a class. */
-
-static cand_t *cand_lookup(uint32_t id)
-{
-    uint32_t i = M.cand_of[id];
-    return i < M.ncand && M.cand[i].id == id ? &M.cand[i] : NULL;
-}
-
-/* Meshes src onto dst, detached partial spans of the class (class lock
- * held), and marks them used where they are candidates. */
-static enum mesh_outcome mesh_two_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst,
-                                         mesh_miniheap_t *src, pass_result_t *res)
-{
-    cand_t *cd = cand_lookup(mesh_mh_id(dst)), *cs = cand_lookup(mesh_mh_id(src));
-    mesh_global_list_remove_locked(ch, dst);
-    mesh_global_list_remove_locked(ch, src);
-    uint64_t pause = 0;
-    uint32_t released = 0;
-    enum mesh_outcome o = mesh_pair_locked(ch, dst, src, &pause, &released);
-    if (o == MESHED) {
-        res->pairs[cls]++;
-        res->npairs++;
-        res->released_pages += released;
-        if (pause > res->max_pause_ns)
-            res->max_pause_ns = pause;
-        unsigned bucket = 0;
-        while (bucket < MESH_PAUSE_BUCKETS - 1 && pause >= mesh_pause_bounds_us[bucket] * 1000ULL)
-            bucket++;
-        res->pauses[bucket]++;
-    } else {
-        mesh_global_place_locked(ch, src);
-        if (o == FAILED)
-            MESH_STAT_ADD(mesh_failed, 1);
-    }
-    mesh_global_place_locked(ch, dst);
-    if (cd)
-        cd->used = 1;
-    if (cs)
-        cs->used = 1;
-    if (o == NO_MAPS)
-        res->out_of_maps = true;
-    return o;
-}
-
-/*
- * Runs.  Each meshed span is a mapping of its own unless its virtual
- * neighbours map the file pages next to its new ones: then the kernel merges
- * them into one.  Left to chance, nearly every mesh costs the kernel two
- * mappings (about 200 bytes each, charged to the program's memory: in Redis
- * 35k of them, 6.6 MiB, a twentieth of what it uses).  So a span whose
- * neighbour was meshed onto span D is meshed, when it can be, onto D's
- * neighbour on the same side, which makes the two one mapping; after each
- * mesh the run is grown both ways for as long as the next two spans fit.
- */
-
-/* The detached partial span of cls that starts at page, or NULL. */
-static mesh_miniheap_t *span_at(uint32_t page, unsigned cls)
-{
-    if (!mesh_arena_page_in_file(page))
-        return NULL;
-    mesh_miniheap_t *mh = mesh_rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
-    if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || mh->span_page != page || !mesh_arena_span_in_file(mh) ||
-        !mesh_state_is_partial(mh->state))
-        return NULL;
-    return mh;
-}
-
-/* Whether a and b (from span_at) can be meshed now. */
-static bool can_mesh(const mesh_miniheap_t *a, const mesh_miniheap_t *b)
-{
-    const cand_t *ca = cand_lookup(mesh_mh_id(a)), *cb = cand_lookup(mesh_mh_id(b));
-    if (a == b || (ca && ca->used) || (cb && cb->used))
-        return false;
-    for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
-        if (atomic_load_explicit(&a->bits[w], memory_order_relaxed) &
-            atomic_load_explicit(&b->bits[w], memory_order_relaxed))
-            return false;
-    return mesh_chain_length(a) + mesh_chain_length(b) <= MESH_MAX_CHAIN;
-}
-
-/* A partner for mh that continues a run: (dst, src) with mh one of them and
- * the mesh adding no mapping.  mh as src: the span after the one its left
- * neighbour maps, or before the one its right neighbour maps.  mh as dst:
- * the spans next to the virtual spans that map the file pages on either
- * side of mh's. */
-static bool run_partner(mesh_miniheap_t *mh, mesh_miniheap_t **dst, mesh_miniheap_t **src)
-{
-    const uint32_t v = mh->span_page, np = mh->npages;
-    mesh_miniheap_t *opt[2 + 2 * MESH_MAX_CHAIN][2];
-    unsigned nopt = 0;
-    if (v > 0) {
-        uint32_t f = mesh_arena_file_page(v - 1);
-        if (f != v - 1 && (opt[nopt][0] = span_at(f + 1, mh->cls)))
-            opt[nopt++][1] = mh;
-    }
-    if (v + np < mesh_arena.npages) {
-        uint32_t f = mesh_arena_file_page(v + np);
-        if (f != v + np && (opt[nopt][0] = span_at(f - np, mh->cls)))
-            opt[nopt++][1] = mh;
-    }
-    for (int side = -1; side <= 1; side += 2) {
-        /* the span whose pages are next to mh's, and its aliases */
-        uint32_t page = side < 0 ? v - 1 : v + np;
-        if (page >= mesh_arena.npages)
-            continue;
-        mesh_miniheap_t *h = mesh_rec(atomic_load_explicit(&mesh_arena.table[page], memory_order_acquire));
-        if (h->kind != MESH_KIND_SMALL || (side < 0 ? h->span_page + h->npages != v : h->span_page != page))
-            continue;
-        unsigned k = 0;
-        for (uint32_t id = h->mesh_next; id && k < MESH_MAX_CHAIN; id = mesh_rec(id)->mesh_next, k++) {
-            const mesh_miniheap_t *a = mesh_rec(id);
-            if ((opt[nopt][1] = span_at(side < 0 ? a->span_page + a->npages : a->span_page - np, mh->cls)))
-                opt[nopt++][0] = mh;
-        }
-    }
-    int best = 1;
-    for (unsigned i = 0; i < nopt; i++) {
-        if (!can_mesh(opt[i][0], opt[i][1]))
-            continue;
-        int cost = mesh_cost(opt[i][0], opt[i][1]);
-        if (cost < best) {
-            best = cost;
-            *dst = opt[i][0];
-            *src = opt[i][1];
-        }
-    }
-    return best <= 0;
-}
-
-/* Meshes src onto dst, then grows the run both ways: the spans next to
- * src's virtual span onto the spans next to dst's, for as long as they fit
- * and add no mapping. */
-static enum mesh_outcome mesh_run_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst,
-                                         mesh_miniheap_t *src, pass_result_t *res, uint64_t deadline_ns)
-{
-    enum mesh_outcome o = mesh_two_locked(ch, cls, dst, src, res);
-    if (o != MESHED)
-        return o;
-    const uint32_t np = src->npages;
-    for (int side = -1; side <= 1; side += 2) {
-        uint32_t v = src->span_page, f = dst->span_page;
-        for (;;) {
-            v += side * (int32_t)np;
-            f += side * (int32_t)np;
-            mesh_miniheap_t *s = span_at(v, cls), *d = span_at(f, cls);
-            if (!s || !d || !can_mesh(d, s) || mesh_cost(d, s) > 0)
-                break;
-            if (mesh_slice_over(deadline_ns))
-                return MESHED;
-            o = mesh_two_locked(ch, cls, d, s, res);
-            if (o == NO_MAPS)
-                return NO_MAPS;
-            if (o != MESHED)
-                break;
-        }
-    }
-    return MESHED;
-}
 
 /* Meshes the candidates l and r (class lock held) and marks both used:
  * the way round that adds fewer mappings, else the longer chain stays where
@@ -351,7 +206,7 @@ static bool mesh_run_partner_locked(mesh_class_heap_t *ch, unsigned cls, cand_t 
                                     uint64_t deadline_ns, enum mesh_outcome *o)
 {
     mesh_miniheap_t *dst, *src;
-    if (!run_partner(mesh_rec(l->id), &dst, &src))
+    if (!mesh_run_partner(mesh_rec(l->id), &dst, &src))
         return false;
     *o = mesh_run_locked(ch, cls, dst, src, res, deadline_ns);
     return true;

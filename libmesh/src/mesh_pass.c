@@ -61,6 +61,21 @@ bool mesh_slice_over(uint64_t deadline_ns)
            (M.slice_class && atomic_load_explicit(&M.slice_class->waiters, memory_order_relaxed)) || gives_way(now);
 }
 
+/* Whether the meshing thread is the process's only thread, asked at the
+ * first mesh of a slice (one system call).  The slice runs with the
+ * program's signals blocked on this thread, so then no thread can exist
+ * until the slice ends but one this thread creates, and it creates none:
+ * nobody can write into a span being meshed, and it need not be
+ * protected. */
+bool mesh_slice_alone(void)
+{
+    if (!M.alone_known) {
+        M.alone = M.slice_class && mesh_os_thread_count() == 1;
+        M.alone_known = true;
+    }
+    return M.alone;
+}
+
 /* The classes a pass visits, in order[]; returns how many.  A class whose
  * last sweep through its partial spans found nothing sits out the next 1,
  * 2, 4, then 8 passes (64 while fewer than a sixteenth of its partial
@@ -112,6 +127,7 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     mesh_os_sigmask(SIG_BLOCK, &all, &old);
     pthread_mutex_lock(&ch->lock);
     M.slice_class = ch;
+    M.alone_known = false;
     ch->slices++;
     enum slice_outcome o;
     uint64_t pairs_before = res->npairs;
@@ -133,16 +149,18 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
      * would zero them. */
     mesh_punch_flush();
     M.slice_class = NULL;
+    M.alone_known = false;
     pthread_mutex_unlock(&ch->lock);
     mesh_os_sigmask(SIG_SETMASK, &old, NULL);
     return o;
 }
 
-static void pass_done(uint64_t t0, const pass_result_t *res, bool forced)
+static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, bool forced)
 {
     uint64_t t1 = mesh_os_now_ns();
     MESH_STAT_ADD(mesh_passes, 1);
     MESH_STAT_ADD(mesh_pass_ns, t1 - t0);
+    MESH_STAT_ADD(mesh_pass_cpu_ns, mesh_os_thread_cpu_ns() - cpu0);
     mesh_stat_max(&mesh_stats.mesh_pass_max_ns, t1 - t0);
     if (res->out_of_time)
         MESH_STAT_ADD(mesh_time_limited, 1);
@@ -179,6 +197,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
     if (mesh_tls_heap)
         mesh_thread_heap_flush(mesh_tls_heap);
 
+    uint64_t cpu0 = mesh_os_thread_cpu_ns();
     uint64_t t0 = mesh_os_now_ns(), deadline = t0 + (budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms));
     unsigned order[MESH_NUM_CLASSES], nactive = classes_to_visit(forced, order);
     if (!nactive) {
@@ -202,7 +221,7 @@ uint64_t mesh_pass(bool forced, uint64_t budget_ns)
         }
         nactive = still;
     }
-    pass_done(t0, &res, forced);
+    pass_done(t0, cpu0, &res, forced);
     pthread_mutex_unlock(&M.lock);
     return res.npairs;
 }

@@ -1,12 +1,14 @@
 /*
- * The mesher's shared vocabulary and state, for the four files that make
+ * The mesher's shared vocabulary and state, for the five files that make
  * it up:
  *
- *   mesh.c         the mesh primitive: one pair (protect, copy, remap,
- *                  merge the bitmaps, punch), its cost in mappings, and the
- *                  punches a slice queues;
+ *   mesh.c         the mesh primitive: one pair or a run of them (protect,
+ *                  copy, remap, merge the bitmaps, punch), its cost in
+ *                  mappings, and the punches a slice queues;
  *   mesh_match.c   which pairs: candidates collected from a class's partial
- *                  lists, the exact matcher, the SplitMesher, runs;
+ *                  lists, the exact matcher, the SplitMesher;
+ *   mesh_run.c     runs of neighbours: a partner continuing a run, runs
+ *                  grown both ways and meshed in one go;
  *   mesh_pass.c    when: once a period or on demand, a pass over the
  *                  classes in time slices, classes that found nothing
  *                  sitting out, idle passes that give way to their wait;
@@ -23,6 +25,10 @@
 
 /* Classes with at most this many objects a span are matched exactly. */
 #define MESH_EXACT_OBJECTS 16
+
+/* Pairs of neighbours meshed together in one write-protect pause, at most:
+ * a run's pause is its copies, a microsecond or two a span. */
+#define MESH_MAX_RUN 16
 
 /* A candidate carries a copy of its bitmap, so that probing scans one
  * dense array instead of chasing records (bits only ever get cleared under
@@ -44,6 +50,8 @@ typedef struct mesh_mesher {
 
     _Atomic int64_t maps_in_use;     /* mappings meshing has added, estimated */
     uint64_t map_budget;             /* mappings meshing may add; 0 until first needed */
+
+    bool alone, alone_known;         /* one thread in the process when the slice's first mesh began */
 
     uint32_t *punch_page;            /* (page, npages) pairs of meshed-away spans, */
     uint32_t punch_n, punch_cap;     /* punched when the slice ends */
@@ -87,15 +95,21 @@ typedef struct pass_result {
 /* mesh.c */
 uint64_t mesh_map_budget(void);
 int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src);
-enum mesh_outcome mesh_pair_locked(mesh_class_heap_t *ch, mesh_miniheap_t *dst, mesh_miniheap_t *src,
-                                   uint64_t *pause_ns, uint32_t *released);
+enum mesh_outcome mesh_pairs_locked(mesh_class_heap_t *ch, mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src,
+                                    uint32_t k, uint64_t *pause_ns, uint32_t *released);
 void mesh_punch_flush(void);
+
+/* mesh_run.c */
+bool mesh_run_partner(mesh_miniheap_t *mh, mesh_miniheap_t **dst, mesh_miniheap_t **src);
+enum mesh_outcome mesh_run_locked(mesh_class_heap_t *ch, unsigned cls, mesh_miniheap_t *dst, mesh_miniheap_t *src,
+                                  pass_result_t *res, uint64_t deadline_ns);
 
 /* mesh_match.c */
 enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res);
 
 /* mesh_pass.c */
 bool mesh_slice_over(uint64_t deadline_ns);
+bool mesh_slice_alone(void);
 
 /* mesh_events.c */
 void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced);

@@ -154,8 +154,11 @@ void mesh_options_init(void);
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \
+    X(mesh_pass_cpu_ns, "CPU time of the threads running mesh passes, ns")      \
     X(mesh_pass_max_ns, "longest mesh pass, ns")                                \
     X(mesh_pause_max_ns, "longest write-protect pause of one mesh, ns")         \
+    X(mesh_pauses, "write-protect pauses: a run of neighbours meshed together is one") \
+    X(mesh_unprotected, "pauses without protection: the process had one thread") \
     X(mesh_map_limited, "passes stopped by the mapping budget")                 \
     X(mesh_time_limited, "passes stopped by their time budget")                 \
     X(mesh_no_gain, "meshes not made: they would give back no page")            \
