@@ -2,7 +2,7 @@
  * --objects objects of 8 B - 1 KiB, sizes spread by a power law (most of
  * them small: the mean is about 90 bytes), each written in full when
  * allocated; then --ops replacements at random positions, each checking
- * the old object's marks before it is freed. The live set (about 24 MiB
+ * the old object's marks before it is freed. The live set (about 23 MiB
  * of objects spread over far more memory than any cache) makes the
  * allocator's metadata and the objects themselves cold, unlike churn's
  * 10,000 objects. With --threads 2 every object is freed by the thread
