@@ -95,9 +95,9 @@ def cmd_list(args) -> int:
     for w in W.CATALOG.values():
         state = "ok" if not w.missing(args.workload_dir) else "MISSING"
         kind = "throughput" if w.throughput else "memory"
-        full = " ".join([f"--scale {w.paper_scale:g}", *w.paper_args])
-        print(f"  {w.name:<12} {state:<7} {kind:<10} {w.description}\n"
-              f"  {'':<12} --full: {full}")
+        full = " ".join([*w.args, f"--scale {w.paper_scale:g}", *w.paper_args])
+        print(f"  {w.name:<16} {state:<7} {kind:<10} {w.description}\n"
+              f"  {'':<16} --full: {full}")
     h = CgroupHierarchy.discover()
     print("memory measured by: " + (f"cgroup v{h.version} under {h.base}" if h else
                                      "PSS fallback (no writable memory cgroup)"))

@@ -10,7 +10,9 @@ paper_scale and paper_args make a paper-sized run (`--full`), as
 workloads/README.md documents them: the memory workloads are paper-sized at
 scale 1 already (redis-like needs a longer idle to reach the paper's 7.5 s
 mark; browser-like needs more loads and a bigger heap), and the throughput
-workloads have no paper counterpart.
+workloads have no paper counterpart. One program may stand for several
+workloads (replace-small on one thread and on two), each with its own
+flags (`args`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ class Workload:
     paper_scale: float      # --scale for a paper-sized run
     description: str
     paper_args: tuple = ()  # further flags for a paper-sized run
+    program: str = ""       # the binary in workload_dir, when not named as the workload
+    args: tuple = ()        # flags of every run: one program, several workloads
 
     def binary(self, workload_dir: str = WORKLOAD_DIR) -> str:
-        return os.path.join(workload_dir, self.name)
+        return os.path.join(workload_dir, self.program or self.name)
 
     def missing(self, workload_dir: str = WORKLOAD_DIR) -> Optional[str]:
         b = self.binary(workload_dir)
@@ -44,7 +48,7 @@ class Workload:
     def argv(self, seed: int, scale: float, trace: Optional[str] = None,
              workload_dir: str = WORKLOAD_DIR, extra: tuple = ()) -> list[str]:
         argv = [self.binary(workload_dir), "--seed", str(seed), "--scale", repr(float(scale)),
-                *extra]
+                *self.args, *extra]
         if trace:
             argv += ["--trace", trace]
         return argv
@@ -65,6 +69,16 @@ CATALOG: dict[str, Workload] = {w.name: w for w in (
     Workload("larson", True, 1.0, "Larson server churn with cross-thread frees"),
     Workload("prodcons", True, 1.0, "producer threads allocate, consumer threads free"),
     Workload("churn", True, 1.0, "single-thread small-object churn"),
+    Workload("replace-small", True, 1.0,
+             "256K live objects of 8 B - 1 KiB (power law) replaced at random, written in full"),
+    Workload("replace-small-xt", True, 1.0,
+             "replace-small on 2 threads, every object freed by the other thread",
+             program="replace-small", args=("--threads", "2")),
+    Workload("replace-large", True, 1.0,
+             "32 MiB live of 1-64 KiB objects replaced at random, both ends of each page written"),
+    Workload("replace-large-xt", True, 1.0,
+             "replace-large on 2 threads, every object freed by the other thread",
+             program="replace-large", args=("--threads", "2")),
 )}
 
 

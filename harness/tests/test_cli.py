@@ -155,15 +155,15 @@ class TestCommands(unittest.TestCase):
 
 class TestFullFlags(unittest.TestCase):
     def test_paper_flags_exist(self):
-        """Every flag --full passes is one the workload's --help lists."""
+        """Every flag a run or --full passes is one the workload's --help lists."""
         for w in CATALOG.values():
             missing = w.missing()
             if missing:
                 self.fail(missing)
             help_text = subprocess.run([w.binary(), "--help"], capture_output=True,
                                        text=True).stdout
-            for flag in [a for a in w.paper_args if a.startswith("--")] + ["--scale", "--seed",
-                                                                           "--trace"]:
+            for flag in [a for a in w.paper_args + w.args if a.startswith("--")] + [
+                    "--scale", "--seed", "--trace"]:
                 self.assertIn(flag, help_text, f"{w.name} --help does not list {flag}")
 
     def test_full_argv(self):

@@ -59,11 +59,14 @@ STANDIN = textwrap.dedent('''\
         print("no result here")
     elif name == "prodcons":
         os.kill(os.getpid(), signal.SIGSEGV)
+    elif name.startswith("replace-"):
+        mark(0, "run")
+        finish({"checksum": checksum, "argv": sys.argv})
     ''')
 
 
 def write_standins(d: str) -> None:
-    for name in W.CATALOG:
+    for name in {os.path.basename(w.binary()) for w in W.CATALOG.values()}:
         p = os.path.join(d, name)
         with open(p, "w") as f:
             f.write(STANDIN)
@@ -98,7 +101,7 @@ class TestMatrix(unittest.TestCase):
 
     def test_complete_and_clean(self):
         self.assertTrue(self.res.complete)
-        self.assertEqual(len(self.res.runs), 16)
+        self.assertEqual(len(self.res.runs), 2 * len(W.CATALOG))
         self.assertEqual([n for n in os.listdir(self.h.base)
                           if n.startswith(f"{CGROUP_PREFIX}{os.getpid()}-")], [])
         self.assertEqual(os.listdir(self.out), [], "scratch directory removed")
@@ -128,6 +131,15 @@ class TestMatrix(unittest.TestCase):
             self.assertGreater(r.wall_s, 0.07)
             self.assertIsNotNone(r.user_s)
             self.assertEqual(r.events, [])
+
+    def test_one_program_several_workloads(self):
+        """replace-small-xt runs the replace-small program with its own flags."""
+        one, two = self.run_of("replace-small"), self.run_of("replace-small-xt")
+        self.assertEqual((one.status, two.status), ("ok", "ok"), (one.error, two.error))
+        self.assertEqual(os.path.basename(two.result["argv"][0]), "replace-small")
+        self.assertEqual(one.result["argv"][1:5], two.result["argv"][1:5])
+        self.assertNotIn("--threads", one.result["argv"])
+        self.assertEqual(two.result["argv"][5:7], ["--threads", "2"])
 
     def test_failures_are_recorded_and_the_matrix_goes_on(self):
         r = self.run_of("sizeshift")
@@ -167,8 +179,9 @@ class TestMatrix(unittest.TestCase):
 
     def test_progress(self):
         text = self.progress.getvalue()
-        self.assertIn("[ 1/16] trial 1 ", text)
-        self.assertIn("[16/16]", text)
+        n = 2 * len(W.CATALOG)
+        self.assertIn(f"[ 1/{n}] trial 1 ", text)
+        self.assertIn(f"[{n}/{n}]", text)
         self.assertIn("ETA", text)
         self.assertIn("FAILED: exit status 3", text)
         self.assertIn("timing churn with hyperfine", text)

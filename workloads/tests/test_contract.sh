@@ -4,7 +4,8 @@
 # --trace the result still ends stdout as one JSON object.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-for w in fragmenter sizeshift regular redis-like browser-like larson prodcons churn; do
+for w in fragmenter sizeshift regular redis-like browser-like larson prodcons churn \
+    replace-small replace-large; do
     [ -x "$bin/$w" ] || fail "$bin/$w is not built (make -C workloads)"
     help=$("$bin/$w" --help) || fail "$w --help failed"
     for flag in --seed --scale --trace --help 'phases:'; do

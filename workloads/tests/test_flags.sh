@@ -59,7 +59,8 @@ grep -Eq -- '^  --budget SIZE +old spelling of --bytes' <<<"$help" ||
 a=$(checksum fragmenter --scale 0.01 --hold 0 --pause 0)
 b=$(checksum fragmenter --scale 0.01 --hold 0 --pause 0 --bytes 1342177)
 [ "$a" = "$b" ] || fail "fragmenter's budget at --scale 0.01 is not 128M x 0.01"
-for w in fragmenter sizeshift regular redis-like browser-like larson prodcons churn; do
+for w in fragmenter sizeshift regular redis-like browser-like larson prodcons churn \
+    replace-small replace-large; do
     # Every own flag's line ends with its default.
     "$bin/$w" --help | grep -Ev '^  --(seed|scale|trace) ' >"$tmp/help"
     n=$(grep -Ec '^  --[a-z0-9-]+ [A-Z]+ ' "$tmp/help" || true)
