@@ -346,6 +346,7 @@ void mesh_untrim(uint32_t id, uint32_t keep);
 /* Lock order: the mesher's lock comes before every class lock. */
 void mesh_mesh_init(void);
 bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait);
+void mesh_maybe_resume(void);
 uint64_t mesh_idle_split_ns(uint64_t wait_ns);
 uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);

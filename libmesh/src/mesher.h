@@ -43,6 +43,8 @@ typedef struct cand {
 typedef struct mesh_mesher {
     pthread_mutex_t lock;            /* one pass at a time; before every class lock */
     _Atomic uint64_t last_pass_ns;   /* when the last period's work began */
+    _Atomic uint64_t resume_ns;      /* when a busy thread may run the period's next short pass (0: none) */
+    unsigned busy_slices;            /* short passes run in this period */
     uint64_t start_ns;               /* start-up: event times count from it */
     unsigned first_class;            /* where the next pass starts */
     mesh_rng_t rng;                  /* the SplitMesher's random halves */
@@ -70,6 +72,13 @@ typedef struct mesh_mesher {
 extern mesh_mesher_t mesh_mesher;
 
 enum mesh_outcome { MESHED, FAILED, NO_MAPS, NO_GAIN, PINNED };
+
+enum pass_kind {
+    PASS_FORCED,  /* mesh.compact: waits for the lock, every class */
+    PASS_IDLE,    /* a thread about to wait, or the first of a period's passes with its full budget */
+    PASS_BUSY,    /* the first of a period, from a busy thread: a short budget */
+    PASS_RESUMED, /* a busy thread's next short pass of the same period */
+};
 
 enum slice_outcome {
     SLICE_EMPTY,     /* nothing to find: not worth probing, or no pair */

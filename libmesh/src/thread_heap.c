@@ -118,6 +118,8 @@ void mesh_thread_heap_tick(mesh_thread_heap_t *th)
     if (now - th->last_flush_ns >= mesh_ms_to_ns(mesh_opt.period_ms)) {
         mesh_thread_heap_flush(th);
         mesh_maybe_mesh(0, NULL);
+    } else {
+        mesh_maybe_resume();
     }
 }
 
