@@ -215,6 +215,10 @@ static void copy_objects(const mesh_miniheap_t *dst, mesh_miniheap_t *src)
             bits &= bits - 1;
             size_t off = (size_t)(w * 64 + b) * size;
             memcpy(to + off, from + off, size);
+            /* An object waiting in a free cache carries the key of its
+             * head's address, and dst is its head now. */
+            if (*(uint64_t *)(to + off) == mesh_key_of(from + off))
+                *(uint64_t *)(to + off) = mesh_key_of(to + off);
         }
     }
 }

@@ -1,12 +1,13 @@
 /* The free cache: objects a thread frees into spans it has not attached
  * are its next allocations of the class, newest first; the cache is
  * bounded, counts as free in the statistics, gives everything back when
- * the heap is flushed, and is off under full randomization. */
+ * the heap is flushed, is off under full randomization, and a cached
+ * object keeps a valid free key when its span is meshed. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
 
-#include "internal.h"
+#include "meshing.h"
 #include "test.h"
 
 enum { N = 40, SIZE = 48 };
@@ -128,6 +129,65 @@ static void test_off_when_fully_random(void)
     mesh_global_check();
 }
 
+/* Two complementary spans, one object of each cached by a thread that
+ * stays alive (a pass flushes only its own thread's heap), then meshed:
+ * the key of the one whose span became an alias follows it to its new
+ * head, where a second free looks for it. */
+static void *to_cache[2];
+static _Atomic int cache_step;
+
+static void *cache_and_wait(void *arg)
+{
+    (void)arg;
+    free(malloc(1)); /* the thread's heap: frees without one go straight to the spans */
+    free(to_cache[0]);
+    free(to_cache[1]);
+    atomic_store(&cache_step, 1);
+    while (atomic_load(&cache_step) != 2) /* no syscall: a wait is an idle point */
+        ;
+    return NULL; /* exit flushes the cache */
+}
+
+static void test_key_follows_mesh(void)
+{
+    frag_t f = {.size = 256, .groups = 2, .max_spans = 2};
+    fragment(&f);
+    size_t pick[2] = {0, 0};
+    for (size_t i = 1; i < f.nkept; i++)
+        if (mesh_arena_lookup(f.kept[i]) != mesh_arena_lookup(f.kept[0]))
+            pick[1] = i;
+    CHECK(pick[1] != 0);
+    for (int k = 0; k < 2; k++) {
+        to_cache[k] = f.kept[pick[k]];
+        f.kept[pick[k]] = NULL; /* freed by the thread, not by free_all */
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, cache_and_wait, NULL);
+    while (atomic_load(&cache_step) != 1)
+        ;
+    uint64_t meshes = ctl("stats.mesh_count");
+    mesh_pass(true, 1000000000ULL);
+    CHECK(ctl("stats.mesh_count") > meshes);
+    int aliased = 0;
+    for (int k = 0; k < 2; k++) {
+        uint32_t slot;
+        mesh_miniheap_t *mh = mesh_arena_lookup(to_cache[k]);
+        mesh_miniheap_t *head = mesh_global_span_of(mh, to_cache[k], &slot);
+        CHECK(head != NULL);
+        if (!head)
+            continue;
+        aliased += mh->kind == MESH_KIND_ALIAS;
+        CHECK(atomic_load(&head->bits[slot >> 6]) >> (slot & 63) & 1); /* still cached */
+        uint64_t *key = (uint64_t *)(mesh_mh_start(head) + (size_t)slot * 256);
+        CHECK_EQ(*key, mesh_key_of(key));
+    }
+    CHECK_EQ(aliased, 1);
+    atomic_store(&cache_step, 2);
+    pthread_join(t, NULL);
+    free_all(&f);
+    mesh_global_check();
+}
+
 int main(void)
 {
     free(malloc(1));
@@ -137,5 +197,6 @@ int main(void)
     TEST_RUN(test_flush_gives_back);
     TEST_RUN(test_bounded);
     TEST_RUN(test_off_when_fully_random);
+    TEST_RUN(test_key_follows_mesh);
     TEST_DONE();
 }
