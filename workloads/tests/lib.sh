@@ -59,3 +59,21 @@ check_workload() {
     [ "$other" != "$glibc" ] || fail "checksum $glibc does not change with the seed"
     echo "PASS: $workload"
 }
+
+# check_remote_frees: $workload at a tiny scale on one thread and on two,
+# under every allocator check_workload runs; on two every replaced object
+# is freed by the other thread (remote_frees = ops), on one by its own
+# (remote_frees = 0).
+check_remote_frees() {
+    local threads label remote ops want
+    for threads in 1 2; do
+        check_workload --scale 0.01 --threads $threads
+        for label in glibc libmesh; do
+            read -r remote ops < <("$python" -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().strip().split("\n")[-1]); print(r["remote_frees"], r["ops"])' \
+                "$tmp/$label.out")
+            want=$([ $threads -eq 1 ] && echo 0 || echo "$ops")
+            [ "$ops" -gt 0 ] && [ "$remote" = "$want" ] ||
+                fail "$workload --threads $threads under $label: remote_frees $remote of $ops, want $want"
+        done
+    done
+}
