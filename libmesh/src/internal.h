@@ -211,10 +211,31 @@ MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, uint16_t entry, m
     }
 }
 
+/* The checks of both free fast paths: p lies in the span of mh that
+ * starts at start, at a slot start, with no free key there (else it may be
+ * a double free) and its bit set (else it surely is one).  Then sets
+ * *slot and *key (p's free key, for the caller to store once it has room)
+ * and returns true; else false, for the slow path to sort out. */
+MESH_INLINE bool mesh_free_check(const mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, const char *start,
+                                 const void *p, uint32_t *slot, uint64_t *key)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)start;
+    if (unlikely(off >= sv->span_bytes))
+        return false;
+    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
+    uint64_t k = mesh_key_of(p);
+    if (unlikely(s * sv->object_size != off || *(const uint64_t *)p == k ||
+                 !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63)))))
+        return false;
+    *slot = s;
+    *key = k;
+    return true;
+}
+
 /* free's fast path for a span this thread has attached: a bounds check, a
  * division by multiplication, two double-free checks (no free key in the
  * object, and its bitmap bit, on the record line free has just read, still
- * set), the key, a push and (with randomization) one swap.  Returns false,
+ * set), the key, a push and (at MESH_RANDOMIZE=2) one swap.  Returns false,
  * changing nothing, for anything unusual: an address outside the span, not
  * at a slot start, a key already there, a clear bit, or a full vector; the
  * slow path then sorts it out. */
@@ -222,16 +243,11 @@ MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *
                               bool randomize)
 {
     unsigned i = mh->attach_idx;
-    uintptr_t off = (uintptr_t)p - (uintptr_t)sv->base[i];
-    if (unlikely(off >= sv->span_bytes))
+    uint32_t s;
+    uint64_t k;
+    if (!mesh_free_check(sv, mh, sv->base[i], p, &s, &k) || unlikely(sv->top >= MESH_SV_CAP))
         return false;
-    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
-    uint64_t *key = p, k = mesh_key_of(p);
-    if (unlikely(s * sv->object_size != off || *key == k ||
-                 !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63))) ||
-                 sv->top >= MESH_SV_CAP))
-        return false;
-    *key = k;
+    *(uint64_t *)p = k;
     mesh_sv_push_entry(sv, (uint16_t)(i << 8 | s), rng, randomize);
     return true;
 }
@@ -253,16 +269,11 @@ MESH_INLINE void *mesh_cache_pop(mesh_shuffle_vector_t *sv)
  * full cache. */
 MESH_INLINE bool mesh_cache_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, void *p)
 {
-    uintptr_t off = (uintptr_t)p - (uintptr_t)mesh_mh_start(mh);
-    if (unlikely(off >= sv->span_bytes))
+    uint32_t s;
+    uint64_t k;
+    if (!mesh_free_check(sv, mh, mesh_mh_start(mh), p, &s, &k) || unlikely(sv->ncached >= sv->cache_cap))
         return false;
-    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
-    uint64_t *key = p, k = mesh_key_of(p);
-    if (unlikely(s * sv->object_size != off || *key == k ||
-                 !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63))) ||
-                 sv->ncached >= sv->cache_cap))
-        return false;
-    *key = k;
+    *(uint64_t *)p = k;
     sv->cached[sv->ncached++] = p;
     return true;
 }
