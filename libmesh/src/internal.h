@@ -290,7 +290,7 @@ bool mesh_cache_find(const mesh_shuffle_vector_t *sv, const void *p);
 void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
 void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);
 void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bits[MESH_BITMAP_WORDS]);
-void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng);
+void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng, uint32_t run);
 void mesh_sv_check(const mesh_shuffle_vector_t *sv);
 
 /* ---- thread_heap.c -------------------------------------------------------- */

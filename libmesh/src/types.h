@@ -44,6 +44,7 @@
 #define MESH_SV_CAP 256
 #define MESH_SV_MAX_ATTACH 64
 #define MESH_SV_TARGET_SLOTS 64
+#define MESH_SHUFFLE_RUN_BYTES 512   /* MESH_RANDOMIZE=1 shuffles runs of slots this long */
 #define MESH_SV_HARVEST_MIN 16       /* slots freed remotely worth a refill without the lock */
 #define MESH_SV_MAX_BYTES (1024 * 1024)
 #define MESH_TICK_FREES 4096         /* frees between looks at the clock */

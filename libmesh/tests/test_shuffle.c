@@ -1,6 +1,6 @@
-/* The shuffle vector: order without shuffling, permutation with it, the
- * free keys that catch double frees, and the random scatter that meshing
- * relies on. */
+/* The shuffle vector: order without shuffling, permutation with it (slot
+ * by slot, and in runs), the free keys that catch double frees, and the
+ * random scatter that meshing relies on. */
 #include <string.h>
 
 #include "internal.h"
@@ -51,7 +51,7 @@ static void test_shuffled_permutation(void)
     mesh_rng_t rng = {12345};
     uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, ~0ULL, ~0ULL, ~0ULL}; /* 256 x 16 bytes */
     setup(&sv, 0, all);
-    mesh_sv_shuffle(&sv, &rng);
+    mesh_sv_shuffle(&sv, &rng, 1);
     mesh_sv_check(&sv);
     char seen[256] = {0};
     int in_order = 0;
@@ -63,6 +63,41 @@ static void test_shuffled_permutation(void)
         in_order += slot == i;
     }
     CHECK(in_order < 16); /* a shuffle, not the identity */
+}
+
+/* Shuffled in runs of 32 slots of 16 bytes (MESH_RANDOMIZE=1): each run
+ * is handed out whole, in address order from a random slot of it and
+ * wrapping round, and the runs come in random order. */
+static void test_shuffled_runs(void)
+{
+    mesh_shuffle_vector_t sv;
+    mesh_rng_t rng = {777};
+    uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, ~0ULL, ~0ULL, ~0ULL};
+    const unsigned run = MESH_SHUFFLE_RUN_BYTES / 16;
+    unsigned starts_nonzero = 0, runs_out_of_order = 0;
+    for (int trial = 0; trial < 20; trial++) {
+        setup(&sv, 0, all);
+        mesh_sv_shuffle(&sv, &rng, run);
+        mesh_sv_check(&sv);
+        char seen[256] = {0};
+        for (unsigned r = 0; r < 256 / run; r++) {
+            unsigned first = (unsigned)((char *)mesh_sv_pop(&sv) - span) / 16, block = first / run;
+            CHECK(!seen[first]);
+            seen[first] = 1;
+            starts_nonzero += first % run != 0;
+            runs_out_of_order += block != r;
+            for (unsigned i = 1; i < run; i++) {
+                unsigned slot = (unsigned)((char *)mesh_sv_pop(&sv) - span) / 16;
+                CHECK_EQ(slot, block * run + (first + i) % run);
+                CHECK(!seen[slot]);
+                seen[slot] = 1;
+            }
+        }
+        CHECK_EQ(sv.top, 0);
+    }
+    /* 160 runs: a start of zero and a run in its place are 1 in 32 and 1 in 8 */
+    CHECK(starts_nonzero > 120);
+    CHECK(runs_out_of_order > 80);
 }
 
 static void test_push_checks(void)
@@ -89,7 +124,7 @@ static void test_push_checks(void)
 /* Randomization is what makes meshing work on regular programs: two spans
  * filled and then thinned in allocation order should rarely share slots
  * when slot order is random, and always when it is not. */
-static void test_scatter(void)
+static void test_scatter(uint32_t run)
 {
     mesh_rng_t rng = {99};
     int overlaps_random = 0, overlaps_ordered = 0;
@@ -101,7 +136,7 @@ static void test_scatter(void)
                 uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0};
                 setup(&sv, 3, all);
                 if (!ordered)
-                    mesh_sv_shuffle(&sv, &rng);
+                    mesh_sv_shuffle(&sv, &rng, run);
                 memset(occupancy[s], 0, sizeof occupancy[s]);
                 /* keep the first 4 objects allocated of 64 */
                 for (int k = 0; k < 4; k++) {
@@ -119,7 +154,19 @@ static void test_scatter(void)
         }
     }
     CHECK_EQ(overlaps_ordered, 200);
-    CHECK(overlaps_random < 100); /* P(overlap) = 1 - C(60,4)/C(64,4) ~ 0.23 */
+    /* P(overlap): slot by slot 1 - C(60,4)/C(64,4) ~ 0.23; in runs of 8,
+     * the same run (1/8) and starts that are not 4 apart (7/8) ~ 0.11 */
+    CHECK(overlaps_random < 100);
+}
+
+static void test_scatter_slots(void)
+{
+    test_scatter(1);
+}
+
+static void test_scatter_runs(void)
+{
+    test_scatter(MESH_SHUFFLE_RUN_BYTES / 64);
 }
 
 int main(void)
@@ -127,7 +174,9 @@ int main(void)
     free(malloc(1)); /* start the allocator: spans come from its arena */
     TEST_RUN(test_in_order);
     TEST_RUN(test_shuffled_permutation);
+    TEST_RUN(test_shuffled_runs);
     TEST_RUN(test_push_checks);
-    TEST_RUN(test_scatter);
+    TEST_RUN(test_scatter_slots);
+    TEST_RUN(test_scatter_runs);
     TEST_DONE();
 }
