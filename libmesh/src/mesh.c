@@ -82,11 +82,20 @@ void mesh_punch_flush(void)
             M.punch_page[j - 1] = p;
             M.punch_page[j] = n;
         }
+    uint64_t t0 = mesh_os_now_ns();
     for (uint32_t i = 0; i < M.punch_n;) {
         uint32_t start = M.punch_page[i], end = start + M.punch_page[i + 1];
         for (i += 2; i < M.punch_n && M.punch_page[i] == end; i += 2)
             end += M.punch_page[i + 1];
         mesh_arena_punch_pages(start, end - start);
+    }
+    /* what a queued punch costs, for slices to stop in time to make them
+     * (mesh_slice_over): an average that follows the last few flushes */
+    if (M.punch_n >= 8) {
+        uint64_t each = (mesh_os_now_ns() - t0) / (M.punch_n / 2);
+        if (each > 50000) /* preempted, most likely */
+            each = 50000;
+        M.punch_ns = (M.punch_ns * 3 + each) / 4;
     }
     M.punch_n = 0;
 }

@@ -99,7 +99,7 @@ static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dens
  * moves on through the lists, so that a set of spans that cannot mesh with
  * each other is not all a pass ever sees.  A detached span's stamp marks the
  * spans already taken in this pass. */
-static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
+static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls, uint64_t deadline_ns)
 {
     const mesh_size_class_t *sc = &mesh_classes[cls];
     size_t n = 0, max = ch->npartial < MESH_MAX_CANDIDATES ? ch->npartial : MESH_MAX_CANDIDATES;
@@ -109,11 +109,15 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
      * its last owner. */
     M.stamp = M.stamp < MESH_SV_MAX_ATTACH || M.stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(M.stamp + 1);
     bool covered = true;
+    uint64_t read = 0;
     for (unsigned b = 0; b < MESH_PARTIAL_BINS && covered; b++)
         for (uint32_t id = ch->partial[b]; id && covered; id = mesh_rec(id)->next) {
             covered = n < max / 2;
             if (covered)
                 consider(mesh_rec(id), sc, ch->dense, &n);
+            /* cold records: a slice's deadline can pass while reading them */
+            if (++read % 64 == 0 && mesh_slice_over(deadline_ns))
+                return n;
         }
 
     unsigned b = ch->cursor_bin % MESH_PARTIAL_BINS;
@@ -144,6 +148,8 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls)
         id = mh->next;
         visited++;
         consider(mh, sc, ch->dense, &n);
+        if (visited % 64 == 0 && mesh_slice_over(deadline_ns))
+            break;
     }
     ch->cursor_bin = (uint8_t)b;
     ch->cursor = id;
@@ -301,7 +307,7 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
                 match = r;
         }
         if (!match) {
-            if (++misses % 64 == 0 && mesh_slice_over(deadline_ns)) {
+            if (++misses % 16 == 0 && mesh_slice_over(deadline_ns)) {
                 out = SLICE_TIME;
                 break;
             }
@@ -324,7 +330,7 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
 {
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
     uint64_t before = res->npairs;
-    size_t n = collect_locked(ch, cls);
+    size_t n = collect_locked(ch, cls, deadline_ns);
     bool exact = mesh_classes[cls].nobjects <= MESH_EXACT_OBJECTS;
     if (n < 2)
         return SLICE_EMPTY;
@@ -345,6 +351,11 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
     size_t half = n / 2, nright = n - half;
     for (size_t i = 0; i < half && o == SLICE_DONE; i++) {
         cand_t *l = &M.cand[i];
+        /* probing thousands of spans that find nothing takes a while too */
+        if (i % 16 == 15 && mesh_slice_over(deadline_ns)) {
+            o = SLICE_TIME;
+            break;
+        }
         if (l->used)
             continue;
         enum mesh_outcome mo;

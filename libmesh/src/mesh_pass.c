@@ -17,7 +17,7 @@
 
 #define M mesh_mesher
 
-mesh_mesher_t mesh_mesher = {.lock = PTHREAD_MUTEX_INITIALIZER, .events_fd = -1};
+mesh_mesher_t mesh_mesher = {.lock = PTHREAD_MUTEX_INITIALIZER, .punch_ns = 4000, .events_fd = -1};
 
 void mesh_mesh_init(void)
 {
@@ -50,14 +50,15 @@ static bool gives_way(uint64_t now)
 }
 
 /* Whether a slice must stop: its deadline, less the time the punches it
- * has queued will take once it stops (a couple of microseconds each); a
+ * has queued will take once it stops (4-5 us each here, measured as they
+ * are made: a slice of Redis's may queue a hundred); a
  * thread of the program waiting for the class lock (the slice gives it
  * way, and the class gets another slice later in the pass); or the wait
  * this idle pass precedes has something to return. */
 bool mesh_slice_over(uint64_t deadline_ns)
 {
     uint64_t now = mesh_os_now_ns();
-    return now + (uint64_t)(M.punch_n / 2) * 2000 > deadline_ns ||
+    return now + (uint64_t)(M.punch_n / 2) * M.punch_ns > deadline_ns ||
            (M.slice_class && atomic_load_explicit(&M.slice_class->waiters, memory_order_relaxed)) || gives_way(now);
 }
 
@@ -155,13 +156,6 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     return o;
 }
 
-/* A pass started by a busy thread (from the allocation path, not before
- * a wait) gets 1/MESH_BUSY_SLICES of MESH_PASS_MS; if it ran out of time,
- * another may start 1/MESH_BUSY_SLICES of a period later, up to
- * MESH_BUSY_SLICES in a period.  A period's meshing budget is the same,
- * but a request that meets a pass waits for a quarter of it (in Redis the
- * longest SET went from 18 ms to jemalloc's 12-14: docs/results.md). */
-#define MESH_BUSY_SLICES 4
 
 static uint64_t busy_budget(void)
 {
@@ -189,6 +183,11 @@ static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, bool
         MESH_STAT_ADD(mesh_map_limited, 1);
     mesh_log_event(t0, t1, res, res->released_pages << MESH_PAGE_SHIFT, forced);
 }
+
+/* A slice costs some time before it can stop (its signal mask, its lock,
+ * the first records its collection reads): a pass with less than this left
+ * starts none. */
+#define MESH_MIN_SLICE_NS 100000
 
 /* One pass over every meshable class; returns the pairs meshed.  A forced
  * pass waits for a running one instead of skipping, and looks at every
@@ -233,7 +232,7 @@ static uint64_t run_pass(bool forced, uint64_t budget_ns, enum pass_kind kind)
         unsigned still = 0;
         for (unsigned i = 0; i < nactive && !res.out_of_maps; i++) {
             uint64_t now = mesh_os_now_ns();
-            if (now >= deadline || gives_way(now)) {
+            if (now + MESH_MIN_SLICE_NS >= deadline || gives_way(now)) {
                 res.out_of_time = true;
                 break;
             }

@@ -40,6 +40,17 @@ typedef struct cand {
     uint32_t by_live;            /* exact matching: the candidates, fullest first */
 } cand_t;
 
+/* A pass started by a busy thread (from the allocation path, not before
+ * a wait) gets 1/MESH_BUSY_SLICES of MESH_PASS_MS; if it ran out of time,
+ * another may start 1/MESH_BUSY_SLICES of a period later, up to
+ * MESH_BUSY_SLICES in a period.  A period's meshing budget is the same,
+ * but a request that meets a pass waits for a fifth of it: 1.6 ms by
+ * default, and a pass ends up to a couple of hundred microseconds after
+ * its budget (its last mesh, its punches), which keeps it under 2 ms (in
+ * Redis the longest SET went from 18 ms to jemalloc's 12-14 with
+ * quarters: docs/results.md). */
+#define MESH_BUSY_SLICES 5
+
 typedef struct mesh_mesher {
     pthread_mutex_t lock;            /* one pass at a time; before every class lock */
     _Atomic uint64_t last_pass_ns;   /* when the last period's work began */
@@ -57,6 +68,7 @@ typedef struct mesh_mesher {
 
     uint32_t *punch_page;            /* (page, npages) pairs of meshed-away spans, */
     uint32_t punch_n, punch_cap;     /* punched when the slice ends */
+    uint64_t punch_ns;               /* what one of those punches costs, on average */
 
     cand_t *cand;                    /* the candidates of the slice under way, */
     size_t cand_cap, ncand;          /* scratch space from mmap */

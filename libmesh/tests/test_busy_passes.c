@@ -1,8 +1,9 @@
 /*
  * Passes started by a busy thread (from the allocation path, not before a
- * wait) are short: a quarter of MESH_PASS_MS each.  One that runs out of
- * time leaves the rest of the period's work to the next short pass, due a
- * quarter of a period later, up to four in a period; a busy thread runs it
+ * wait) are short: 1/MESH_BUSY_SLICES of MESH_PASS_MS each.  One that runs
+ * out of time leaves the rest of the period's work to the next short pass,
+ * due 1/MESH_BUSY_SLICES of a period later, up to MESH_BUSY_SLICES in a
+ * period; a busy thread runs it
  * when it is due (mesh_maybe_resume), and not before.  The checks are on
  * what ran, never on how long anything took.
  */
@@ -32,7 +33,7 @@ static void start_period(void)
 
 static void test_short_passes_resume(void)
 {
-    /* 512 pairs to mesh: far more than a quarter of a millisecond's work. */
+    /* 512 pairs to mesh: far more than a fifth of a millisecond's work. */
     frag_t f = {.size = 256, .groups = 2, .max_spans = 1024};
     fragment(&f);
     mesh_opt.pass_ms = 1;
@@ -48,17 +49,17 @@ static void test_short_passes_resume(void)
     if (mesh_os_now_ns() < at) /* not due during the call: nothing ran */
         CHECK_EQ(passes() - p0, 1);
 
-    for (int k = 2; k <= 4; k++) {
-        sleep_ms(mesh_opt.period_ms / 4 + 2);
+    for (int k = 2; k <= MESH_BUSY_SLICES; k++) {
+        sleep_ms(mesh_opt.period_ms / MESH_BUSY_SLICES + 2);
         mesh_maybe_resume();
         CHECK_EQ(passes() - p0, (uint64_t)k);
     }
-    /* Four short passes make a period's budget: the rest waits for the
-     * next period. */
+    /* MESH_BUSY_SLICES short passes make a period's budget: the rest waits
+     * for the next period. */
     CHECK_EQ(atomic_load(&mesh_mesher.resume_ns), 0);
-    sleep_ms(mesh_opt.period_ms / 4 + 2);
+    sleep_ms(mesh_opt.period_ms / MESH_BUSY_SLICES + 2);
     mesh_maybe_resume();
-    CHECK_EQ(passes() - p0, 4);
+    CHECK_EQ(passes() - p0, MESH_BUSY_SLICES);
     CHECK(ctl("stats.mesh_count") > meshes0);
     CHECK(all_intact(&f));
 
