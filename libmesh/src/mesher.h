@@ -44,12 +44,11 @@ typedef struct cand {
  * a wait) gets 1/MESH_BUSY_SLICES of MESH_PASS_MS; if it ran out of time,
  * another may start 1/MESH_BUSY_SLICES of a period later, up to
  * MESH_BUSY_SLICES in a period.  A period's meshing budget is the same,
- * but a request that meets a pass waits for a fifth of it: 1.6 ms by
+ * but a request that meets a pass waits for a quarter of it: 2 ms by
  * default, and a pass ends up to a couple of hundred microseconds after
- * its budget (its last mesh, its punches), which keeps it under 2 ms (in
- * Redis the longest SET went from 18 ms to jemalloc's 12-14 with
- * quarters: docs/results.md). */
-#define MESH_BUSY_SLICES 5
+ * its budget (its last mesh, its punches).  Fifths (1.6 ms) kept passes
+ * under 2 ms but cost fragmenter 3% of its footprint (docs/results.md). */
+#define MESH_BUSY_SLICES 4
 
 typedef struct mesh_mesher {
     pthread_mutex_t lock;            /* one pass at a time; before every class lock */

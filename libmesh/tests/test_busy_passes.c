@@ -33,7 +33,7 @@ static void start_period(void)
 
 static void test_short_passes_resume(void)
 {
-    /* 512 pairs to mesh: far more than a fifth of a millisecond's work. */
+    /* 512 pairs to mesh: far more than a quarter of a millisecond's work. */
     frag_t f = {.size = 256, .groups = 2, .max_spans = 1024};
     fragment(&f);
     mesh_opt.pass_ms = 1;
