@@ -336,6 +336,10 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
         return SLICE_EMPTY;
     if (!exact && !worth_probing(n, mesh_classes[cls].nobjects))
         return SLICE_EMPTY;
+    /* Shuffling and indexing thousands of candidates takes a while: not
+     * for a slice already over (the next one takes the sweep on). */
+    if (mesh_slice_over(deadline_ns))
+        return SLICE_TIME;
     for (size_t i = n; i > 1; i--) {
         size_t j = mesh_rng_below(&M.rng, (uint32_t)i);
         cand_t t = M.cand[i - 1];

@@ -73,9 +73,39 @@ static void test_short_passes_resume(void)
     mesh_global_check();
 }
 
+static bool always_ready(const mesh_wait_t *w)
+{
+    (void)w;
+    return true;
+}
+
+/* An idle pass that gave way to its wait leaves nothing behind: a pass the
+ * same thread runs later, with no wait ahead of it, meshes (it used to
+ * find the old "gave way" and stop at once). */
+static void test_gave_way_forgotten(void)
+{
+    frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
+    fragment(&f);
+    flush_frees();
+    mesh_opt.pass_ms = 100;
+    mesh_opt.period_ms = 40;
+    mesh_wait_t w = {.ready = always_ready, .fd = -1};
+    uint64_t meshes0 = ctl("stats.mesh_count"), gave0 = atomic_load(&mesh_stats.idle_gave_way);
+    start_period();
+    CHECK(mesh_maybe_mesh(1000000000ULL, &w));
+    CHECK(atomic_load(&mesh_stats.idle_gave_way) > gave0);
+    CHECK_EQ(ctl("stats.mesh_count"), meshes0); /* it gave way before meshing */
+    CHECK(mesh_pass(true, 1000000000ULL) > 0);
+    CHECK(ctl("stats.mesh_count") > meshes0);
+    CHECK(all_intact(&f));
+    free_all(&f);
+    mesh_global_check();
+}
+
 int main(void)
 {
     free(malloc(1));
     TEST_RUN(test_short_passes_resume);
+    TEST_RUN(test_gave_way_forgotten);
     TEST_DONE();
 }
