@@ -155,14 +155,22 @@ def parse_benchmark(text: str) -> dict:
     return out
 
 
+BUSY_KINDS = ("busy", "resumed")
+
+
 def stalls(events: list, start_s: float, end_s: float, offset_s: float = 0.0) -> dict:
     """Mesh passes that began in [start_s, end_s] (seconds since spawn;
     an event's t counts from libmesh's start, offset_s after spawn): how
-    many, their meshes, and the longest of each stall field in µs."""
+    many, their meshes, the longest pass, the longest busy one (started
+    from the allocation path: the request being served waits for all of
+    it, where an idle pass gives way to one), and the longest of each
+    stall field, in µs."""
     inside = [e for e in events if isinstance(e, dict) and "t" in e
               and start_s <= float(e["t"]) + offset_s <= end_s]
     out = {"passes": len(inside), "meshes": sum(int(e.get("meshes") or 0) for e in inside),
-           "max_pass_us": max((int(e.get("duration_us") or 0) for e in inside), default=0)}
+           "max_pass_us": max((int(e.get("duration_us") or 0) for e in inside), default=0),
+           "max_busy_pass_us": max((int(e.get("duration_us") or 0) for e in inside
+                                    if e.get("kind") in BUSY_KINDS), default=0)}
     for f in STALL_FIELDS:
         out[f] = max((int(e.get(f) or 0) for e in inside), default=0)
     return out

@@ -93,13 +93,15 @@ class TestParse(unittest.TestCase):
         self.assertEqual([t for t, _ in got], [1, 1, 1, 2, 2, 2, 3, 3, 3])
 
     def test_stalls_in_window(self):
-        ev = [{"t": 0.5, "meshes": 3, "duration_us": 900, "max_pause_us": 40},
+        ev = [{"t": 0.5, "meshes": 3, "duration_us": 900, "max_pause_us": 40, "kind": "busy"},
               {"t": 1.5, "meshes": 2, "duration_us": 300, "max_pause_us": 70,
-               "max_barrier_wait_us": 15},
-              {"t": 3.0, "meshes": 9, "duration_us": 5000, "max_pause_us": 999}]
+               "max_barrier_wait_us": 15, "kind": "resumed"},
+              {"t": 1.7, "meshes": 1, "duration_us": 4000, "max_pause_us": 20, "kind": "idle"},
+              {"t": 3.0, "meshes": 9, "duration_us": 5000, "max_pause_us": 999, "kind": "busy"}]
         s = L.stalls(ev, 1.0, 2.5, offset_s=0.01)
-        self.assertEqual((s["passes"], s["meshes"], s["max_pass_us"], s["max_pause_us"],
-                          s["max_barrier_wait_us"], s["max_lock_wait_us"]), (1, 2, 300, 70, 15, 0))
+        self.assertEqual((s["passes"], s["meshes"], s["max_pass_us"], s["max_busy_pass_us"],
+                          s["max_pause_us"], s["max_barrier_wait_us"], s["max_lock_wait_us"]),
+                         (2, 3, 4000, 300, 70, 15, 0))
 
 
 class TestTinyRuns(unittest.TestCase):
@@ -137,7 +139,7 @@ class TestTinyRuns(unittest.TestCase):
 
     def test_mesh_run_has_its_stalls(self):
         for t in self.runs["mesh"].result["tests"].values():
-            self.assertEqual(set(t["mesh"]), {"passes", "meshes", "max_pass_us"}
+            self.assertEqual(set(t["mesh"]), {"passes", "meshes", "max_pass_us", "max_busy_pass_us"}
                              | set(L.STALL_FIELDS))
         self.assertNotIn("mesh", self.runs["jemalloc"].result["tests"]["set"])
 

@@ -16,7 +16,7 @@
 
 const uint32_t mesh_pause_bounds_us[MESH_PAUSE_BUCKETS - 1] = {10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
 
-void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced)
+void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, enum pass_kind kind)
 {
     if (!M.events_opened) {
         M.events_opened = true;
@@ -83,7 +83,15 @@ void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t
     mesh_buf_str(&b, ", \"stopped\": ");
     mesh_buf_str(&b, res->out_of_maps ? "\"mappings\"" : res->out_of_time ? "\"time\"" : "null");
     mesh_buf_str(&b, ", \"forced\": ");
-    mesh_buf_str(&b, forced ? "true" : "false");
+    mesh_buf_str(&b, kind == PASS_FORCED ? "true" : "false");
+    /* Who ran it: a busy pass is a stall of the thread that started it (in
+     * a server, of the request it was serving); an idle pass ran where the
+     * thread would have waited, and gave way if something came. */
+    static const char *const kinds[] = {"\"forced\"", "\"idle\"", "\"busy\"", "\"resumed\""};
+    mesh_buf_str(&b, ", \"kind\": ");
+    mesh_buf_str(&b, kinds[kind]);
+    mesh_buf_str(&b, ", \"gave_way\": ");
+    mesh_buf_str(&b, res->gave_way ? "true" : "false");
     mesh_buf_str(&b, "}\n");
     mesh_os_write_all(M.events_fd, buf, b.len);
 }

@@ -172,7 +172,7 @@ static void schedule_resume(const pass_result_t *res, uint64_t t1)
     atomic_store(&M.resume_ns, more ? t1 + mesh_ms_to_ns(mesh_opt.period_ms) / MESH_BUSY_SLICES : 0);
 }
 
-static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, bool forced)
+static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, enum pass_kind kind)
 {
     uint64_t t1 = mesh_os_now_ns();
     MESH_STAT_ADD(mesh_passes, 1);
@@ -183,7 +183,7 @@ static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, bool
         MESH_STAT_ADD(mesh_time_limited, 1);
     if (res->out_of_maps)
         MESH_STAT_ADD(mesh_map_limited, 1);
-    mesh_log_event(t0, t1, res, res->released_pages << MESH_PAGE_SHIFT, forced);
+    mesh_log_event(t0, t1, res, res->released_pages << MESH_PAGE_SHIFT, kind);
 }
 
 /* A slice costs some time before it can stop (its signal mask, its lock,
@@ -249,7 +249,8 @@ static uint64_t run_pass(bool forced, uint64_t budget_ns, enum pass_kind kind)
         }
         nactive = still;
     }
-    pass_done(t0, cpu0, &res, forced);
+    res.gave_way = tls_wait && tls_gave_way;
+    pass_done(t0, cpu0, &res, kind);
     uint64_t t1 = mesh_os_now_ns();
     if (kind == PASS_BUSY || kind == PASS_RESUMED)
         schedule_resume(&res, t1);

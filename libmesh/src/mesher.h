@@ -110,6 +110,7 @@ typedef struct pass_result {
     uint64_t released_pages;
     uint64_t pauses[MESH_PAUSE_BUCKETS];
     bool out_of_time, out_of_maps;
+    bool gave_way; /* an idle pass stopped because its wait would return at once */
 } pass_result_t;
 
 /* mesh.c */
@@ -132,6 +133,6 @@ bool mesh_slice_over(uint64_t deadline_ns);
 bool mesh_slice_alone(void);
 
 /* mesh_events.c */
-void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, bool forced);
+void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t released, enum pass_kind kind);
 
 #endif

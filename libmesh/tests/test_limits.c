@@ -217,6 +217,7 @@ static void test_events_option(void)
     unlink(path);
     CHECK(strncmp(log, "{\"t\": ", 6) == 0);
     CHECK(strstr(log, "\"pairs\": {") != NULL);
+    CHECK(strstr(log, "\"kind\": \"forced\", \"gave_way\": false}") != NULL); /* mesh.compact's pass */
 
     /* A path longer than the option holds is refused, not cut. */
     size_t long_len = MESH_OPT_STR_MAX + 16;
