@@ -6,10 +6,11 @@ maximum latency, each a mean and sample standard deviation over trials;
 requests/s and the percentiles as ratios to jemalloc (relative errors in
 quadrature), the maximum as a difference from jemalloc's in ms, since a
 maximum is one request and a ratio of two single requests says little.
-For the libmesh rows, the longest mesh pass (and busy pass) and stalls the
-server's log recorded during the test, the longest over all trials. And the server's
-CPU time per request (its own INFO counters around each test), and the
-mean footprint over the test, what the allocator holds meanwhile.
+For the libmesh rows, the longest mesh pass (and busy pass) and stalls
+the server's log recorded during the test, the longest over all trials.
+And the server's CPU time per request (its own INFO counters around each
+test), and the mean footprint over the test, what the allocator holds
+meanwhile.
 """
 
 from __future__ import annotations

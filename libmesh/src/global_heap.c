@@ -350,8 +350,10 @@ void mesh_global_refill(mesh_thread_heap_t *th, unsigned cls)
         pthread_mutex_unlock(&ch->lock);
         MESH_STAT_ADD(refill_count, 1);
     }
-    if (mesh_opt.randomize)
-        mesh_sv_shuffle(sv, &th->rng, mesh_opt.randomize >= MESH_RANDOMIZE_FREE ? 1 : MESH_SHUFFLE_RUN_BYTES / sc->object_size);
+    if (mesh_opt.randomize) {
+        uint32_t run = mesh_opt.randomize >= MESH_RANDOMIZE_FREE ? 1 : MESH_SHUFFLE_RUN_BYTES / sc->object_size;
+        mesh_sv_shuffle(sv, &th->rng, run);
+    }
     if (MESH_DEBUG_ON)
         mesh_sv_check(sv);
 }

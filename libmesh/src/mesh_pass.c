@@ -158,7 +158,6 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     return o;
 }
 
-
 static uint64_t busy_budget(void)
 {
     return mesh_ms_to_ns(mesh_opt.pass_ms) / MESH_BUSY_SLICES;
@@ -188,7 +187,9 @@ static void pass_done(uint64_t t0, uint64_t cpu0, const pass_result_t *res, enum
 
 /* A slice costs some time before it can stop (its signal mask, its lock,
  * the first records its collection reads): a pass with less than this left
- * starts none. */
+ * starts none.  And a pass aims this much short of its budget: what it can
+ * run on after its last look at the clock (a mesh, punches costed from an
+ * average; Redis's passes ended 50-150 us late without it). */
 #define MESH_MIN_SLICE_NS 100000
 #define MESH_PASS_SLACK_NS 100000
 
@@ -223,9 +224,6 @@ static uint64_t run_pass(bool forced, uint64_t budget_ns, enum pass_kind kind)
 
     uint64_t cpu0 = mesh_os_thread_cpu_ns();
     uint64_t t0 = mesh_os_now_ns(), budget = budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms);
-    /* Aim short of the budget by what a pass can run on after its last
-     * look at the clock (a mesh, punches costed from an average): Redis's
-     * passes ended 50-150 us late without it. */
     uint64_t deadline = t0 + (budget > 4 * MESH_PASS_SLACK_NS ? budget - MESH_PASS_SLACK_NS : budget);
     unsigned order[MESH_NUM_CLASSES], nactive = classes_to_visit(forced, order);
     if (!nactive) {

@@ -45,9 +45,8 @@ typedef struct cand {
  * another may start 1/MESH_BUSY_SLICES of a period later, up to
  * MESH_BUSY_SLICES in a period.  A period's meshing budget is the same,
  * but a request that meets a pass waits for a quarter of it: 2 ms by
- * default, and a pass ends up to a couple of hundred microseconds after
- * its budget (its last mesh, its punches).  Fifths (1.6 ms) kept passes
- * under 2 ms but cost fragmenter 3% of its footprint (docs/results.md). */
+ * default.  Fifths (1.6 ms) cost fragmenter 3% of its footprint
+ * (docs/results.md). */
 #define MESH_BUSY_SLICES 4
 
 typedef struct mesh_mesher {
