@@ -18,7 +18,9 @@
 
 #define M mesh_mesher
 
-static bool reserve_scratch(size_t n)
+/* cand_of, mapped for every record that exists (every span on a class's
+ * lists, whose lock is held, has a record below nrecords). */
+static bool reserve_cand_of(void)
 {
     void *p;
     size_t reserved = (size_t)mesh_arena.max_records * sizeof *M.cand_of;
@@ -27,22 +29,80 @@ static bool reserve_scratch(size_t n)
             return false;
         M.cand_of = p;
     }
-    /* Every span on this class's lists (whose lock is held) has a record
-     * below nrecords. */
     uint32_t nrec = __atomic_load_n(&mesh_arena.nrecords, __ATOMIC_ACQUIRE);
-    if (!mesh_reserve_grow(M.cand_of, reserved, &M.cand_of_usable, (size_t)nrec * sizeof *M.cand_of))
+    return mesh_reserve_grow(M.cand_of, reserved, &M.cand_of_usable, (size_t)nrec * sizeof *M.cand_of);
+}
+
+/* Lets go of a set's candidates; its array becomes the spare (the larger
+ * of the two is kept), so that only the sets kept for a next slice hold
+ * memory of their own. */
+static void set_drop(cand_set_t *set)
+{
+    set->n = 0;
+    set->indexed = false;
+    if (!set->cand)
+        return;
+    if (set->cap > M.spare_cap) {
+        cand_t *t = M.spare;
+        uint32_t tcap = M.spare_cap;
+        M.spare = set->cand;
+        M.spare_cap = set->cap;
+        set->cand = t;
+        set->cap = tcap;
+    }
+    if (set->cand)
+        mesh_os_unmap(set->cand, set->cap * sizeof *set->cand);
+    set->cand = NULL;
+    set->cap = 0;
+}
+
+/* Whether a kept set is recent enough to go on with. */
+static bool set_recent(const cand_set_t *set, uint64_t now)
+{
+    return now - set->collected_ns < MESH_CANDS_KEEP_PERIODS * mesh_ms_to_ns(mesh_opt.period_ms);
+}
+
+/* Whether a kept set of ch's is recent and still stands for the class: not
+ * once the class has an eighth more partial spans (plus 64) than when it
+ * was collected, which a collection would see and the set does not (a
+ * program that has just freed most of its objects). */
+static bool set_fresh(const cand_set_t *set, const mesh_class_heap_t *ch, uint64_t now)
+{
+    return set_recent(set, now) && ch->npartial <= set->npartial + set->npartial / 8 + 64;
+}
+
+/* Lets go of the sets kept too long, with their memory: a class whose
+ * slice ran out of time may not be visited again for a while. */
+void mesh_cands_drop_stale(uint64_t now)
+{
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        if (M.sets[c].cand && !set_recent(&M.sets[c], now))
+            set_drop(&M.sets[c]);
+}
+
+/* Room in set for n candidates (set empty), and cand_of for every record. */
+static bool reserve_scratch(cand_set_t *set, size_t n)
+{
+    if (!reserve_cand_of())
         return false;
-    if (n <= M.cand_cap)
+    if (n <= set->cap)
         return true;
-    size_t cap = M.cand_cap ? M.cand_cap : 1024;
+    set_drop(set);
+    if (n <= M.spare_cap) {
+        set->cand = M.spare;
+        set->cap = M.spare_cap;
+        M.spare = NULL;
+        M.spare_cap = 0;
+        return true;
+    }
+    uint32_t cap = 1024;
     while (cap < n)
         cap *= 2;
-    if (mesh_os_map_anon(cap * sizeof *M.cand, MESH_PAGE_SIZE, &p) != 0)
+    void *p;
+    if (mesh_os_map_anon(cap * sizeof *set->cand, MESH_PAGE_SIZE, &p) != 0)
         return false;
-    if (M.cand)
-        mesh_os_unmap(M.cand, M.cand_cap * sizeof *M.cand);
-    M.cand = p;
-    M.cand_cap = cap;
+    set->cand = p;
+    set->cap = cap;
     return true;
 }
 
@@ -86,8 +146,41 @@ static void consider(mesh_miniheap_t *mh, const mesh_size_class_t *sc, bool dens
     for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++)
         c->bits[w] = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
     c->id = mesh_mh_id(mh);
+    c->gen = atomic_load_explicit(&mh->gen, memory_order_relaxed);
     c->chain = (uint8_t)chain;
     c->used = 0;
+    c->tried = 0;
+}
+
+/* Brings a kept set up to date (the class lock was let go since it was
+ * collected: a thread may have attached a span, allocated from it and let
+ * it go again, or frees may have emptied it): each candidate still a
+ * detached partial span of cls, the same span it was, gets its bitmap and
+ * chain length again; the others are marked used.  The records are read in
+ * the set's order, ahead of their use, so that the reads overlap: the list
+ * walk of a collection waits for each record before it can read the next. */
+static void refresh_set(unsigned cls, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i + 8 < n)
+            __builtin_prefetch(mesh_rec(M.cand[i + 8].id));
+        cand_t *c = &M.cand[i];
+        const mesh_miniheap_t *mh = mesh_rec(c->id);
+        if (c->used)
+            continue;
+        if (mh->kind != MESH_KIND_SMALL || mh->cls != cls || !mesh_state_is_partial(mh->state) ||
+            atomic_load_explicit(&mh->gen, memory_order_relaxed) != c->gen) {
+            c->used = 1;
+            continue;
+        }
+        for (unsigned w = 0; w < MESH_BITMAP_WORDS; w++) {
+            uint64_t now = atomic_load_explicit(&mh->bits[w], memory_order_relaxed);
+            if (now != c->bits[w])
+                c->tried = 0; /* it may fit a partner it did not fit */
+            c->bits[w] = now;
+        }
+        c->chain = (uint8_t)(mh->mesh_next ? mesh_chain_length(mh) : 1);
+    }
 }
 
 /* The detached spans of a class below the occupancy cut-off whose chains
@@ -103,8 +196,10 @@ static size_t collect_locked(mesh_class_heap_t *ch, unsigned cls, uint64_t deadl
 {
     const mesh_size_class_t *sc = &mesh_classes[cls];
     size_t n = 0, max = ch->npartial < MESH_MAX_CANDIDATES ? ch->npartial : MESH_MAX_CANDIDATES;
-    if (!reserve_scratch(max))
+    cand_set_t *set = &M.sets[cls];
+    if (!reserve_scratch(set, max))
         return 0;
+    M.cand = set->cand;
     /* MESH_SV_MAX_ATTACH .. 255: never an attach index a span kept from
      * its last owner. */
     M.stamp = M.stamp < MESH_SV_MAX_ATTACH || M.stamp == 255 ? MESH_SV_MAX_ATTACH : (uint8_t)(M.stamp + 1);
@@ -278,8 +373,9 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
     unsigned misses = 0;
     for (size_t idx = 0; idx < n; idx++) {
         cand_t *l = &M.cand[M.cand[idx].by_live];
-        if (l->used)
+        if (l->used || l->tried)
             continue;
+        l->tried = 1;
         enum mesh_outcome o;
         if (mesh_run_partner_locked(ch, cls, l, res, deadline_ns, &o)) {
             if (o == NO_MAPS) {
@@ -326,30 +422,62 @@ static enum slice_outcome mesh_exact_locked(mesh_class_heap_t *ch, unsigned cls,
     return out;
 }
 
-enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
+/* The candidates of cls for this slice in M.cand, shuffled and indexed in
+ * cand_of: the set a slice that ran out of time kept, if it is recent,
+ * else a new collection.  Returns how many, or 0 with *out set when the
+ * slice ends here. */
+static size_t slice_cands(mesh_class_heap_t *ch, unsigned cls, uint64_t deadline_ns, enum slice_outcome *out)
 {
-    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-    uint64_t before = res->npairs;
-    size_t n = collect_locked(ch, cls, deadline_ns);
-    bool exact = mesh_classes[cls].nobjects <= MESH_EXACT_OBJECTS;
-    if (n < 2)
-        return SLICE_EMPTY;
-    if (!exact && !worth_probing(n, mesh_classes[cls].nobjects))
-        return SLICE_EMPTY;
-    /* Shuffling and indexing thousands of candidates takes a while: not
-     * for a slice already over (the next one takes the sweep on). */
-    if (mesh_slice_over(deadline_ns))
-        return SLICE_TIME;
-    for (size_t i = n; i > 1; i--) {
-        size_t j = mesh_rng_below(&M.rng, (uint32_t)i);
-        cand_t t = M.cand[i - 1];
-        M.cand[i - 1] = M.cand[j];
-        M.cand[j] = t;
+    cand_set_t *set = &M.sets[cls];
+    const bool exact = mesh_classes[cls].nobjects <= MESH_EXACT_OBJECTS;
+    uint64_t now = mesh_os_now_ns();
+    size_t n = set->n;
+    if (n >= 2 && set_fresh(set, ch, now) && reserve_cand_of()) {
+        M.cand = set->cand;
+        refresh_set(cls, n);
+    } else {
+        set_drop(set);
+        n = collect_locked(ch, cls, deadline_ns);
+        *out = SLICE_EMPTY;
+        if (n < 2 || (!exact && !worth_probing(n, mesh_classes[cls].nobjects)))
+            return 0;
+        set->n = (uint32_t)n;
+        set->npartial = ch->npartial;
+        set->collected_ns = now;
+    }
+    if (!set->indexed) {
+        /* Shuffling and indexing thousands of candidates takes a while:
+         * not for a slice already over (the next one goes on from here). */
+        *out = SLICE_TIME;
+        if (mesh_slice_over(deadline_ns))
+            return 0;
+        for (size_t i = n; i > 1; i--) {
+            size_t j = mesh_rng_below(&M.rng, (uint32_t)i);
+            cand_t t = M.cand[i - 1];
+            M.cand[i - 1] = M.cand[j];
+            M.cand[j] = t;
+        }
+        set->indexed = true;
     }
     M.ncand = n;
     for (size_t i = 0; i < n; i++)
         M.cand_of[M.cand[i].id] = (uint32_t)i;
-    enum slice_outcome o = SLICE_DONE;
+    return n;
+}
+
+enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res)
+{
+    mesh_class_heap_t *ch = &mesh_class_heaps[cls];
+    uint64_t before = res->npairs;
+    bool exact = mesh_classes[cls].nobjects <= MESH_EXACT_OBJECTS;
+    enum slice_outcome o;
+    size_t n = slice_cands(ch, cls, deadline_ns, &o);
+    if (!n) {
+        if (o != SLICE_TIME)
+            set_drop(&M.sets[cls]);
+        return o;
+    }
+    o = SLICE_DONE;
     if (exact)
         o = mesh_exact_locked(ch, cls, n, deadline_ns, res);
     size_t half = n / 2, nright = n - half;
@@ -360,8 +488,9 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
             o = SLICE_TIME;
             break;
         }
-        if (l->used)
+        if (l->used || l->tried)
             continue;
+        l->tried = 1;
         enum mesh_outcome mo;
         if (mesh_run_partner_locked(ch, cls, l, res, deadline_ns, &mo)) {
             if (mo == NO_MAPS)
@@ -383,6 +512,8 @@ enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_re
         }
     }
     ch->sweep_pairs += (uint32_t)(res->npairs - before);
+    if (o != SLICE_TIME)
+        set_drop(&M.sets[cls]);
     if (o != SLICE_DONE)
         return o;
     /* A class is fruitless when a whole sweep of the cursor through its

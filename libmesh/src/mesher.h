@@ -36,9 +36,29 @@
 typedef struct cand {
     uint64_t bits[MESH_BITMAP_WORDS];
     uint32_t id;
+    uint32_t gen;                /* the record's generation when collected */
     uint8_t chain, used;
+    uint8_t tried;               /* looked for a partner among the others already */
     uint32_t by_live;            /* exact matching: the candidates, fullest first */
 } cand_t;
+
+/* A class's candidates.  Collecting them reads a cold record a span, in
+ * list order (each read waits for the last): in Redis a quarter of the
+ * search's time, and most slices ran out of time before using what they
+ * had collected.  So a slice that runs out of time keeps its set, and the
+ * class's next slice goes on with it, for up to MESH_CANDS_KEEP_PERIODS
+ * periods, instead of collecting again.  The class lock was let go in
+ * between: a kept set is brought up to date first (mesh_match.c,
+ * refresh_set). */
+typedef struct cand_set {
+    cand_t *cand;                /* from mmap, cap entries; NULL until needed */
+    uint32_t n, cap;             /* n: candidates kept for the next slice, 0: none */
+    bool indexed;                /* shuffled and in cand_of: the collection ran to its end */
+    uint32_t npartial;           /* the class's partial spans when it was collected */
+    uint64_t collected_ns;
+} cand_set_t;
+
+#define MESH_CANDS_KEEP_PERIODS 2
 
 /* A pass started by a busy thread (from the allocation path, not before
  * a wait) gets 1/MESH_BUSY_SLICES of MESH_PASS_MS; if it ran out of time,
@@ -68,8 +88,11 @@ typedef struct mesh_mesher {
     uint32_t punch_n, punch_cap;     /* punched when the slice ends */
     uint64_t punch_ns;               /* what one of those punches costs, on average */
 
-    cand_t *cand;                    /* the candidates of the slice under way, */
-    size_t cand_cap, ncand;          /* scratch space from mmap */
+    cand_set_t sets[MESH_NUM_CLASSES]; /* each class's candidates, kept between slices */
+    cand_t *spare;                   /* a set's array not in use, for the next collection */
+    uint32_t spare_cap;
+    cand_t *cand;                    /* the candidates of the slice under way (a set's), */
+    size_t ncand;                    /* how many */
     uint32_t *cand_of;               /* record id -> index in cand (stale unless it points back) */
     size_t cand_of_usable;           /* bytes of it mapped: enough for every record that exists */
     uint16_t *sorted;                /* exact matching: bitmaps fullest first, all ones once used */
@@ -126,6 +149,7 @@ enum mesh_outcome mesh_run_locked(mesh_class_heap_t *ch, unsigned cls, mesh_mini
 
 /* mesh_match.c */
 enum slice_outcome mesh_class_locked(unsigned cls, uint64_t deadline_ns, pass_result_t *res);
+void mesh_cands_drop_stale(uint64_t now);
 
 /* mesh_pass.c */
 bool mesh_slice_over(uint64_t deadline_ns);
