@@ -59,7 +59,7 @@ static void set_drop(cand_set_t *set)
 /* Whether a kept set is recent enough to go on with. */
 static bool set_recent(const cand_set_t *set, uint64_t now)
 {
-    return now - set->collected_ns < MESH_CANDS_KEEP_PERIODS * mesh_ms_to_ns(mesh_opt.period_ms);
+    return now >= set->collected_ns && now - set->collected_ns < MESH_CANDS_KEEP_PERIODS * mesh_ms_to_ns(mesh_opt.period_ms);
 }
 
 /* Whether a kept set of ch's is recent and still stands for the class: not
@@ -71,8 +71,9 @@ static bool set_fresh(const cand_set_t *set, const mesh_class_heap_t *ch, uint64
     return set_recent(set, now) && ch->npartial <= set->npartial + set->npartial / 8 + 64;
 }
 
-/* Lets go of the sets kept too long, with their memory: a class whose
- * slice ran out of time may not be visited again for a while. */
+/* Lets go of the sets kept too long (all of them when now is UINT64_MAX),
+ * with their memory: a class whose slice ran out of time may not be
+ * visited again for a while. */
 void mesh_cands_drop_stale(uint64_t now)
 {
     for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)

@@ -223,7 +223,9 @@ static uint64_t run_pass(bool forced, uint64_t budget_ns, enum pass_kind kind)
         mesh_thread_heap_flush(mesh_tls_heap);
 
     uint64_t cpu0 = mesh_os_thread_cpu_ns();
-    mesh_cands_drop_stale(mesh_os_now_ns());
+    /* A forced pass (mesh.compact) asks for everything there is: it
+     * collects anew, where a kept set would miss the spans made since. */
+    mesh_cands_drop_stale(forced ? UINT64_MAX : mesh_os_now_ns());
     uint64_t t0 = mesh_os_now_ns(), budget = budget_ns ? budget_ns : mesh_ms_to_ns(mesh_opt.pass_ms);
     uint64_t deadline = t0 + (budget > 4 * MESH_PASS_SLACK_NS ? budget - MESH_PASS_SLACK_NS : budget);
     unsigned order[MESH_NUM_CLASSES], nactive = classes_to_visit(forced, order);
