@@ -58,26 +58,26 @@ static void slice_out_of_time(unsigned cls)
     CHECK_EQ(res.npairs, 0);
 }
 
-static void test_stale_candidates(void)
+/* NSPANS fragmented 256-byte spans in pairs that fit exactly, and a set
+ * of them kept by a slice that ran out of time. */
+static cand_set_t *kept_set(frag_t *f)
 {
-    uint64_t x = 0x2545f4914f6cdd1dULL;
-    for (int p = 0; p < NSPANS / 2; p++) {
-        uint16_t m = 0;
-        while (mesh_popcount64(m) < 8) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            m |= (uint16_t)(1u << (x % 16));
-        }
-        masks[p] = m;
-    }
     const unsigned cls = mesh_size_class(256);
-    CHECK_EQ(mesh_classes[cls].nobjects, 16);
-    frag_t f = {.size = 256, .max_spans = NSPANS, .keep = keep_complement};
-    fragment(&f);
-    CHECK_EQ(f.nkept, NSPANS * 8);
-
+    *f = (frag_t){.size = 256, .max_spans = NSPANS, .keep = keep_complement};
+    fragment(f);
+    CHECK_EQ(f->nkept, NSPANS * 8);
     slice_out_of_time(cls);
     cand_set_t *set = &mesh_mesher.sets[cls];
     CHECK(set->n >= 2);
+    return set;
+}
+
+static void test_stale_candidates(void)
+{
+    const unsigned cls = mesh_size_class(256);
+    CHECK_EQ(mesh_classes[cls].nobjects, 16);
+    frag_t f;
+    cand_set_t *set = kept_set(&f);
 
     pthread_t t;
     pthread_create(&t, NULL, allocate_late, NULL);
@@ -103,12 +103,8 @@ static void test_stale_candidates(void)
  * slice collects anew (and finds the spans freed meanwhile gone). */
 static void test_old_set_dropped(void)
 {
-    const unsigned cls = mesh_size_class(256);
-    frag_t f = {.size = 256, .max_spans = NSPANS, .keep = keep_complement};
-    fragment(&f);
-    slice_out_of_time(cls);
-    cand_set_t *set = &mesh_mesher.sets[cls];
-    CHECK(set->n >= 2);
+    frag_t f;
+    cand_set_t *set = kept_set(&f);
     set->collected_ns -= MESH_CANDS_KEEP_PERIODS * mesh_ms_to_ns(mesh_opt.period_ms);
     free_all(&f);
     mesh_pass(false, 1000000000ULL);
@@ -121,11 +117,8 @@ static void test_old_set_dropped(void)
 static void test_grown_class_recollected(void)
 {
     const unsigned cls = mesh_size_class(256);
-    frag_t f = {.size = 256, .max_spans = NSPANS, .keep = keep_complement};
-    fragment(&f);
-    slice_out_of_time(cls);
-    cand_set_t *set = &mesh_mesher.sets[cls];
-    CHECK(set->n >= 2);
+    frag_t f;
+    cand_set_t *set = kept_set(&f);
     uint64_t first = set->collected_ns;
     slice_out_of_time(cls); /* the same class: goes on with the set */
     CHECK_EQ(set->collected_ns, first);
@@ -141,6 +134,15 @@ static void test_grown_class_recollected(void)
 
 int main(void)
 {
+    uint64_t x = 0x2545f4914f6cdd1dULL;
+    for (int p = 0; p < NSPANS / 2; p++) {
+        uint16_t m = 0;
+        while (mesh_popcount64(m) < 8) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            m |= (uint16_t)(1u << (x % 16));
+        }
+        masks[p] = m;
+    }
     free(malloc(1));
     TEST_RUN(test_stale_candidates);
     TEST_RUN(test_old_set_dropped);
