@@ -112,6 +112,7 @@ void mesh_mesh_unlock_reserved(void)
 {
     pthread_mutex_lock(&M.lock);
     mesh_reserve_unlock(M.cand_of, (size_t)mesh_arena.max_records * sizeof *M.cand_of, M.cand_of_usable);
+    mesh_chain_len_unlock_reserved();
     pthread_mutex_unlock(&M.lock);
 }
 
@@ -180,7 +181,7 @@ static void refresh_set(unsigned cls, size_t n)
                 c->tried = 0; /* it may fit a partner it did not fit */
             c->bits[w] = now;
         }
-        c->chain = (uint8_t)(mh->mesh_next ? mesh_chain_length(mh) : 1);
+        c->chain = (uint8_t)mesh_chain_length(mh);
     }
 }
 

@@ -84,6 +84,9 @@ typedef struct mesh_mesher {
 
     bool alone, alone_known;         /* one thread in the process when the slice's first mesh began */
 
+    uint8_t *chain_len;              /* head record id -> virtual spans in its chain (mesh.c) */
+    size_t chain_len_usable;         /* bytes of it mapped: past every head's id */
+
     uint32_t *punch_page;            /* (page, npages) pairs of meshed-away spans, */
     uint32_t punch_n, punch_cap;     /* punched when the slice ends */
     uint64_t punch_ns;               /* what one of those punches costs, on average */
@@ -141,6 +144,7 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src);
 enum mesh_outcome mesh_pairs_locked(mesh_class_heap_t *ch, mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src,
                                     uint32_t k, uint64_t *pause_ns, uint32_t *released);
 void mesh_punch_flush(void);
+void mesh_chain_len_unlock_reserved(void);
 
 /* mesh_run.c */
 bool mesh_run_partner(mesh_miniheap_t *mh, mesh_miniheap_t **dst, mesh_miniheap_t **src);
