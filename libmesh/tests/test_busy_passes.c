@@ -92,7 +92,8 @@ static void test_gave_way_forgotten(void)
     mesh_wait_t w = {.ready = always_ready, .fd = -1};
     uint64_t meshes0 = ctl("stats.mesh_count"), gave0 = atomic_load(&mesh_stats.idle_gave_way);
     start_period();
-    CHECK(mesh_maybe_mesh(1000000000ULL, &w));
+    CHECK(!mesh_maybe_mesh(1000000000ULL, &w)); /* the period stays due */
+    CHECK_EQ(atomic_load(&mesh_mesher.last_pass_ns), 0);
     CHECK(atomic_load(&mesh_stats.idle_gave_way) > gave0);
     CHECK_EQ(ctl("stats.mesh_count"), meshes0); /* it gave way before meshing */
     CHECK(mesh_pass(true, 1000000000ULL) > 0);
