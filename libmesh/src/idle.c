@@ -271,13 +271,16 @@ MESH_EXPORT unsigned int sleep(unsigned int seconds)
         uint64_t t0_ = mesh_os_now_ns(), wait_ns = split_ns(want);           \
         if (wait_ns) {                                                       \
             MESH_PINNED_CALL_BUF(buf, len, call);                            \
-            if (r != 0)                                                      \
+            if (r != 0) {                                                    \
+                mesh_loop_woke();                                            \
                 return r;                                                    \
+            }                                                                \
             MESH_STAT_ADD(idle_splits, 1);                                   \
         }                                                                    \
         idle_rest(want, t0_, &(w));                                          \
         wait_ns = left_ns(want, t0_);                                        \
         MESH_PINNED_CALL_BUF(buf, len, call);                                \
+        mesh_loop_woke();                                                    \
     } while (0)
 
 /* A timespec for wait_ns, or NULL for no limit. */
@@ -364,6 +367,7 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
         struct timespec f = ns_ts(first);
         PINNED_SETS_CALL(rd, wr, ex, real_pselect(n, rd, wr, ex, &f, mask));
         if (r != 0) {
+            mesh_loop_woke();
             *left_ns_out = left_ns(want, t0);
             return r;
         }
@@ -375,6 +379,7 @@ static int select_split(int n, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t want
     idle_rest(want, t0, &w);
     struct timespec left = ns_ts(left_ns(want, t0));
     PINNED_SETS_CALL(rd, wr, ex, real_pselect(n, rd, wr, ex, want == UINT64_MAX ? NULL : &left, mask));
+    mesh_loop_woke();
     *left_ns_out = left_ns(want, t0);
     return r;
 }

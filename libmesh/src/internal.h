@@ -359,6 +359,7 @@ void mesh_mesh_init(void);
 bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait);
 void mesh_maybe_resume(void);
 uint64_t mesh_idle_split_ns(uint64_t wait_ns);
+void mesh_loop_woke(void);
 uint64_t mesh_pass(bool forced, uint64_t budget_ns);
 unsigned mesh_chain_length(const mesh_miniheap_t *head);
 void mesh_maps_add(int64_t n);

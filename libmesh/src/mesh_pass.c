@@ -41,8 +41,8 @@ static __thread uint64_t tls_wait_check_ns;
 static __thread bool tls_gave_way;
 
 /*
- * A thread that came to an idle point within the last period runs an event
- * loop: it will be back at one soon.  Its period's work waits for that
+ * A thread whose wait for descriptors (poll, select, epoll) returned
+ * within the last period runs an event loop: it will be back at one soon.  Its period's work waits for that
  * idle point instead of starting from the allocation path, where the
  * request being served would wait for a whole busy pass; and at the idle
  * point, a wait that would return at once leaves the work due for the
@@ -54,8 +54,16 @@ static __thread bool tls_gave_way;
  * docs/results.md).
  */
 #define MESH_LOOP_STARVE_PERIODS 10
-static __thread uint64_t tls_loop_ns;      /* when this thread was last at an idle point */
+static __thread uint64_t tls_loop_ns;      /* when this thread's last wait for descriptors returned */
 static __thread uint64_t tls_loop_retry_ns; /* a due period's next look at the wait, no sooner */
+
+/* Called as a wait for descriptors returns (idle.c): measured from the
+ * wait's start, a loop whose waits last a period (Redis's, idle, wait up
+ * to 100 ms for its timer) would pass for a busy thread as it wakes. */
+void mesh_loop_woke(void)
+{
+    tls_loop_ns = mesh_os_now_ns();
+}
 
 static bool in_loop(uint64_t now)
 {
@@ -365,8 +373,6 @@ static void period_work(bool busy, uint64_t idle_ns)
 bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
 {
     uint64_t now = mesh_os_now_ns(), last = atomic_load_explicit(&M.last_pass_ns, memory_order_relaxed);
-    if (wait)
-        tls_loop_ns = now;
     if (now - last < mesh_ms_to_ns(mesh_opt.period_ms))
         return false;
     bool starved = starving(now);

@@ -1,12 +1,15 @@
 /*
- * An event loop's period work waits for its idle points: a thread that
- * came to one within the last period does not start a busy pass from the
- * allocation path, and at an idle point whose wait would return at once
- * the period stays due.  A loop that never finds a quiet moment gets the
+ * An event loop's period work waits for its idle points: a thread whose
+ * wait for descriptors returned within the last period does not start a
+ * busy pass from the allocation path, and at an idle point whose wait
+ * would return at once the period stays due.  A loop that never finds a quiet moment gets the
  * work anyway once it has been put off for MESH_LOOP_STARVE_PERIODS
  * periods.  The checks are on what ran, never on how long it took.
  */
 #define _GNU_SOURCE
+#include <poll.h>
+#include <unistd.h>
+
 #include "meshing.h"
 #include "mesher.h"
 #include "test.h"
@@ -49,9 +52,15 @@ static void test_busy_path_waits_for_the_loop(void)
     flush_frees();
     mesh_wait_t busy = {.ready = always_ready, .fd = -1}, quiet = {.ready = never_ready, .fd = -1};
 
-    /* An idle point marks the thread as a loop (the period is not due). */
+    /* A wait for descriptors marks the thread as a loop; a sleep does not. */
     atomic_store(&mesh_mesher.last_pass_ns, mesh_os_now_ns());
-    CHECK(!mesh_maybe_mesh(1000000ULL, &quiet));
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    CHECK_EQ(write(fds[1], "x", 1), 1);
+    struct pollfd p = {.fd = fds[0], .events = POLLIN};
+    CHECK_EQ(poll(&p, 1, 1000), 1);
+    close(fds[0]);
+    close(fds[1]);
 
     period_due();
     uint64_t p0 = passes(), meshes0 = ctl("stats.mesh_count");
@@ -71,6 +80,24 @@ static void test_busy_path_waits_for_the_loop(void)
     mesh_global_check();
 }
 
+/* A thread that only sleeps is no event loop: its busy passes run. */
+static void test_sleeper_is_no_loop(void)
+{
+    frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
+    fragment(&f);
+    flush_frees();
+    atomic_store(&mesh_mesher.last_pass_ns, mesh_os_now_ns());
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+    spin_ms(2 * mesh_opt.period_ms); /* past any earlier wait for descriptors */
+    nanosleep(&ts, NULL);
+    period_due();
+    CHECK(mesh_maybe_mesh(0, NULL));
+    CHECK(all_intact(&f));
+    free_all(&f);
+    mesh_global_check();
+}
+
 static void test_starved_loop_meshes(void)
 {
     frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
@@ -85,6 +112,7 @@ static void test_starved_loop_meshes(void)
      * periods: nothing runs. */
     uint64_t t0 = mesh_os_now_ns(), starve = 10 * mesh_ms_to_ns(mesh_opt.period_ms);
     while (mesh_os_now_ns() - t0 < starve * 8 / 10) {
+        mesh_loop_woke(); /* as a wait for descriptors returning */
         CHECK(!mesh_maybe_mesh(1000000000ULL, &busy));
         CHECK(!mesh_maybe_mesh(0, NULL));
         spin_ms(1);
@@ -107,6 +135,7 @@ int main(void)
     mesh_opt.period_ms = 20;
     mesh_opt.pass_ms = 100;
     TEST_RUN(test_busy_path_waits_for_the_loop);
+    TEST_RUN(test_sleeper_is_no_loop);
     TEST_RUN(test_starved_loop_meshes);
     TEST_DONE();
 }
