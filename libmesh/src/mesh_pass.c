@@ -42,11 +42,11 @@ static __thread bool tls_gave_way;
 
 /*
  * A thread whose wait for descriptors (poll, select, epoll) returned
- * within the last period runs an event loop: it will be back at one soon.  Its period's work waits for that
- * idle point instead of starting from the allocation path, where the
- * request being served would wait for a whole busy pass; and at the idle
- * point, a wait that would return at once leaves the work due for the
- * next one (checked at most every MESH_READY_CHECK_NS).  A loop that never
+ * within the last period runs an event loop: it will be back at an idle
+ * point soon.  Its period's work waits for that idle point instead of
+ * starting from the allocation path, where the request being served would
+ * wait for a whole busy pass; and at the idle point, a wait that would
+ * return at once leaves the work due for the next one (checked at most every MESH_READY_CHECK_NS).  A loop that never
  * finds a quiet moment still gets its period's work once it has been due
  * for MESH_LOOP_STARVE_PERIODS periods, with a busy pass's budget: a
  * saturated server meshes, more slowly, and its requests meet a pass once
@@ -404,7 +404,7 @@ bool mesh_maybe_mesh(uint64_t idle_ns, mesh_wait_t *wait)
         return false;
     }
     atomic_store_explicit(&deferred_since_ns, 0, memory_order_relaxed);
-    if (ready)
+    if (starved)
         MESH_STAT_ADD(loop_starved, 1);
     period_work(ready || (!idle_ns && !wait), idle_ns);
     tls_wait = NULL;

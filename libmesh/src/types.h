@@ -166,7 +166,7 @@ void mesh_options_init(void);
     X(mesh_failed, "meshes abandoned because a system call failed")               \
     X(idle_gave_way, "idle passes cut short: the wait had something to return")             \
     X(idle_splits, "waits split where a mesh period began during them")             \
-    X(loop_starved, "periods an event loop's work ran at a busy idle point: none quiet for 10") \
+    X(loop_starved, "periods an event loop's work ran after 10 with no quiet idle point") \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \

@@ -45,11 +45,26 @@ static void spin_ms(uint64_t ms)
         ;
 }
 
+/* Spans of 256-byte objects, half of them freed: pairs to mesh. */
+static void fragmented(frag_t *f)
+{
+    *f = (frag_t){.size = 256, .groups = 2, .max_spans = 256};
+    fragment(f);
+    flush_frees();
+}
+
+/* Every object intact, freed, and the heap consistent. */
+static void done(frag_t *f)
+{
+    CHECK(all_intact(f));
+    free_all(f);
+    mesh_global_check();
+}
+
 static void test_busy_path_waits_for_the_loop(void)
 {
-    frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
-    fragment(&f);
-    flush_frees();
+    frag_t f;
+    fragmented(&f);
     mesh_wait_t busy = {.ready = always_ready, .fd = -1}, quiet = {.ready = never_ready, .fd = -1};
 
     /* A wait for descriptors marks the thread as a loop; a sleep does not. */
@@ -75,17 +90,14 @@ static void test_busy_path_waits_for_the_loop(void)
     CHECK(mesh_maybe_mesh(1000000000ULL, &quiet));
     CHECK_EQ(passes(), p0 + 1);
     CHECK(ctl("stats.mesh_count") > meshes0);
-    CHECK(all_intact(&f));
-    free_all(&f);
-    mesh_global_check();
+    done(&f);
 }
 
 /* A thread that only sleeps is no event loop: its busy passes run. */
 static void test_sleeper_is_no_loop(void)
 {
-    frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
-    fragment(&f);
-    flush_frees();
+    frag_t f;
+    fragmented(&f);
     atomic_store(&mesh_mesher.last_pass_ns, mesh_os_now_ns());
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
@@ -93,16 +105,13 @@ static void test_sleeper_is_no_loop(void)
     nanosleep(&ts, NULL);
     period_due();
     CHECK(mesh_maybe_mesh(0, NULL));
-    CHECK(all_intact(&f));
-    free_all(&f);
-    mesh_global_check();
+    done(&f);
 }
 
 static void test_starved_loop_meshes(void)
 {
-    frag_t f = {.size = 256, .groups = 2, .max_spans = 256};
-    fragment(&f);
-    flush_frees();
+    frag_t f;
+    fragmented(&f);
     mesh_wait_t busy = {.ready = always_ready, .fd = -1};
     uint64_t p0 = passes(), meshes0 = ctl("stats.mesh_count"), starved0 = atomic_load(&mesh_stats.loop_starved);
 
@@ -124,9 +133,7 @@ static void test_starved_loop_meshes(void)
     CHECK_EQ(passes(), p0 + 1);
     CHECK(ctl("stats.mesh_count") > meshes0);
     CHECK_EQ(atomic_load(&mesh_stats.loop_starved), starved0 + 1);
-    CHECK(all_intact(&f));
-    free_all(&f);
-    mesh_global_check();
+    done(&f);
 }
 
 int main(void)
