@@ -473,26 +473,82 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
 
 /* ---- giving memory back (the punching itself: punch.c) ---- */
 
+/* The FREE span that ends at page, or that starts there (below the
+ * frontier), or NULL. */
+static mesh_miniheap_t *free_ending_at(uint32_t page)
+{
+    if (page == 0)
+        return NULL;
+    mesh_miniheap_t *f = mesh_rec(table_get(page - 1));
+    return f->kind == MESH_KIND_FREE && f->span_page + f->npages == page ? f : NULL;
+}
+
+static mesh_miniheap_t *free_starting_at(uint32_t page)
+{
+    if (page >= A.frontier)
+        return NULL;
+    mesh_miniheap_t *f = mesh_rec(table_get(page));
+    return f->kind == MESH_KIND_FREE && f->span_page == page ? f : NULL;
+}
+
+static bool due(const mesh_miniheap_t *f, uint64_t cutoff)
+{
+    return f && f->state == MESH_MH_FREE_DIRTY && f->dirty_epoch < cutoff;
+}
+
+/* Where the punch that starts at the due dirty span f ends, or 0 when an
+ * earlier punch covers f.  A punch runs on through clean free spans (holes
+ * already: punching them again frees nothing and zaps no page-table entry)
+ * to the next due dirty span, and so on: each call is one TLB shootdown,
+ * the cost of a punch, and a heap freed in random order (a program's exit,
+ * an eviction sweep) leaves its dirty pages one by one between holes.
+ * Neighbours of one state coalesce, so free spans alternate clean and
+ * dirty: two steps find the previous due one. */
+static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
+{
+    const mesh_miniheap_t *c = free_ending_at(f->span_page);
+    if (c && c->state == MESH_MH_FREE_CLEAN && due(free_ending_at(c->span_page), cutoff))
+        return 0;
+    uint32_t end = f->span_page + f->npages;
+    while ((c = free_starting_at(end)) && c->state == MESH_MH_FREE_CLEAN) {
+        const mesh_miniheap_t *d = free_starting_at(c->span_page + c->npages);
+        if (!due(d, cutoff))
+            break;
+        end = d->span_page + d->npages;
+    }
+    return end;
+}
+
 /* Punches the dirty free spans that became dirty before period cutoff
- * (UINT64_MAX: all of them); returns the bytes given back. */
+ * (UINT64_MAX: all of them), neighbours across holes in one call; returns
+ * the bytes given back. */
 static uint64_t scavenge_before_locked(uint64_t cutoff)
 {
     if (!A.dirty_pages)
         return 0;
     bool use_fd = mesh_arena_fd_is_ours_locked();
     uint64_t pages = 0;
+    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1))
+        for (uint32_t id = A.bins_dirty[b]; id; id = mesh_rec(id)->next) {
+            mesh_miniheap_t *f = mesh_rec(id);
+            uint32_t end = due(f, cutoff) ? punch_end(f, cutoff) : 0;
+            if (end)
+                mesh_arena_punch_range_locked(f->span_page, end - f->span_page, use_fd);
+        }
+    /* Every due span is punched: now they become clean, merging with
+     * the holes around them. */
     for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
         for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
             mesh_miniheap_t *f = mesh_rec(id);
             next = f->next;
-            if (f->dirty_epoch >= cutoff)
+            if (!due(f, cutoff))
                 continue;
             bin_remove(f);
-            mesh_arena_punch_locked(f->span_page, f->npages, use_fd);
             pages += f->npages;
             insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
         }
     }
+    MESH_STAT_ADD(punched_bytes, pages << MESH_PAGE_SHIFT);
     return pages << MESH_PAGE_SHIFT;
 }
 

@@ -25,8 +25,10 @@ bool mesh_arena_fd_is_ours_locked(void)
 }
 
 /* Gives pages back: a hole in the file (through the descriptor, or the
- * mapping when the descriptor is lost), MADV_DONTNEED past the file. */
-void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd)
+ * mapping when the descriptor is lost), MADV_DONTNEED past the file.  One
+ * call; punched_bytes is the caller's to count (a range may run over holes
+ * punched before). */
+void mesh_arena_punch_range_locked(uint32_t page, uint32_t npages, bool use_fd)
 {
     uint32_t end = page + npages, fend = end < A.file_pages ? end : A.file_pages;
     if (page < fend) {
@@ -39,6 +41,11 @@ void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd)
         mesh_os_dontneed(A.base + ((size_t)from << MESH_PAGE_SHIFT), (size_t)(end - from) << MESH_PAGE_SHIFT);
     }
     MESH_STAT_ADD(punch_count, 1);
+}
+
+void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd)
+{
+    mesh_arena_punch_range_locked(page, npages, use_fd);
     MESH_STAT_ADD(punched_bytes, (uint64_t)npages << MESH_PAGE_SHIFT);
 }
 

@@ -115,6 +115,62 @@ static void test_scavenge_punches(void)
     check_invariants();
 }
 
+static uint64_t scavenge(void)
+{
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint64_t released = mesh_arena_scavenge_locked();
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return released;
+}
+
+/* Dirty spans with only holes between them are punched in one call, and
+ * nothing else is: live neighbours keep their data, the holes and the
+ * dirty spans become one clean span reading as zeros. */
+static void test_punch_across_holes(void)
+{
+    bool clean;
+    scavenge();
+    mesh_miniheap_t *s[7];
+    for (int i = 0; i < 7; i++) {
+        s[i] = alloc_span(2, 1, &clean);
+        CHECK(s[i] != NULL);
+        memset(mesh_mh_start(s[i]), 0x40 + i, 2 * MESH_PAGE_SIZE);
+    }
+    for (int i = 1; i < 7; i++)
+        if (s[i]->span_page != s[0]->span_page + 2 * i)
+            return; /* not neighbours: nothing to test */
+    uint32_t first = s[1]->span_page;
+    /* s1 and s3 become holes; then s0, s2, s4 (between holes) and s6
+     * (beyond the live s5) are dirty. */
+    free_span(s[1]);
+    free_span(s[3]);
+    scavenge();
+    uint64_t calls = mesh_stats.punch_count, bytes = mesh_stats.punched_bytes;
+    free_span(s[0]);
+    free_span(s[2]);
+    free_span(s[4]);
+    free_span(s[6]);
+    CHECK_EQ(scavenge(), 8 * MESH_PAGE_SIZE);
+    CHECK_EQ(mesh_stats.punch_count - calls, 2);
+    CHECK_EQ(mesh_stats.punched_bytes - bytes, 8 * MESH_PAGE_SIZE);
+    check_invariants();
+    const unsigned char *live = (const unsigned char *)mesh_mh_start(s[5]);
+    int wrong = 0;
+    for (size_t i = 0; i < 2 * MESH_PAGE_SIZE; i++)
+        wrong += live[i] != 0x45;
+    CHECK_EQ(wrong, 0);
+    mesh_miniheap_t *f = mesh_arena_lookup(mesh_arena.base + ((size_t)(first - 2) << MESH_PAGE_SHIFT));
+    CHECK(f->kind == MESH_KIND_FREE && f->state == MESH_MH_FREE_CLEAN);
+    CHECK(f->span_page <= first - 2 && f->span_page + f->npages >= first + 8);
+    const unsigned char *p = (const unsigned char *)mesh_arena.base + ((size_t)(first - 2) << MESH_PAGE_SHIFT);
+    int nonzero = 0;
+    for (size_t i = 0; i < 10 * MESH_PAGE_SIZE; i += 64)
+        nonzero += p[i] != 0;
+    CHECK_EQ(nonzero, 0);
+    free_span(s[5]);
+    check_invariants();
+}
+
 static void test_dirty_threshold(void)
 {
     /* More than MESH_MAX_DIRTY_MB freed at once is punched right away. */
@@ -165,6 +221,7 @@ int main(void)
     TEST_RUN(test_alloc_free_coalesce);
     TEST_RUN(test_alignment);
     TEST_RUN(test_scavenge_punches);
+    TEST_RUN(test_punch_across_holes);
     TEST_RUN(test_dirty_threshold);
     TEST_RUN(test_grow_shrink);
     TEST_RUN(test_exhaustion);
