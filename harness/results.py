@@ -239,6 +239,11 @@ class RunSummary:
     mean_live: Optional[float]
     peak_live: Optional[int]
     frag_ratio: Optional[float]    # mean footprint / mean live bytes
+    # mean footprint up to the workload's teardown phase (None without one):
+    # an allocator that gives pages back as a program frees its whole heap
+    # at exit makes that teardown longer, and its low tail pulls the
+    # whole-run mean down; this mean leaves the tail out
+    mean_footprint_pre_teardown: Optional[float] = None
 
 
 def time_weighted_mean(t: list, v: list) -> Optional[float]:
@@ -262,15 +267,40 @@ def time_weighted_mean(t: list, v: list) -> Optional[float]:
     return total / span
 
 
+def time_weighted_mean_until(t: list, v: list, end: float) -> Optional[float]:
+    """time_weighted_mean of the samples up to end, the last of them
+    holding until end."""
+    pts = [(a, b) for a, b in zip(t, v) if a is not None and b is not None and a <= end]
+    if not pts:
+        return None
+    total = span = 0.0
+    for (t0, v0), (t1, _) in zip(pts, pts[1:] + [(end, None)]):
+        total += v0 * (t1 - t0)
+        span += t1 - t0
+    return total / span if span > 0 else float(pts[-1][1])
+
+
 def _max(v: Iterable) -> Optional[int]:
     vals = [x for x in v if x is not None]
     return max(vals) if vals else None
+
+
+def teardown_start(run: Run) -> Optional[float]:
+    """When the workload's teardown phase began, on the memory series'
+    clock, or None if its trace has no such phase."""
+    lv = run.live
+    for t, phase in zip(lv.t, lv.phase):
+        if phase == "teardown" and t is not None:
+            return t + (run.live_offset_s or 0.0)
+    return None
 
 
 def summarize(run: Run) -> RunSummary:
     m, lv = run.memory, run.live
     foot = [x for x in m.footprint if x is not None]
     mean_fp = time_weighted_mean(m.t, m.footprint)
+    end = teardown_start(run)
+    pre = time_weighted_mean_until(m.t, m.footprint, end) if end is not None else None
     mean_live = time_weighted_mean(lv.t, lv.live)
     frag = (mean_fp / mean_live) if mean_fp and mean_live else None
     return RunSummary(
@@ -278,7 +308,8 @@ def summarize(run: Run) -> RunSummary:
         final_footprint=foot[-1] if foot else None, peak_usage=_max(m.usage),
         peak_pss=_max(m.pss), peak_rss=_max(m.rss),
         mean_pss=time_weighted_mean(m.t, m.pss), mean_rss=time_weighted_mean(m.t, m.rss),
-        mean_live=mean_live, peak_live=_max(lv.live), frag_ratio=frag)
+        mean_live=mean_live, peak_live=_max(lv.live), frag_ratio=frag,
+        mean_footprint_pre_teardown=pre)
 
 
 @dataclass
@@ -395,7 +426,8 @@ CSV_FIELDS = ("workload", "allocator", "trial", "seed", "scale", "status", "meth
               "exit_code", "wall_s", "user_s", "sys_s", "mean_footprint_bytes",
               "peak_footprint_bytes", "final_footprint_bytes", "peak_usage_bytes",
               "peak_pss_bytes", "peak_rss_bytes", "mean_live_bytes", "peak_live_bytes",
-              "frag_ratio", "samples", "checksum", "ops_per_sec", "score")
+              "frag_ratio", "samples", "checksum", "ops_per_sec", "score",
+              "mean_footprint_pre_teardown_bytes")
 
 
 def _num(x: Any) -> Any:
@@ -417,5 +449,5 @@ def write_csv(result: MatrixResult, path: str) -> None:
                 r.exit_code, r.wall_s, r.user_s, r.sys_s, s.mean_footprint,
                 s.peak_footprint, s.final_footprint, s.peak_usage, s.peak_pss, s.peak_rss,
                 s.mean_live, s.peak_live, s.frag_ratio, s.samples, res.get("checksum"),
-                res.get("ops_per_sec"), res.get("score"))])
+                res.get("ops_per_sec"), res.get("score"), s.mean_footprint_pre_teardown)])
     os.replace(tmp, path)

@@ -113,6 +113,16 @@ class TestDerived(unittest.TestCase):
         self.assertAlmostEqual(s.mean_live, 5.0)
         self.assertAlmostEqual(s.frag_ratio, 3.0)
 
+    def test_mean_before_teardown(self):
+        # footprint 10 from 0.01 s, 20 from 0.02, 30 from 0.03, 1 from 0.04;
+        # the teardown begins at 0.025 on the memory clock (0.015 + offset)
+        r = make_run(footprint=(10, 20, 30, 1), live=(5, 10))
+        r.live = R.LiveTrace(t=[0.0, 0.015], live=[5, 10], phase=["work", "teardown"])
+        s = R.summarize(r)
+        self.assertAlmostEqual(s.mean_footprint_pre_teardown, (10 * 0.01 + 20 * 0.005) / 0.015)
+        self.assertAlmostEqual(s.mean_footprint, (10 + 20 + 30) / 3)
+        self.assertIsNone(R.summarize(make_run()).mean_footprint_pre_teardown)
+
     def test_stat_ratio_error(self):
         a, b = R.Stat(20.0, 2.0, 3), R.Stat(10.0, 1.0, 3)
         r = a.ratio(b)
