@@ -12,8 +12,8 @@
  * Free pages are kept as FREE spans in bins by length, dirty (still in the
  * file) apart from clean (punched or never touched, so they read as zeros).
  * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
- * dirty pages pile up, all of them are punched at once (the punching
- * itself, and the check that the descriptor is still ours: punch.c).
+ * dirty pages pile up, all of them are punched at once (which, when and
+ * how: the scavenge in punch.c).
  *
  * The range, its metadata arrays and the file are reserved and grown with
  * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
@@ -471,11 +471,11 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     return true;
 }
 
-/* ---- giving memory back (the punching itself: punch.c) ---- */
+/* ---- free spans, for the scavenge (punch.c) ---- */
 
 /* The FREE span that ends at page, or that starts there (below the
  * frontier), or NULL. */
-static mesh_miniheap_t *free_ending_at(uint32_t page)
+mesh_miniheap_t *mesh_arena_free_ending_at(uint32_t page)
 {
     if (page == 0)
         return NULL;
@@ -483,7 +483,7 @@ static mesh_miniheap_t *free_ending_at(uint32_t page)
     return f->kind == MESH_KIND_FREE && f->span_page + f->npages == page ? f : NULL;
 }
 
-static mesh_miniheap_t *free_starting_at(uint32_t page)
+mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page)
 {
     if (page >= A.frontier)
         return NULL;
@@ -491,72 +491,24 @@ static mesh_miniheap_t *free_starting_at(uint32_t page)
     return f->kind == MESH_KIND_FREE && f->span_page == page ? f : NULL;
 }
 
-static bool due(const mesh_miniheap_t *f, uint64_t cutoff)
+/* Calls fn on every dirty free span, by bins; fn may make its span clean
+ * (mesh_arena_clean_locked) and nothing else. */
+void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg)
 {
-    return f && f->state == MESH_MH_FREE_DIRTY && f->dirty_epoch < cutoff;
-}
-
-/* Where the punch that starts at the due dirty span f ends, or 0 when an
- * earlier punch covers f.  A punch runs on through clean free spans (holes
- * already: punching them again frees nothing and zaps no page-table entry)
- * to the next due dirty span, and so on: each call is one TLB shootdown,
- * the cost of a punch, and a heap freed in random order (a program's exit,
- * an eviction sweep) leaves its dirty pages one by one between holes.
- * Neighbours of one state coalesce, so free spans alternate clean and
- * dirty: two steps find the previous due one. */
-static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
-{
-    const mesh_miniheap_t *c = free_ending_at(f->span_page);
-    if (c && c->state == MESH_MH_FREE_CLEAN && due(free_ending_at(c->span_page), cutoff))
-        return 0;
-    uint32_t end = f->span_page + f->npages;
-    while ((c = free_starting_at(end)) && c->state == MESH_MH_FREE_CLEAN) {
-        const mesh_miniheap_t *d = free_starting_at(c->span_page + c->npages);
-        if (!due(d, cutoff))
-            break;
-        end = d->span_page + d->npages;
-    }
-    return end;
-}
-
-/* Punches the dirty free spans that became dirty before period cutoff
- * (UINT64_MAX: all of them), neighbours across holes in one call; returns
- * the bytes given back. */
-static uint64_t scavenge_before_locked(uint64_t cutoff)
-{
-    if (!A.dirty_pages)
-        return 0;
-    bool use_fd = mesh_arena_fd_is_ours_locked();
-    uint64_t pages = 0;
     for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1))
-        for (uint32_t id = A.bins_dirty[b]; id; id = mesh_rec(id)->next) {
-            mesh_miniheap_t *f = mesh_rec(id);
-            uint32_t end = due(f, cutoff) ? punch_end(f, cutoff) : 0;
-            if (end)
-                mesh_arena_punch_range_locked(f->span_page, end - f->span_page, use_fd);
-        }
-    /* Every due span is punched: now they become clean, merging with
-     * the holes around them. */
-    for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1)) {
         for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
-            mesh_miniheap_t *f = mesh_rec(id);
-            next = f->next;
-            if (!due(f, cutoff))
-                continue;
-            bin_remove(f);
-            pages += f->npages;
-            insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+            next = mesh_rec(id)->next;
+            fn(mesh_rec(id), arg);
         }
-    }
-    MESH_STAT_ADD(punched_bytes, pages << MESH_PAGE_SHIFT);
-    return pages << MESH_PAGE_SHIFT;
 }
 
-uint64_t mesh_arena_scavenge_locked(void)
+/* A dirty free span whose pages were punched becomes clean, merging with
+ * the clean spans around it. */
+void mesh_arena_clean_locked(mesh_miniheap_t *f)
 {
-    uint64_t bytes = scavenge_before_locked(UINT64_MAX);
-    mesh_assert(A.dirty_pages == 0);
-    return bytes;
+    mesh_assert(f->kind == MESH_KIND_FREE && f->state == MESH_MH_FREE_DIRTY);
+    bin_remove(f);
+    insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
 }
 
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
@@ -567,15 +519,6 @@ int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
 {
     return mesh_os_protect(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, writable);
-}
-
-/* The periodic scavenge: punches the dirty spans that were already dirty
- * when the last period began, so that a page freed and reused within a
- * period is not given back and faulted in again, and none stays backed
- * unused for more than two periods.  Returns the bytes given back. */
-uint64_t mesh_arena_scavenge_aged_locked(void)
-{
-    return scavenge_before_locked(A.epoch++);
 }
 
 /* ---- invariants ---- */

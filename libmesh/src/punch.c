@@ -1,9 +1,10 @@
 /*
- * Giving the arena's pages back to the OS: a hole punched in the memfd
- * (which frees the pages of every virtual span mapped onto them), the
- * check that the descriptor is still ours before punching through it, and
- * what the file holds.  Which free spans to punch, and when, is arena.c's
- * scavenge; everything here runs under mesh_arena.lock or takes it.
+ * Giving the arena's pages back to the OS: which dirty free spans to
+ * punch, and when (the scavenge: docs/design.md, Scavenging), a hole
+ * punched in the memfd (which frees the pages of every virtual span mapped
+ * onto them), the check that the descriptor is still ours before punching
+ * through it, and what the file holds.  The free spans themselves are
+ * arena.c's; everything here runs under mesh_arena.lock or takes it.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -81,4 +82,87 @@ uint64_t mesh_arena_resident_bytes(void)
         bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
     pthread_mutex_unlock(&A.lock);
     return bytes;
+}
+
+/* ---- the scavenge ---- */
+
+static bool due(const mesh_miniheap_t *f, uint64_t cutoff)
+{
+    return f && f->state == MESH_MH_FREE_DIRTY && f->dirty_epoch < cutoff;
+}
+
+/* Where the punch that starts at the due dirty span f ends, or 0 when an
+ * earlier punch covers f.  A punch runs on through clean free spans (holes
+ * already: punching them again frees nothing and zaps no page-table entry)
+ * to the next due dirty span, and so on: each call is one TLB shootdown,
+ * the cost of a punch, and a heap freed in random order (a program's exit,
+ * an eviction sweep) leaves its dirty pages one by one between holes.
+ * Neighbours of one state coalesce, so free spans alternate clean and
+ * dirty: two steps find the previous due one. */
+static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
+{
+    const mesh_miniheap_t *c = mesh_arena_free_ending_at(f->span_page);
+    if (c && c->state == MESH_MH_FREE_CLEAN && due(mesh_arena_free_ending_at(c->span_page), cutoff))
+        return 0;
+    uint32_t end = f->span_page + f->npages;
+    while ((c = mesh_arena_free_starting_at(end)) && c->state == MESH_MH_FREE_CLEAN) {
+        const mesh_miniheap_t *d = mesh_arena_free_starting_at(c->span_page + c->npages);
+        if (!due(d, cutoff))
+            break;
+        end = d->span_page + d->npages;
+    }
+    return end;
+}
+
+typedef struct scavenge {
+    uint64_t cutoff;
+    bool use_fd;
+    uint64_t pages;
+} scavenge_t;
+
+static void punch_from(mesh_miniheap_t *f, void *arg)
+{
+    const scavenge_t *sc = arg;
+    uint32_t end = due(f, sc->cutoff) ? punch_end(f, sc->cutoff) : 0;
+    if (end)
+        mesh_arena_punch_range_locked(f->span_page, end - f->span_page, sc->use_fd);
+}
+
+static void make_clean(mesh_miniheap_t *f, void *arg)
+{
+    scavenge_t *sc = arg;
+    if (!due(f, sc->cutoff))
+        return;
+    sc->pages += f->npages;
+    mesh_arena_clean_locked(f);
+}
+
+/* Punches the dirty free spans that became dirty before period cutoff
+ * (UINT64_MAX: all of them), neighbours across holes in one call; then
+ * they become clean.  Returns the bytes given back. */
+static uint64_t scavenge_before_locked(uint64_t cutoff)
+{
+    if (!A.dirty_pages)
+        return 0;
+    scavenge_t sc = {.cutoff = cutoff, .use_fd = mesh_arena_fd_is_ours_locked()};
+    mesh_arena_each_dirty_locked(punch_from, &sc);
+    mesh_arena_each_dirty_locked(make_clean, &sc);
+    MESH_STAT_ADD(punched_bytes, sc.pages << MESH_PAGE_SHIFT);
+    return sc.pages << MESH_PAGE_SHIFT;
+}
+
+uint64_t mesh_arena_scavenge_locked(void)
+{
+    uint64_t bytes = scavenge_before_locked(UINT64_MAX);
+    mesh_assert(A.dirty_pages == 0);
+    return bytes;
+}
+
+/* The periodic scavenge: punches the dirty spans that were already dirty
+ * when the last period began, so that a page freed and reused within a
+ * period is not given back and faulted in again, and none stays backed
+ * unused for more than two periods.  Returns the bytes given back. */
+uint64_t mesh_arena_scavenge_aged_locked(void)
+{
+    return scavenge_before_locked(A.epoch++);
 }
