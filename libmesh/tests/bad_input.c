@@ -81,6 +81,18 @@ int bad_input_run(const char *mode)
         expect("double free of", victim);
         in_thread(free_victim);
         free(keep);
+    } else if (strcmp(mode, "double-free-after-flush") == 0) {
+        /* another thread's objects, freed here past the free cache's
+         * bound: the oldest go back to their spans together */
+        static void *many[200];
+        for (int i = 0; i < 200; i++) {
+            in_thread(alloc_victim);
+            many[i] = victim;
+        }
+        for (int i = 0; i < 200; i++)
+            free(many[i]);
+        expect("double free of", many[0]);
+        free(many[0]);
     } else if (strcmp(mode, "invalid-stack") == 0) {
         volatile int local = 0;
         expect("free of invalid pointer", (void *)&local);
@@ -106,7 +118,8 @@ int bad_input_run(const char *mode)
 
 const char *bad_input_modes[] = {
     "double-free-small", "double-free-large", "double-free-remote-then-local",
-    "double-free-local-then-remote", "double-free-detached", "double-free-cached-then-remote", "invalid-stack",
+    "double-free-local-then-remote", "double-free-detached", "double-free-cached-then-remote",
+    "double-free-after-flush", "invalid-stack",
     "invalid-interior", "invalid-interior-large", "invalid-realloc", NULL,
 };
 

@@ -188,6 +188,45 @@ static void test_key_follows_mesh(void)
     mesh_global_check();
 }
 
+/* Whole spans of another thread's objects, freed here through the free
+ * cache and flushed, end empty and off the full and partial lists (a
+ * second free of a flushed object: bad_input's double-free-after-flush). */
+enum { WHOLE = 3 };
+static void *whole[WHOLE * 256];
+static unsigned nwhole;
+
+static void *alloc_whole(void *arg)
+{
+    (void)arg;
+    const mesh_size_class_t *sc = &mesh_classes[mesh_size_class(SIZE)];
+    nwhole = WHOLE * sc->nobjects;
+    for (unsigned i = 0; i < nwhole; i++)
+        whole[i] = malloc(SIZE);
+    return NULL;
+}
+
+static void test_flush_by_span(void)
+{
+    pthread_t t;
+    mesh_thread_heap_flush(mesh_tls_heap);
+    pthread_create(&t, NULL, alloc_whole, NULL);
+    pthread_join(t, NULL);
+    for (unsigned i = 0; i < nwhole; i++)
+        free(whole[i]);
+    mesh_thread_heap_flush(mesh_tls_heap);
+    unsigned live = 0, full_spans = 0;
+    for (unsigned i = 0; i < nwhole; i++) {
+        mesh_miniheap_t *mh = mesh_arena_lookup(whole[i]);
+        if (mh && mh->kind == MESH_KIND_SMALL) {
+            live += mesh_mh_live(mh);
+            full_spans += mh->state == MESH_MH_FULL || mesh_state_is_partial(mh->state);
+        }
+    }
+    CHECK_EQ(live, 0);
+    CHECK_EQ(full_spans, 0);
+    mesh_global_check();
+}
+
 int main(void)
 {
     free(malloc(1));
@@ -198,5 +237,6 @@ int main(void)
     TEST_RUN(test_bounded);
     TEST_RUN(test_off_when_fully_random);
     TEST_RUN(test_key_follows_mesh);
+    TEST_RUN(test_flush_by_span);
     TEST_DONE();
 }
