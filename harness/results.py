@@ -273,11 +273,8 @@ def time_weighted_mean_until(t: list, v: list, end: float) -> Optional[float]:
     pts = [(a, b) for a, b in zip(t, v) if a is not None and b is not None and a <= end]
     if not pts:
         return None
-    total = span = 0.0
-    for (t0, v0), (t1, _) in zip(pts, pts[1:] + [(end, None)]):
-        total += v0 * (t1 - t0)
-        span += t1 - t0
-    return total / span if span > 0 else float(pts[-1][1])
+    # a closing point at end: only its time counts
+    return time_weighted_mean([a for a, _ in pts] + [end], [b for _, b in pts] + [pts[-1][1]])
 
 
 def _max(v: Iterable) -> Optional[int]:

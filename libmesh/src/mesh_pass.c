@@ -46,9 +46,10 @@ static __thread bool tls_gave_way;
  * point soon.  Its period's work waits for that idle point instead of
  * starting from the allocation path, where the request being served would
  * wait for a whole busy pass; and at the idle point, a wait that would
- * return at once leaves the work due for the next one (checked at most every MESH_READY_CHECK_NS).  A loop that never
- * finds a quiet moment still gets its period's work once it has been due
- * for MESH_LOOP_STARVE_PERIODS periods, with a busy pass's budget: a
+ * return at once leaves the work due for the next one (checked at most
+ * every MESH_READY_CHECK_NS).  A loop that never finds a quiet moment
+ * still gets its period's work once it has been due for
+ * MESH_LOOP_STARVE_PERIODS periods, with a busy pass's budget: a
  * saturated server meshes, more slowly, and its requests meet a pass once
  * a second instead of several times a period (Redis under redis-benchmark:
  * docs/results.md).
