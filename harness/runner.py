@@ -11,7 +11,8 @@ within each trial (so slow drift of the machine, e.g. page cache or
 thermal state, does not always favour the same allocator), records failed
 runs with their exit code and stderr tail and goes on, and prints progress
 with an ETA. time_with_hyperfine() times whole runs, all allocators of one
-workload side by side in one hyperfine invocation.
+workload side by side, interleaved: one hyperfine invocation a round, each
+allocator once a round.
 
 Time accounting for `bench`: a memory run's wall, user and system time
 come from the sampled run itself (os.wait4's rusage; the sampler costs
@@ -31,6 +32,7 @@ import select
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -495,23 +497,60 @@ def time_with_hyperfine(w: Workload, allocators: list[Allocator], scale: float, 
                         scratch: str, *, runs: int = 5, warmup: int = 1,
                         workload_dir: str = WORKLOAD_DIR, timeout: Optional[float] = None,
                         extra: tuple = (), hyperfine: str = "hyperfine") -> list[R.Timing]:
-    """Time w under each allocator, side by side in one hyperfine run (no sampling)."""
+    """Time w under each allocator, interleaved: `runs` rounds, each one
+    hyperfine invocation that runs every allocator once (the first round
+    after the warm-up runs), the order rotated by one allocator a round.
+    hyperfine alone runs all of one command's runs before the next
+    command's, so a change in the machine's speed (another tenant of the
+    host, a frequency step) would land on whichever allocator ran then."""
     if shutil.which(hyperfine) is None:
         raise TimingError("hyperfine is not installed (Debian package hyperfine); no timings")
-    d = tempfile.mkdtemp(prefix=f"hyperfine-{w.name}-", dir=scratch)
-    export = os.path.join(d, "hyperfine.json")
-    # -N: no intermediate shell. Every command goes through env(1), even
-    # glibc's, so each pays the same extra exec.
+    # Every command goes through env(1), even glibc's, so each pays the
+    # same extra exec.
     commands = []
     for a in allocators:
         env_args = [f"{k}={v}" for k, v in sorted(a.child_env().items())]
         commands.append(shlex.join(["env", *env_args,
                                     *w.argv(seed, scale, None, workload_dir, extra)]))
-    argv = [hyperfine, "-N", "--style", "none", "-i", "--runs", str(runs),
-            "--warmup", str(warmup), "--export-json", export]
+    per = {a.name: {"times": [], "user": [], "system": [], "exit_codes": []} for a in allocators}
+    for k in range(runs):
+        order = [(allocators[(k + i) % len(allocators)], commands[(k + i) % len(allocators)])
+                 for i in range(len(allocators))]
+        for name, r in _hyperfine_round(w, order, scratch, warmup if k == 0 else 0,
+                                        timeout, hyperfine).items():
+            acc = per[name]
+            acc["times"] += r.get("times", [])
+            acc["exit_codes"] += r.get("exit_codes", [])
+            acc["user"].append(r["user"])
+            acc["system"].append(r["system"])
+    out = []
     for a, c in zip(allocators, commands):
+        acc = per[a.name]
+        t = acc["times"]
+        if not t:
+            continue
+        out.append(R.Timing(workload=w.name, allocator=a.name, scale=scale, seed=seed,
+                            command=c, runs=len(t), mean_s=statistics.fmean(t),
+                            stddev_s=statistics.stdev(t) if len(t) > 1 else None,
+                            median_s=statistics.median(t), min_s=min(t), max_s=max(t),
+                            user_s=statistics.fmean(acc["user"]),
+                            system_s=statistics.fmean(acc["system"]),
+                            times=t, exit_codes=acc["exit_codes"]))
+    return out
+
+
+def _hyperfine_round(w: Workload, order: list, scratch: str, warmup: int,
+                     timeout: Optional[float], hyperfine: str) -> dict:
+    """One hyperfine invocation, one run of each (allocator, command) in
+    order; returns hyperfine's result for each allocator name."""
+    d = tempfile.mkdtemp(prefix=f"hyperfine-{w.name}-", dir=scratch)
+    export = os.path.join(d, "hyperfine.json")
+    # -N: no intermediate shell.
+    argv = [hyperfine, "-N", "--style", "none", "-i", "--runs", "1",
+            "--warmup", str(warmup), "--export-json", export]
+    for a, c in order:
         argv += ["--command-name", a.name, c]
-    limit = None if timeout is None else timeout * len(allocators) * (runs + warmup)
+    limit = None if timeout is None else timeout * len(order) * (1 + warmup)
     try:
         p = subprocess.run(argv, env=clean_env(home=d), cwd=d, capture_output=True,
                            text=True, timeout=limit)
@@ -523,11 +562,4 @@ def time_with_hyperfine(w: Workload, allocators: list[Allocator], scale: float, 
         raise TimingError(f"hyperfine for {w.name} exceeded {limit:g} s") from None
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    out = []
-    for a, c, r in zip(allocators, commands, data.get("results", [])):
-        out.append(R.Timing(workload=w.name, allocator=a.name, scale=scale, seed=seed,
-                            command=c, runs=len(r.get("times", [])), mean_s=r["mean"],
-                            stddev_s=r.get("stddev"), median_s=r["median"], min_s=r["min"],
-                            max_s=r["max"], user_s=r["user"], system_s=r["system"],
-                            times=r.get("times", []), exit_codes=r.get("exit_codes", [])))
-    return out
+    return {a.name: r for (a, _), r in zip(order, data.get("results", []))}

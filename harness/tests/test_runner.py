@@ -7,6 +7,7 @@ test the runner, not the real workloads (test_cli runs those).
 """
 
 import io
+import json
 import os
 import stat
 import tempfile
@@ -259,6 +260,57 @@ class TestOneRun(unittest.TestCase):
             live, result, problem = runner.read_trace(p)
             self.assertEqual(result, {"checksum": "1"})
             self.assertIn("line 1", problem)
+
+# A hyperfine stand-in: runs nothing, logs the order of the commands it
+# was given, and reports each command's position in this invocation (plus
+# the invocation's number) as its time.
+FAKE_HYPERFINE = textwrap.dedent('''\
+    #!/usr/bin/python3
+    import json, os, sys
+    log = os.path.join(os.path.dirname(sys.argv[0]), "log")
+    a = sys.argv[1:]
+    export = a[a.index("--export-json") + 1]
+    warmup = int(a[a.index("--warmup") + 1])
+    runs = int(a[a.index("--runs") + 1])
+    names = [a[i + 1] for i, x in enumerate(a) if x == "--command-name"]
+    n = sum(1 for _ in open(log)) if os.path.exists(log) else 0
+    with open(log, "a") as f:
+        f.write(json.dumps({"names": names, "warmup": warmup, "runs": runs}) + "\\n")
+    res = [{"command": x, "times": [10.0 * n + i], "exit_codes": [0], "user": 1.0 + n,
+            "system": 0.5, "mean": 10.0 * n + i, "median": 10.0 * n + i} for i, x in enumerate(names)]
+    json.dump({"results": res}, open(export, "w"))
+    ''')
+
+
+class TestTimingInterleaved(unittest.TestCase):
+    def test_rounds_rotate_allocators(self):
+        with tempfile.TemporaryDirectory() as d:
+            fake = os.path.join(d, "hyperfine")
+            with open(fake, "w") as f:
+                f.write(FAKE_HYPERFINE)
+            os.chmod(fake, 0o755)
+            allocs = [A.builtin_allocators()[n] for n in ("glibc", "jemalloc", "mesh")]
+            t = runner.time_with_hyperfine(W.CATALOG["churn"], allocs, 1.0, 1, d, runs=3,
+                                           warmup=1, hyperfine=fake)
+            with open(os.path.join(d, "log")) as f:
+                calls = [json.loads(x) for x in f]
+        # one invocation a round, every allocator once in each, each round
+        # starting one allocator later; only the first warms up
+        self.assertEqual([c["names"] for c in calls],
+                         [["glibc", "jemalloc", "mesh"], ["jemalloc", "mesh", "glibc"],
+                          ["mesh", "glibc", "jemalloc"]])
+        self.assertEqual([c["warmup"] for c in calls], [1, 0, 0])
+        self.assertEqual({c["runs"] for c in calls}, {1})
+        by = {x.allocator: x for x in t}
+        self.assertEqual(by["glibc"].times, [0.0, 12.0, 21.0])
+        self.assertEqual(by["mesh"].times, [2.0, 11.0, 20.0])
+        self.assertEqual(by["jemalloc"].runs, 3)
+        self.assertAlmostEqual(by["jemalloc"].mean_s, (1.0 + 10.0 + 22.0) / 3)
+        self.assertEqual(by["jemalloc"].median_s, 10.0)
+        self.assertEqual((by["glibc"].min_s, by["glibc"].max_s), (0.0, 21.0))
+        self.assertAlmostEqual(by["mesh"].user_s, 2.0)
+        self.assertEqual(by["mesh"].exit_codes, [0, 0, 0])
+        self.assertIn("LD_PRELOAD=", by["jemalloc"].command)
 
 
 if __name__ == "__main__":
