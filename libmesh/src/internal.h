@@ -284,10 +284,11 @@ MESH_INLINE bool mesh_cache_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_
 }
 
 /* Whether the free cache is on: it reuses a thread's freed objects first,
- * which full randomization (MESH_RANDOMIZE=2) rules out. */
+ * which full randomization (MESH_RANDOMIZE=2) rules out; MESH_CACHE_KB=0
+ * turns it off. */
 MESH_INLINE bool mesh_cache_on(void)
 {
-    return mesh_opt.randomize < MESH_RANDOMIZE_FREE;
+    return mesh_opt.randomize < MESH_RANDOMIZE_FREE && mesh_opt.cache_kb;
 }
 
 bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot);

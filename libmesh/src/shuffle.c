@@ -18,8 +18,10 @@ void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls)
     sv->span_bytes = mesh_classes[cls].npages * (uint32_t)MESH_PAGE_SIZE;
     sv->recip = mesh_classes[cls].recip;
     sv->ncached = 0;
-    uint32_t cap = MESH_CACHE_BYTES / sv->object_size;
-    sv->cache_cap = (uint16_t)(cap > MESH_CACHE_CAP ? MESH_CACHE_CAP : cap ? cap : 1);
+    uint32_t cap = (uint32_t)(mesh_opt.cache_kb * 1024 / sv->object_size);
+    if (!cap && mesh_opt.cache_kb)
+        cap = 1; /* a class larger than the bound still caches one object */
+    sv->cache_cap = (uint16_t)(cap > MESH_CACHE_CAP ? MESH_CACHE_CAP : cap);
 }
 
 /* Attaches mh at the next index and pushes the slots in free_bits, which the

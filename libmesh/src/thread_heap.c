@@ -168,7 +168,7 @@ void mesh_thread_heaps_fork_parent(void)
  * only the slots that are certainly free (in the vector, with their free
  * key) go back to the bitmaps; the rest, at most a vector's worth, stay
  * taken in the child rather than risk handing out a live object.  Their
- * free caches stay taken too, as if allocated: at most MESH_CACHE_BYTES a
+ * free caches stay taken too, as if allocated: at most MESH_CACHE_KB a
  * class and thread, and nothing in a torn cache is trusted. */
 void mesh_thread_heaps_fork_child(void)
 {

@@ -55,9 +55,8 @@
  * class take them back first, while their lines are in cache.  Full, it
  * gives its older half back to the spans; each period it gives all back,
  * so that meshing sees those slots free.  Capacity: MESH_CACHE_CAP objects
- * and at most MESH_CACHE_BYTES per class. */
-#define MESH_CACHE_CAP 64
-#define MESH_CACHE_BYTES (16 * 1024)
+ * and at most MESH_CACHE_KB (an option, 64 KiB by default) per class. */
+#define MESH_CACHE_CAP 256
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
 #define MESH_POPULATE_PAGES 32       /* pages faulted in at once past the frontier */
@@ -97,6 +96,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
     X(u64, meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")                         \
     X(u64, period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")                 \
     X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")                 \
+    X(u64, cache_kb, "MESH_CACHE_KB", 64, 0, 1024, "free cache per class and thread, KiB (0 = off)")           \
     X(u64, mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")               \
     X(u64, arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation")              \
     X(u64, seed, "MESH_SEED", 0, 0, UINT32_MAX, "random seed (0 = from the OS)")                                \
@@ -310,7 +310,7 @@ typedef struct mesh_shuffle_vector {
     uint32_t span_bytes;
     uint32_t recip;
     uint16_t ncached;            /* cached[0, ncached): the free cache, newest last */
-    uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_BYTES) */
+    uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_KB) */
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
     char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
     uint32_t mh_id[MESH_SV_MAX_ATTACH];

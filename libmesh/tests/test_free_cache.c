@@ -106,7 +106,7 @@ static void test_bounded(void)
             most = my_vector()->ncached;
     }
     CHECK_EQ(most, my_vector()->cache_cap);
-    CHECK(my_vector()->cache_cap * SIZE <= MESH_CACHE_BYTES);
+    CHECK(my_vector()->cache_cap * SIZE <= mesh_opt.cache_kb * 1024);
     /* Past the cap the older half went back to the spans. */
     CHECK(!bit_set(many[0]));
     CHECK(bit_set(many[MANY / N * N - 1]));
@@ -126,6 +126,45 @@ static void test_off_when_fully_random(void)
     for (int i = 0; i < N; i++)
         CHECK(!bit_set(theirs[i]));
     mesh_opt.randomize = level;
+    mesh_global_check();
+}
+
+/* The cache's bound per class is MESH_CACHE_KB, read when a thread's heap
+ * is made; 0 turns the cache off. */
+static mesh_shuffle_vector_t *their_vector;
+static void *note_vector(void *arg)
+{
+    (void)arg;
+    free(malloc(SIZE));
+    their_vector = &mesh_tls_heap->sv[mesh_size_class(SIZE)];
+    return NULL;
+}
+
+static unsigned cap_of_new_thread(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, note_vector, NULL);
+    pthread_join(t, NULL);
+    return their_vector->cache_cap;
+}
+
+static void test_bound_is_an_option(void)
+{
+    uint64_t kb = mesh_opt.cache_kb;
+    mesh_opt.cache_kb = 1;
+    CHECK_EQ(cap_of_new_thread(), 1024 / SIZE);
+    mesh_opt.cache_kb = 1024;
+    CHECK_EQ(cap_of_new_thread(), MESH_CACHE_CAP);
+    mesh_opt.cache_kb = 0;
+    CHECK_EQ(cap_of_new_thread(), 0);
+    make_theirs();
+    mesh_thread_heap_flush(mesh_tls_heap);
+    for (int i = 0; i < N; i++)
+        free(theirs[i]);
+    CHECK_EQ(my_vector()->ncached, 0);
+    for (int i = 0; i < N; i++)
+        CHECK(!bit_set(theirs[i]));
+    mesh_opt.cache_kb = kb;
     mesh_global_check();
 }
 
@@ -236,6 +275,7 @@ int main(void)
     TEST_RUN(test_flush_gives_back);
     TEST_RUN(test_bounded);
     TEST_RUN(test_off_when_fully_random);
+    TEST_RUN(test_bound_is_an_option);
     TEST_RUN(test_key_follows_mesh);
     TEST_RUN(test_flush_by_span);
     TEST_DONE();
