@@ -513,9 +513,10 @@ def time_with_hyperfine(w: Workload, allocators: list[Allocator], scale: float, 
         commands.append(shlex.join(["env", *env_args,
                                     *w.argv(seed, scale, None, workload_dir, extra)]))
     per = {a.name: {"times": [], "user": [], "system": [], "exit_codes": []} for a in allocators}
+    pairs = list(zip(allocators, commands))
     for k in range(runs):
-        order = [(allocators[(k + i) % len(allocators)], commands[(k + i) % len(allocators)])
-                 for i in range(len(allocators))]
+        first = k % len(pairs)
+        order = pairs[first:] + pairs[:first]
         for name, r in _hyperfine_round(w, order, scratch, warmup if k == 0 else 0,
                                         timeout, hyperfine).items():
             acc = per[name]
