@@ -215,8 +215,8 @@ def summary_time(result: R.MatrixResult, out_dir: str, baseline: str = "glibc") 
         plt.close(fig)
         return []
     srcs = sorted({a.time_source for a in agg.values()})
-    ax.set_title("time, normalised (" + " / ".join(
-        {"hyperfine": "hyperfine mean where timed", "wall": "wall time of the memory runs"}[s]
+    ax.set_title("time, normalised, paired by round (" + " / ".join(
+        {"hyperfine": "hyperfine runs where timed", "wall": "wall time of the memory runs"}[s]
         for s in srcs) + ")", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save(fig, out_dir, "summary-time")

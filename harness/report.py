@@ -1,8 +1,9 @@
 """Tables of ratios, from results only: the terminal table and a Markdown report.
 
 Every ratio is allocator / baseline for the same workload, of the mean over
-successful trials; below 1.00 is better (less memory, less time). The last
-rows per allocator are geometric means over the workloads both have.
+successful trials (time: paired round by round, see results.Stat.ratio);
+below 1.00 is better (less memory, less time). The last rows per allocator
+are geometric means over the workloads both have.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def ratio_table(result: R.MatrixResult, baselines: tuple = BASELINES) -> str:
     legend = ("footprint = anonymous + shmem + kernel memory charged to the run's memory cgroup; "
               "mean is time-weighted over the run, averaged over ok trials.\n"
               "x<base> = this allocator / <base> for the same workload (below 1.00 is better). "
-              "time: wall seconds of the memory runs, or hyperfine mean where marked 'h'.\n"
+              "time: wall seconds of the memory runs, or hyperfine mean where marked 'h'; "
+              "its ratios are medians of per-round (per-trial) ratios.\n"
               "frag = mean footprint / mean live bytes (1.00 is the physical limit).")
     return "\n".join(out) + "\n" + legend
 

@@ -311,10 +311,15 @@ def summarize(run: Run) -> RunSummary:
 
 @dataclass
 class Stat:
-    """Mean and sample standard deviation over trials."""
+    """Mean and sample standard deviation over trials.
+
+    samples, when set, keeps each value under the round (or trial) that
+    measured it, so that a ratio can pair the values of two allocators
+    measured side by side (see ratio)."""
     mean: float
     stdev: float
     n: int
+    samples: Optional[dict] = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, values: Iterable[Optional[float]]) -> Optional["Stat"]:
@@ -324,13 +329,43 @@ class Stat:
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return cls(statistics.fmean(vals), sd, len(vals))
 
+    @classmethod
+    def of_rounds(cls, by_round: dict) -> Optional["Stat"]:
+        """Like of, keeping each value under its round for paired ratios."""
+        vals = {k: float(v) for k, v in by_round.items() if v is not None}
+        s = cls.of(vals.values())
+        if s is not None:
+            s.samples = vals
+        return s
+
     def ratio(self, base: "Stat") -> Optional["Stat"]:
-        """self / base, with the relative errors added in quadrature."""
+        """self / base.  When both were measured in the same rounds (every
+        round holding a positive value of each), the median of the
+        per-round ratios (of two, their geometric mean), with the spread
+        of those ratios: a round runs the allocators one after the other,
+        so a machine that slows down for a while slows both sides of a
+        round's ratio, and one run that happened to fall into a slow
+        moment moves one round's ratio, not the result.  Otherwise the
+        ratio of the means, with the relative errors added in
+        quadrature."""
+        paired = self._paired_ratio(base)
+        if paired is not None:
+            return paired
         if not base.mean:
             return None
         r = self.mean / base.mean
         rel = math.hypot(self.stdev / self.mean if self.mean else 0.0, base.stdev / base.mean)
         return Stat(r, abs(r) * rel, min(self.n, base.n))
+
+    def _paired_ratio(self, base: "Stat") -> Optional["Stat"]:
+        a, b = self.samples, base.samples
+        if not a or not b or set(a) != set(b) or len(a) < 2:
+            return None
+        if any(a[k] <= 0 or b[k] <= 0 for k in a):
+            return None
+        logs = [math.log(a[k] / b[k]) for k in sorted(a)]
+        r = math.exp(statistics.median(logs))
+        return Stat(r, r * statistics.stdev(logs), len(logs))
 
 
 @dataclass
@@ -361,10 +396,13 @@ def aggregate(result: MatrixResult) -> dict[tuple[str, str], Aggregate]:
     for key, runs in groups.items():
         ok = [r for r in runs if r.ok]
         sums = [summarize(r) for r in ok]
-        wall = Stat.of(r.wall_s for r in ok)
+        # Time keeps each value under its round (hyperfine's k-th round
+        # runs every allocator once) or its trial (a trial runs every
+        # allocator's memory run), so that ratios pair them.
+        wall = Stat.of_rounds({r.trial: r.wall_s for r in ok})
         t = timings.get(key)
         if t and t.times and all(c == 0 for c in t.exit_codes):
-            time_stat, src = Stat.of(t.times), "hyperfine"
+            time_stat, src = Stat.of_rounds(dict(enumerate(t.times))), "hyperfine"
         else:
             time_stat, src = wall, "wall"
         out[key] = Aggregate(

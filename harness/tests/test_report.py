@@ -1,6 +1,7 @@
 """The ratio table and the Markdown report, checked against figures
 recomputed by hand from the fixture's raw series."""
 
+import copy
 import math
 import os
 import statistics
@@ -44,8 +45,25 @@ class TestReport(unittest.TestCase):
         t = {(x.workload, x.allocator): x for x in self.res.timings}
         row = self.rows[("fragmenter", "mesh")]
         self.assertEqual(row.time_source, "hyperfine")
-        want = statistics.fmean(t[("fragmenter", "mesh")].times) / \
-            statistics.fmean(t[("fragmenter", "glibc")].times)
+        mine, base = t[("fragmenter", "mesh")].times, t[("fragmenter", "glibc")].times
+        self.assertGreater(len(mine), 1)
+        # Paired by round: the median of the per-round ratios (of two,
+        # their geometric mean).
+        want = math.exp(statistics.median(math.log(a / b) for a, b in zip(mine, base)))
+        self.assertAlmostEqual(row.ratios[("time", "glibc")], want, places=9)
+
+    def test_wall_time_pairs_trials(self):
+        runs = {r.trial: r.wall_s for r in self.res.runs
+                if r.workload == "redis-like" and r.allocator == "mesh" and r.ok}
+        base = {r.trial: r.wall_s for r in self.res.runs
+                if r.workload == "redis-like" and r.allocator == "glibc" and r.ok}
+        self.assertEqual(set(runs), set(base))
+        self.assertGreater(len(runs), 1)
+        untimed = copy.copy(self.res)
+        untimed.timings = []  # no hyperfine: time is the memory runs' wall time
+        row = {(r.workload, r.allocator): r for r in report.rows(untimed)}[("redis-like", "mesh")]
+        self.assertEqual(row.time_source, "wall")
+        want = math.exp(statistics.median(math.log(runs[k] / base[k]) for k in runs))
         self.assertAlmostEqual(row.ratios[("time", "glibc")], want, places=9)
 
     def test_geomean(self):

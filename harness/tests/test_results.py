@@ -123,6 +123,35 @@ class TestDerived(unittest.TestCase):
         self.assertAlmostEqual(s.mean_footprint, (10 + 20 + 30) / 3)
         self.assertIsNone(R.summarize(make_run()).mean_footprint_pre_teardown)
 
+    def test_stat_ratio_pairs_rounds(self):
+        # Round 1 ran slow for both (the machine): paired, the ratio stays
+        # 1.2, where the means would give 4.8 / 4.0 only by luck of equal
+        # weights.
+        a = R.Stat.of_rounds({0: 1.2, 1: 2.4, 2: 1.2})
+        b = R.Stat.of_rounds({0: 1.0, 1: 2.0, 2: 1.0})
+        self.assertAlmostEqual(a.ratio(b).mean, 1.2)
+        self.assertAlmostEqual(a.ratio(b).stdev, 0.0)
+        self.assertEqual(a.ratio(b).n, 3)
+        # One run of the baseline fell into a fast moment (round 0): one
+        # round's ratio moves, the median does not; the means would say
+        # 6.3 / 5.0 = 1.26.
+        a = R.Stat.of_rounds({0: 2.1, 1: 2.1, 2: 2.1})
+        b = R.Stat.of_rounds({0: 1.0, 1: 2.0, 2: 2.0})
+        self.assertAlmostEqual(a.ratio(b).mean, 1.05)
+        self.assertGreater(a.ratio(b).stdev, 0.3)
+        # Two rounds: the geometric mean of their ratios.
+        a = R.Stat.of_rounds({0: 2.0, 1: 8.0})
+        b = R.Stat.of_rounds({0: 1.0, 1: 2.0})
+        self.assertAlmostEqual(a.ratio(b).mean, math.sqrt(2.0 * 4.0))
+        self.assertAlmostEqual(a.ratio(b).stdev, math.sqrt(8.0) * math.log(2.0) / math.sqrt(2.0))
+
+    def test_stat_ratio_unpaired_falls_back_to_means(self):
+        # Different rounds (a failed trial), one round, or no rounds at all.
+        for a, b in ((R.Stat.of_rounds({0: 2.0, 1: 4.0}), R.Stat.of_rounds({0: 1.0, 2: 2.0})),
+                     (R.Stat.of_rounds({0: 3.0}), R.Stat.of_rounds({0: 1.0})),
+                     (R.Stat.of_rounds({0: 2.0, 1: 4.0}), R.Stat.of([1.0, 2.0]))):
+            self.assertAlmostEqual(a.ratio(b).mean, a.mean / b.mean)
+
     def test_stat_ratio_error(self):
         a, b = R.Stat(20.0, 2.0, 3), R.Stat(10.0, 1.0, 3)
         r = a.ratio(b)
