@@ -147,6 +147,8 @@ def markdown(result: R.MatrixResult, baselines: tuple = BASELINES) -> str:
         cells += [_f(r.time_s, ".3f")] + [_f(r.ratios[("time", b)], ".2f") for b in baselines]
         cells += [_f(r.frag, ".2f")]
         parts.append("| " + " | ".join(cells) + " |")
+    parts += ["", "Time ratios are the median of per-round ratios: hyperfine's rounds, or trials for "
+              "the memory runs' wall time (each runs every allocator once); the time column is the mean."]
     bad = R.checksum_mismatches(result)
     failed = [r for r in result.runs if r.status not in ("ok", "skipped")]
     if bad or failed:

@@ -82,6 +82,7 @@ class TestReport(unittest.TestCase):
         md = report.markdown(self.res)
         self.assertIn("| redis-like | mesh |", md)
         self.assertIn(self.res.allocators["jemalloc"]["version"], md)
+        self.assertIn("median of per-round ratios", md)
 
     def test_failed_runs_counted_not_averaged(self):
         res = R.load(FIXTURE)
