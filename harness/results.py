@@ -334,9 +334,7 @@ class Stat:
         """Like of, keeping each value under its round for paired ratios."""
         vals = {k: float(v) for k, v in by_round.items() if v is not None}
         s = cls.of(vals.values())
-        if s is not None:
-            s.samples = vals
-        return s
+        return None if s is None else cls(s.mean, s.stdev, s.n, vals)
 
     def ratio(self, base: "Stat") -> Optional["Stat"]:
         """self / base.  When both were measured in the same rounds (every
@@ -363,7 +361,7 @@ class Stat:
             return None
         if any(a[k] <= 0 or b[k] <= 0 for k in a):
             return None
-        logs = [math.log(a[k] / b[k]) for k in sorted(a)]
+        logs = [math.log(a[k] / b[k]) for k in a]
         r = math.exp(statistics.median(logs))
         return Stat(r, r * statistics.stdev(logs), len(logs))
 
