@@ -126,6 +126,7 @@ struct token *parse_wait(size_t *count)
 
 void parser_start(void)
 {
+    wl_threads_starting();
     if (pthread_create(&parser, NULL, parser_main, NULL) != 0)
         wl_die("cannot start the parser thread");
 }

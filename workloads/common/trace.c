@@ -1,6 +1,12 @@
 /* The trace: JSON lines of live bytes and phase names, written by a sampler
  * thread at WL_TRACE_HZ and by wl_phase at every boundary, then one final
- * line with the result. Nothing here calls malloc: lines are formatted into
+ * line with the result.  The sampler runs only where it is needed: with a
+ * trace, or once a workload starts threads (their counts reach the peak
+ * only through its samples).  A single-threaded run without a trace stays
+ * single-threaded, as the program it models is: allocators treat such a
+ * process differently (glibc's malloc skips its atomic operations, libmesh
+ * meshes without write protection), and a sleeping extra thread would
+ * make every run pay for the other case. Nothing here calls malloc: lines are formatted into
  * stack buffers and written with write(2), so tracing does not disturb the
  * heap it describes. The only heap use is glibc's own small allocation for
  * the sampler thread's TLS, made once at start. */
@@ -23,6 +29,7 @@ static const wl_spec_t *spec;
 static struct timespec start;
 static int trace_fd = -1;
 static pthread_t sampler;
+static bool sampling;      /* the sampler was started (main thread only) */
 static atomic_bool stopping;
 
 /* Guards the trace file and peak: lines appear in time order and are never
@@ -112,6 +119,8 @@ static void *sampler_main(void *arg)
     return NULL;
 }
 
+static void sampler_start(void);
+
 void wl_init(const wl_spec_t *s, int argc, char **argv)
 {
     spec = s;
@@ -124,8 +133,30 @@ void wl_init(const wl_spec_t *s, int argc, char **argv)
             exit(2);
         }
     }
+    if (trace_fd >= 0)
+        sampler_start();
+}
+
+static void sampler_start(void)
+{
+    if (sampling)
+        return;
     if (pthread_create(&sampler, NULL, sampler_main, NULL) != 0)
         wl_die("cannot start the sampler thread");
+    sampling = true;
+}
+
+void wl_threads_starting(void)
+{
+    if (sampling)
+        return;
+    /* Until now only this thread counted: its peak is exact so far. */
+    pthread_mutex_lock(&trace_lock);
+    int64_t exact = wl_live_exact_peak();
+    if (exact > peak_live)
+        peak_live = exact;
+    pthread_mutex_unlock(&trace_lock);
+    sampler_start();
 }
 
 void wl_phase(const char *name)
@@ -172,7 +203,8 @@ void wl_result_string(const char *key, const char *value)
 int wl_finish(uint64_t checksum)
 {
     atomic_store(&stopping, true);
-    pthread_join(sampler, NULL);
+    if (sampling)
+        pthread_join(sampler, NULL);
 
     double elapsed = wl_now();
     int64_t live = wl_live_sum();

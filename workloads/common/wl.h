@@ -54,9 +54,14 @@ struct wl_config {
 extern struct wl_config wl_cfg;
 
 /* Parses the flags (exits 0 after --help, 2 on a bad flag), stores each
- * option's scaled default where no flag gave it, opens the trace and starts
- * the sampler thread. Call first in main. */
+ * option's scaled default where no flag gave it, opens the trace and, with
+ * a trace, starts the sampler thread. Call first in main. */
 void wl_init(const wl_spec_t *spec, int argc, char **argv);
+
+/* Call in the main thread before starting the workload's first thread:
+ * starts the sampler if no trace started it, so that peak_live covers the
+ * threads' counts. */
+void wl_threads_starting(void);
 
 /* Time-only parameters (sleeps, holds) shrink with scales below 1 so that
  * tests run quickly, but do not grow above 1: a larger heap needs no longer

@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     wl_phase("run");
     double t0 = wl_now();
     lineages_running = (int)threads;
+    wl_threads_starting();
     for (int t = 0; t < threads; t++) {
         pthread_t th;
         pthread_attr_t attr;

@@ -163,6 +163,7 @@ int main(int argc, char **argv)
 
     static struct worker prod[MAX_THREADS], cons[MAX_THREADS];
     wl_phase("run");
+    wl_threads_starting();
     double t0 = wl_now();
     for (int i = 0; i < consumers; i++) {
         cons[i].id = i;

@@ -145,6 +145,7 @@ static void start_workers(const wl_replace_t *r, wl_object_t *set)
         wl_rng_seed(&w->rng, wl_cfg.seed, (uint64_t)t + 1);
         wl_mailbox_init(&w->inbox);
     }
+    wl_threads_starting();
     for (int t = 0; t < n; t++)
         if (pthread_create(&workers[t].thread, NULL, worker_main, &workers[t]) != 0)
             wl_die("replace: cannot start a worker");
