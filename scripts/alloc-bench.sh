@@ -5,7 +5,9 @@
 # allocator once, the order rotated a round (hyperfine given all the runs
 # at once would run every run of one allocator before the next, and a
 # change in the machine's speed would land on one allocator); prints the
-# medians and their ratios.
+# median times and, for the ratios, the median of the rounds' ratios (a
+# round's allocators ran side by side, so a slow moment of the machine
+# cancels out of its ratio; as the harness's time ratios).
 # Usage: scripts/alloc-bench.sh [RUNS] [ITERATIONS]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,16 +42,21 @@ for mode in churn xthread; do
     done
 done
 /usr/bin/python3 - "$out" <<'PY'
-import glob, json, statistics, sys
+import glob, json, math, statistics, sys
 out = sys.argv[1]
+
+def paired(rounds, a, b):
+    """The median over rounds of time(a) / time(b), taken on the logs."""
+    return math.exp(statistics.median(math.log(r[a] / r[b]) for r in rounds))
+
 print(f"{'workload':10} {'glibc s':>9} {'jemalloc s':>11} {'mesh s':>9} {'mesh/jemalloc':>14} {'mesh/glibc':>11}")
 for mode in ("churn", "xthread"):
-    times = {}
+    rounds = []
     for path in sorted(glob.glob(f"{out}/{mode}.*.json")):
-        for x in json.load(open(path))["results"]:
-            times.setdefault(x["command"], []).extend(x["times"])
-    med = {k: statistics.median(v) for k, v in times.items()}
+        rounds.append({x["command"]: x["times"][0] for x in json.load(open(path))["results"]})
+    med = {k: statistics.median(r[k] for r in rounds) for k in ("glibc", "jemalloc", "mesh")}
     print(f"{mode:10} {med['glibc']:9.3f} {med['jemalloc']:11.3f} {med['mesh']:9.3f} "
-          f"{med['mesh'] / med['jemalloc']:14.2f} {med['mesh'] / med['glibc']:11.2f}")
-print(f"(median wall time of {len(times['mesh'])} interleaved runs each; raw data in {out})")
+          f"{paired(rounds, 'mesh', 'jemalloc'):14.2f} {paired(rounds, 'mesh', 'glibc'):11.2f}")
+print(f"(times: median wall time of {len(rounds)} interleaved rounds; ratios: median of the rounds' ratios;"
+      f" raw data in {out})")
 PY
