@@ -37,7 +37,7 @@ static void idle_point(uint64_t timeout_ns, mesh_wait_t *w)
         if (timeout_ns >= mesh_ms_to_ns(mesh_opt.period_ms))
             mesh_thread_heap_flush(th);
         else
-            mesh_thread_heap_tick(th);
+            mesh_thread_heap_tick(th, true);
     }
     mesh_maybe_mesh(timeout_ns == UINT64_MAX ? 4 * mesh_ms_to_ns(mesh_opt.idle_pass_ms) : timeout_ns, w);
 }

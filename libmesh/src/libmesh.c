@@ -140,7 +140,7 @@ static MESH_NOINLINE void *alloc_slow(size_t size, bool zero)
             p = mesh_cache_pop(sv);
         } else {
             if (!sv->top) {
-                mesh_thread_heap_tick(th);
+                mesh_thread_heap_tick(th, false);
                 mesh_global_refill(th, cls);
             }
             p = sv->top ? mesh_sv_pop(sv) : NULL;
@@ -299,7 +299,7 @@ MESH_EXPORT void free(void *p)
             done = mh->kind == MESH_KIND_SMALL && mesh_cache_on() && mesh_cache_push(&th->sv[mh->cls], mh, p);
         if (likely(done)) {
             if (unlikely(--th->tick == 0))
-                mesh_thread_heap_tick(th);
+                mesh_thread_heap_tick(th, false);
             return;
         }
     }

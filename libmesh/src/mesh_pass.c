@@ -271,8 +271,12 @@ static uint64_t run_pass(bool forced, uint64_t budget_ns, enum pass_kind kind)
     if (kind == PASS_BUSY || kind == PASS_IDLE)
         M.busy_slices = 0; /* a new period */
     /* This thread's own spans can be meshed once detached (a resumed pass
-     * follows one that detached them this period). */
-    if (mesh_tls_heap && kind != PASS_RESUMED)
+     * follows one that detached them this period): all of them for a
+     * forced pass and for one run by a thread about to wait, only those
+     * of the classes it has stopped using for a busy thread's. */
+    if (mesh_tls_heap && kind == PASS_BUSY)
+        mesh_thread_heap_period(mesh_tls_heap);
+    else if (mesh_tls_heap && kind != PASS_RESUMED)
         mesh_thread_heap_flush(mesh_tls_heap);
 
     uint64_t cpu0 = mesh_os_thread_cpu_ns();

@@ -106,17 +106,54 @@ void mesh_thread_heap_flush(mesh_thread_heap_t *th)
         mesh_global_detach_all_locked(th, c);
         pthread_mutex_unlock(&mesh_class_heaps[c].lock);
     }
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        th->sv[c].flush_top = 0;
     th->last_flush_ns = mesh_os_now_ns();
 }
 
-/* Called every MESH_TICK_FREES fast frees and at each refill: once a period
- * has passed, flush the heap. */
-void mesh_thread_heap_tick(mesh_thread_heap_t *th)
+/* The period's detach: the free caches go back, and so do the spans of
+ * each class whose vector has not moved since the last period (top
+ * unchanged: no malloc, free or refill of it, or as many of each).  A
+ * class the thread is using keeps its spans: detaching them only made its
+ * next malloc attach them again, claim their slots anew and fault in the
+ * pages trimming had given back meanwhile (churn: a sixth of its time
+ * went there).  What it keeps is bounded per class (MESH_SV_MAX_BYTES),
+ * and spans it has filled leave at refills that need room
+ * (detach_full_locked); an unused class is detached within two periods. */
+void mesh_thread_heap_period(mesh_thread_heap_t *th)
+{
+    /* Once a period: a pass started by the detach that just ran (tick,
+     * then the pass) must not take every class for idle. */
+    uint64_t now = mesh_os_now_ns();
+    if (now - th->last_flush_ns < mesh_ms_to_ns(mesh_opt.period_ms) / 2)
+        return;
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++)
+        mesh_cache_flush(th, c, 0);
+    for (unsigned c = 0; c < MESH_NUM_CLASSES; c++) {
+        mesh_shuffle_vector_t *sv = &th->sv[c];
+        if (sv->nattached && sv->top == sv->flush_top) {
+            mesh_class_lock(&mesh_class_heaps[c]);
+            mesh_global_detach_all_locked(th, c);
+            pthread_mutex_unlock(&mesh_class_heaps[c].lock);
+        }
+        sv->flush_top = sv->top;
+    }
+    th->last_flush_ns = now;
+}
+
+/* Called every MESH_TICK_FREES fast frees and at each refill, and at idle
+ * points (idle: the thread is about to wait): once a period has passed,
+ * the period's detach; a thread about to wait detaches everything, as it
+ * is not allocating now. */
+void mesh_thread_heap_tick(mesh_thread_heap_t *th, bool idle)
 {
     th->tick = MESH_TICK_FREES;
     uint64_t now = mesh_os_now_ns();
     if (now - th->last_flush_ns >= mesh_ms_to_ns(mesh_opt.period_ms)) {
-        mesh_thread_heap_flush(th);
+        if (idle)
+            mesh_thread_heap_flush(th);
+        else
+            mesh_thread_heap_period(th);
         mesh_maybe_mesh(0, NULL);
     } else {
         mesh_maybe_resume();

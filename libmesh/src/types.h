@@ -39,8 +39,9 @@
  * refill gathers (enough slots to amortise the class lock, but not so many
  * bytes that a thread hoards memory other threads could use).  A thread
  * keeps its spans attached between refills, so that its own frees into them
- * stay on the fast path; every MESH_PERIOD_MS it detaches them all, so that
- * they can be shared, freed and meshed. */
+ * stay on the fast path; every MESH_PERIOD_MS it detaches those of the
+ * classes it has not used since the last period, so that they can be
+ * shared, freed and meshed (mesh_thread_heap_period). */
 #define MESH_SV_CAP 256
 #define MESH_SV_MAX_ATTACH 64
 #define MESH_SV_TARGET_SLOTS 64
@@ -311,6 +312,7 @@ typedef struct mesh_shuffle_vector {
     uint32_t recip;
     uint16_t ncached;            /* cached[0, ncached): the free cache, newest last */
     uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_KB) */
+    uint16_t flush_top;          /* top after the last period's detach: unchanged, the class sat idle */
     uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
     char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
     uint32_t mh_id[MESH_SV_MAX_ATTACH];

@@ -1,6 +1,7 @@
 /* Thread heaps: created on first use, released at exit with their spans
  * detached, their ids reused; allocations made while a thread exits (from
- * later destructors) still work. */
+ * later destructors) still work; the period's detach leaves the classes a
+ * thread is using attached and detaches the others. */
 #define _GNU_SOURCE
 #include <string.h>
 
@@ -141,9 +142,48 @@ static void test_many_threads(void)
     mesh_global_check();
 }
 
+static uint32_t owner_of(void *p)
+{
+    return atomic_load(&mesh_arena_lookup(p)->owner);
+}
+
+/* The period's detach takes the spans of the classes whose vector did not
+ * move since the last one, keeps those of the classes in use, and runs
+ * once a period however often it is called. */
+static void test_period_keeps_used_classes(void)
+{
+    void *used[8], *idle = malloc(1000);
+    used[0] = malloc(48);
+    mesh_thread_heap_t *th = mesh_tls_heap;
+    CHECK(th != NULL);
+    CHECK_EQ(owner_of(used[0]), th->id);
+    CHECK_EQ(owner_of(idle), th->id);
+    th->last_flush_ns = 0;
+    mesh_thread_heap_period(th); /* both vectors moved since the heap began */
+    CHECK_EQ(owner_of(used[0]), th->id);
+    CHECK_EQ(owner_of(idle), th->id);
+    for (int i = 1; i < 8; i++)
+        used[i] = malloc(48);
+    th->last_flush_ns = 0;
+    mesh_thread_heap_period(th);
+    CHECK_EQ(owner_of(used[0]), th->id);
+    CHECK_EQ(owner_of(idle), 0u);
+    /* Called again at once (a pass right after the tick): nothing more. */
+    mesh_thread_heap_period(th);
+    CHECK_EQ(owner_of(used[0]), th->id);
+    th->last_flush_ns = 0;
+    mesh_thread_heap_period(th); /* no 48-byte malloc since */
+    CHECK_EQ(owner_of(used[0]), 0u);
+    for (int i = 0; i < 8; i++)
+        free(used[i]);
+    free(idle);
+    mesh_global_check();
+}
+
 int main(void)
 {
     free(malloc(1));
+    TEST_RUN(test_period_keeps_used_classes);
     TEST_RUN(test_release_at_exit);
     TEST_RUN(test_id_reuse);
     TEST_RUN(test_malloc_in_destructor);
