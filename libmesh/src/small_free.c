@@ -184,6 +184,15 @@ void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep)
     if (keep >= n)
         return;
     unsigned give = n - keep;
+    /* Each object goes back with a locked AND on its span's record line,
+     * and no later load starts before a locked operation is done: misses
+     * on those lines would be taken one after another.  Asked for first,
+     * they overlap (replace-small-xt and alloc_bench xthread: 4-5%). */
+    for (unsigned k = 0; k < give; k++) {
+        mesh_miniheap_t *mh = mesh_arena_lookup(sv->cached[k]);
+        if (mh)
+            __builtin_prefetch(mh, 1);
+    }
     for (unsigned k = 0; k < give; k++) {
         void *p = sv->cached[k];
         free_small(mesh_arena_lookup(p), p, true);
