@@ -116,22 +116,38 @@ static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
 
 typedef struct scavenge {
     uint64_t cutoff;
-    bool use_fd;
+    uint64_t deadline_ns;        /* 0: punch every due span */
+    bool (*yield)(void);         /* true: stop now (someone waits) */
+    bool use_fd, stopped;
     uint64_t pages;
 } scavenge_t;
 
+/* The mark of a dirty span this scavenge has punched: make_clean files it
+ * clean before the arena lock is released, so no other code sees it (and
+ * no cutoff reaches it: it is never due twice). */
+#define PUNCHED UINT64_MAX
+
 static void punch_from(mesh_miniheap_t *f, void *arg)
 {
-    const scavenge_t *sc = arg;
-    uint32_t end = due(f, sc->cutoff) ? punch_end(f, sc->cutoff) : 0;
-    if (end)
-        mesh_arena_punch_range_locked(f->span_page, end - f->span_page, sc->use_fd);
+    scavenge_t *sc = arg;
+    uint32_t end = !sc->stopped && due(f, sc->cutoff) ? punch_end(f, sc->cutoff) : 0;
+    if (!end)
+        return;
+    mesh_arena_punch_range_locked(f->span_page, end - f->span_page, sc->use_fd);
+    /* The due spans the call covered: f, then one past each hole. */
+    for (mesh_miniheap_t *d = f, *c; d && d->span_page < end;) {
+        d->dirty_epoch = PUNCHED;
+        c = mesh_arena_free_starting_at(d->span_page + d->npages);
+        d = c && c->state == MESH_MH_FREE_CLEAN ? mesh_arena_free_starting_at(c->span_page + c->npages) : NULL;
+    }
+    if (sc->deadline_ns && (mesh_os_now_ns() >= sc->deadline_ns || (sc->yield && sc->yield())))
+        sc->stopped = true;
 }
 
 static void make_clean(mesh_miniheap_t *f, void *arg)
 {
     scavenge_t *sc = arg;
-    if (!due(f, sc->cutoff))
+    if (f->dirty_epoch != PUNCHED)
         return;
     sc->pages += f->npages;
     mesh_arena_clean_locked(f);
@@ -139,21 +155,26 @@ static void make_clean(mesh_miniheap_t *f, void *arg)
 
 /* Punches the dirty free spans that became dirty before period cutoff
  * (UINT64_MAX: all of them), neighbours across holes in one call; then
- * they become clean.  Returns the bytes given back. */
-static uint64_t scavenge_before_locked(uint64_t cutoff)
+ * they become clean.  With a deadline, stops at it or when yield says so,
+ * after the punch under way: what is left stays dirty, due at the next
+ * scavenge.  Returns the bytes given back. */
+static uint64_t scavenge_before_locked(uint64_t cutoff, uint64_t deadline_ns, bool (*yield)(void))
 {
     if (!A.dirty_pages)
         return 0;
-    scavenge_t sc = {.cutoff = cutoff, .use_fd = mesh_arena_fd_is_ours_locked()};
+    scavenge_t sc = {.cutoff = cutoff, .deadline_ns = deadline_ns, .yield = yield,
+                     .use_fd = mesh_arena_fd_is_ours_locked()};
     mesh_arena_each_dirty_locked(punch_from, &sc);
     mesh_arena_each_dirty_locked(make_clean, &sc);
     MESH_STAT_ADD(punched_bytes, sc.pages << MESH_PAGE_SHIFT);
+    if (sc.stopped)
+        MESH_STAT_ADD(scavenge_stopped, 1);
     return sc.pages << MESH_PAGE_SHIFT;
 }
 
 uint64_t mesh_arena_scavenge_locked(void)
 {
-    uint64_t bytes = scavenge_before_locked(UINT64_MAX);
+    uint64_t bytes = scavenge_before_locked(UINT64_MAX, 0, NULL);
     mesh_assert(A.dirty_pages == 0);
     return bytes;
 }
@@ -161,8 +182,11 @@ uint64_t mesh_arena_scavenge_locked(void)
 /* The periodic scavenge: punches the dirty spans that were already dirty
  * when the last period began, so that a page freed and reused within a
  * period is not given back and faulted in again, and none stays backed
- * unused for more than two periods.  Returns the bytes given back. */
-uint64_t mesh_arena_scavenge_aged_locked(void)
+ * unused for more than two periods, unless a scavenge ran out of time
+ * (deadline_ns, or yield: the program has work for the calling thread;
+ * each punch costs 8-50 us here, and a period can leave hundreds due, all
+ * under the arena lock).  Returns the bytes given back. */
+uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(void))
 {
-    return scavenge_before_locked(A.epoch++);
+    return scavenge_before_locked(A.epoch++, deadline_ns, yield);
 }

@@ -153,6 +153,7 @@ void mesh_options_init(void);
     X(punched_bytes, "bytes punched out of the arena file")                     \
     X(trimmed_pages, "free pages of partial spans given back")                  \
     X(trimmed_now, "pages of live spans given back and not written since")      \
+    X(scavenge_stopped, "periodic scavenges cut short")                         \
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \

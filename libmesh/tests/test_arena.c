@@ -171,6 +171,67 @@ static void test_punch_across_holes(void)
     check_invariants();
 }
 
+static int yield_calls;
+static bool yield_at_once(void)
+{
+    yield_calls++;
+    return true;
+}
+
+/* The periodic scavenge stops after the punch under way when told to
+ * (an event loop's wait would return), and what it left stays dirty and
+ * due: the next one punches it.  Nothing is punched twice, and pages it
+ * did not reach keep their data until then. */
+static void test_aged_scavenge_yields(void)
+{
+    bool clean;
+    scavenge();
+    mesh_miniheap_t *s[6];
+    for (int i = 0; i < 6; i++) {
+        s[i] = alloc_span(1, 1, &clean);
+        CHECK(s[i] != NULL);
+        memset(mesh_mh_start(s[i]), 0x50 + i, MESH_PAGE_SIZE);
+    }
+    for (int i = 1; i < 6; i++)
+        if (s[i]->span_page != s[0]->span_page + i)
+            return; /* not neighbours: the counts below would not hold */
+    /* s0, s2, s4 freed, s1, s3, s5 live between them: three punches. */
+    for (int i = 0; i < 6; i += 2)
+        free_span(s[i]);
+    pthread_mutex_lock(&mesh_arena.lock);
+    uint64_t dirty = mesh_arena.dirty_pages;
+    /* Not due yet: they became dirty in this period. */
+    CHECK_EQ(mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + 1000000000ULL, yield_at_once), 0);
+    uint64_t calls = mesh_stats.punch_count, stopped = mesh_stats.scavenge_stopped;
+    yield_calls = 0;
+    uint64_t first = mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + 1000000000ULL, yield_at_once);
+    uint64_t left = mesh_arena.dirty_pages;
+    pthread_mutex_unlock(&mesh_arena.lock);
+    CHECK_EQ(mesh_stats.punch_count - calls, 1);
+    CHECK_EQ(yield_calls, 1);
+    CHECK_EQ(mesh_stats.scavenge_stopped - stopped, 1);
+    CHECK_EQ(first, MESH_PAGE_SIZE);
+    CHECK_EQ(left, dirty - 1);
+    check_invariants();
+    /* The two it did not reach still hold their bytes. */
+    int kept = 0;
+    for (int i = 0; i < 6; i += 2)
+        kept += *(const unsigned char *)mesh_mh_start(s[i]) == 0x50 + i;
+    CHECK_EQ(kept, 2);
+    pthread_mutex_lock(&mesh_arena.lock);
+    calls = mesh_stats.punch_count;
+    uint64_t rest = mesh_arena_scavenge_aged_locked(0, NULL);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    CHECK_EQ(rest, 2 * MESH_PAGE_SIZE);
+    CHECK_EQ(mesh_stats.punch_count - calls, 2);
+    CHECK_EQ(mesh_arena.dirty_pages, dirty - 3);
+    for (int i = 1; i < 6; i += 2) {
+        CHECK_EQ(*(const unsigned char *)mesh_mh_start(s[i]), 0x50 + i);
+        free_span(s[i]);
+    }
+    check_invariants();
+}
+
 static void test_dirty_threshold(void)
 {
     /* More than MESH_MAX_DIRTY_MB freed at once is punched right away. */
@@ -222,6 +283,7 @@ int main(void)
     TEST_RUN(test_alignment);
     TEST_RUN(test_scavenge_punches);
     TEST_RUN(test_punch_across_holes);
+    TEST_RUN(test_aged_scavenge_yields);
     TEST_RUN(test_dirty_threshold);
     TEST_RUN(test_grow_shrink);
     TEST_RUN(test_exhaustion);
