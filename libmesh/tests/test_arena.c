@@ -123,22 +123,34 @@ static uint64_t scavenge(void)
     return released;
 }
 
+/* After a full scavenge, n spans of pages each, span i filled with
+ * fill + i; false when they are not neighbours in order (the tests that
+ * use them count punches across them, so they return without checking). */
+static bool neighbours(mesh_miniheap_t **s, int n, uint32_t pages, int fill)
+{
+    bool clean;
+    scavenge();
+    for (int i = 0; i < n; i++) {
+        s[i] = alloc_span(pages, 1, &clean);
+        CHECK(s[i] != NULL);
+        if (!s[i])
+            return false;
+        memset(mesh_mh_start(s[i]), fill + i, (size_t)pages * MESH_PAGE_SIZE);
+    }
+    for (int i = 1; i < n; i++)
+        if (s[i]->span_page != s[0]->span_page + pages * (uint32_t)i)
+            return false;
+    return true;
+}
+
 /* Dirty spans with only holes between them are punched in one call, and
  * nothing else is: live neighbours keep their data, the holes and the
  * dirty spans become one clean span reading as zeros. */
 static void test_punch_across_holes(void)
 {
-    bool clean;
-    scavenge();
     mesh_miniheap_t *s[7];
-    for (int i = 0; i < 7; i++) {
-        s[i] = alloc_span(2, 1, &clean);
-        CHECK(s[i] != NULL);
-        memset(mesh_mh_start(s[i]), 0x40 + i, 2 * MESH_PAGE_SIZE);
-    }
-    for (int i = 1; i < 7; i++)
-        if (s[i]->span_page != s[0]->span_page + 2 * i)
-            return; /* not neighbours: nothing to test */
+    if (!neighbours(s, 7, 2, 0x40))
+        return;
     uint32_t first = s[1]->span_page;
     /* s1 and s3 become holes; then s0, s2, s4 (between holes) and s6
      * (beyond the live s5) are dirty. */
@@ -184,17 +196,9 @@ static bool yield_at_once(void)
  * did not reach keep their data until then. */
 static void test_aged_scavenge_yields(void)
 {
-    bool clean;
-    scavenge();
     mesh_miniheap_t *s[6];
-    for (int i = 0; i < 6; i++) {
-        s[i] = alloc_span(1, 1, &clean);
-        CHECK(s[i] != NULL);
-        memset(mesh_mh_start(s[i]), 0x50 + i, MESH_PAGE_SIZE);
-    }
-    for (int i = 1; i < 6; i++)
-        if (s[i]->span_page != s[0]->span_page + i)
-            return; /* not neighbours: the counts below would not hold */
+    if (!neighbours(s, 6, 1, 0x50))
+        return;
     /* s0, s2, s4 freed, s1, s3, s5 live between them: three punches. */
     for (int i = 0; i < 6; i += 2)
         free_span(s[i]);
