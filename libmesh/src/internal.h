@@ -88,7 +88,7 @@ mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page);
 void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg);
 void mesh_arena_clean_locked(mesh_miniheap_t *f);
 uint64_t mesh_arena_scavenge_locked(void);
-uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(void));
+uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(uint64_t now));
 void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable);

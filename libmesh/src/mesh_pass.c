@@ -353,14 +353,10 @@ static uint64_t idle_budget(uint64_t idle_ns)
 }
 
 /* The period's work: give back the pages that stayed freed and unused for
- * a period (a crude decay: a free span stays backed for at most two),
+ * a period (a crude decay: a free span stays backed for at most two,
+ * unless a scavenge is cut short),
  * then, with meshing on, run a pass (which may skip itself if the heap
  * looks as it did when the last pass found nothing), then trim. */
-static bool scavenge_gives_way(void)
-{
-    return gives_way(mesh_os_now_ns());
-}
-
 static void period_work(bool busy, uint64_t idle_ns)
 {
     /* The scavenge's punches stop as a pass does: at a pass's budget, or
@@ -368,7 +364,7 @@ static void period_work(bool busy, uint64_t idle_ns)
      * event loop's requests wait for them). */
     uint64_t budget = busy ? busy_budget() : mesh_ms_to_ns(mesh_opt.pass_ms);
     pthread_mutex_lock(&mesh_arena.lock);
-    mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + budget, scavenge_gives_way);
+    mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + budget, gives_way);
     pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)
         run_pass(false, busy ? busy_budget() : idle_budget(idle_ns), busy ? PASS_BUSY : PASS_IDLE);

@@ -91,24 +91,32 @@ static bool due(const mesh_miniheap_t *f, uint64_t cutoff)
     return f && f->state == MESH_MH_FREE_DIRTY && f->dirty_epoch < cutoff;
 }
 
+/* The mark of a dirty span this scavenge has punched: make_clean files it
+ * clean before the arena lock is released, so no other code sees it (and
+ * no cutoff reaches it: it is never due twice). */
+#define PUNCHED UINT64_MAX
+
 /* Where the punch that starts at the due dirty span f ends, or 0 when an
- * earlier punch covers f.  A punch runs on through clean free spans (holes
- * already: punching them again frees nothing and zaps no page-table entry)
- * to the next due dirty span, and so on: each call is one TLB shootdown,
- * the cost of a punch, and a heap freed in random order (a program's exit,
- * an eviction sweep) leaves its dirty pages one by one between holes.
- * Neighbours of one state coalesce, so free spans alternate clean and
- * dirty: two steps find the previous due one. */
-static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
+ * earlier punch covers f; the due spans it covers are marked PUNCHED.  A
+ * punch runs on through clean free spans (holes already: punching them
+ * again frees nothing and zaps no page-table entry) to the next due dirty
+ * span, and so on: each call is one TLB shootdown, the cost of a punch,
+ * and a heap freed in random order (a program's exit, an eviction sweep)
+ * leaves its dirty pages one by one between holes.  Neighbours of one
+ * state coalesce, so free spans alternate clean and dirty: two steps find
+ * the previous due one. */
+static uint32_t take_punch(mesh_miniheap_t *f, uint64_t cutoff)
 {
     const mesh_miniheap_t *c = mesh_arena_free_ending_at(f->span_page);
     if (c && c->state == MESH_MH_FREE_CLEAN && due(mesh_arena_free_ending_at(c->span_page), cutoff))
         return 0;
+    f->dirty_epoch = PUNCHED;
     uint32_t end = f->span_page + f->npages;
     while ((c = mesh_arena_free_starting_at(end)) && c->state == MESH_MH_FREE_CLEAN) {
-        const mesh_miniheap_t *d = mesh_arena_free_starting_at(c->span_page + c->npages);
+        mesh_miniheap_t *d = mesh_arena_free_starting_at(c->span_page + c->npages);
         if (!due(d, cutoff))
             break;
+        d->dirty_epoch = PUNCHED;
         end = d->span_page + d->npages;
     }
     return end;
@@ -117,31 +125,22 @@ static uint32_t punch_end(const mesh_miniheap_t *f, uint64_t cutoff)
 typedef struct scavenge {
     uint64_t cutoff;
     uint64_t deadline_ns;        /* 0: punch every due span */
-    bool (*yield)(void);         /* true: stop now (someone waits) */
+    bool (*yield)(uint64_t now); /* true: stop now (someone waits) */
     bool use_fd, stopped;
     uint64_t pages;
 } scavenge_t;
 
-/* The mark of a dirty span this scavenge has punched: make_clean files it
- * clean before the arena lock is released, so no other code sees it (and
- * no cutoff reaches it: it is never due twice). */
-#define PUNCHED UINT64_MAX
-
 static void punch_from(mesh_miniheap_t *f, void *arg)
 {
     scavenge_t *sc = arg;
-    uint32_t end = !sc->stopped && due(f, sc->cutoff) ? punch_end(f, sc->cutoff) : 0;
+    uint32_t end = !sc->stopped && due(f, sc->cutoff) ? take_punch(f, sc->cutoff) : 0;
     if (!end)
         return;
     mesh_arena_punch_range_locked(f->span_page, end - f->span_page, sc->use_fd);
-    /* The due spans the call covered: f, then one past each hole. */
-    for (mesh_miniheap_t *d = f, *c; d && d->span_page < end;) {
-        d->dirty_epoch = PUNCHED;
-        c = mesh_arena_free_starting_at(d->span_page + d->npages);
-        d = c && c->state == MESH_MH_FREE_CLEAN ? mesh_arena_free_starting_at(c->span_page + c->npages) : NULL;
+    if (sc->deadline_ns) {
+        uint64_t now = mesh_os_now_ns();
+        sc->stopped = now >= sc->deadline_ns || (sc->yield && sc->yield(now));
     }
-    if (sc->deadline_ns && (mesh_os_now_ns() >= sc->deadline_ns || (sc->yield && sc->yield())))
-        sc->stopped = true;
 }
 
 static void make_clean(mesh_miniheap_t *f, void *arg)
@@ -158,7 +157,7 @@ static void make_clean(mesh_miniheap_t *f, void *arg)
  * they become clean.  With a deadline, stops at it or when yield says so,
  * after the punch under way: what is left stays dirty, due at the next
  * scavenge.  Returns the bytes given back. */
-static uint64_t scavenge_before_locked(uint64_t cutoff, uint64_t deadline_ns, bool (*yield)(void))
+static uint64_t scavenge_before_locked(uint64_t cutoff, uint64_t deadline_ns, bool (*yield)(uint64_t now))
 {
     if (!A.dirty_pages)
         return 0;
@@ -186,7 +185,7 @@ uint64_t mesh_arena_scavenge_locked(void)
  * (deadline_ns, or yield: the program has work for the calling thread;
  * each punch costs 8-50 us here, and a period can leave hundreds due, all
  * under the arena lock).  Returns the bytes given back. */
-uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(void))
+uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(uint64_t now))
 {
     return scavenge_before_locked(A.epoch++, deadline_ns, yield);
 }

@@ -184,8 +184,9 @@ static void test_punch_across_holes(void)
 }
 
 static int yield_calls;
-static bool yield_at_once(void)
+static bool yield_at_once(uint64_t now)
 {
+    (void)now;
     yield_calls++;
     return true;
 }
