@@ -25,8 +25,9 @@ more finely the closer they get to 100%).
 For the libmesh rows the server also writes MESH_EVENTS, from which each
 test's longest stalls are taken while the full log is at hand (the
 committed document keeps only merged windows): the longest write-protect
-pause of a mesh, and the longest wait of a program thread for the write
-barrier or for a class lock, over the passes that began during the test.
+pause of a mesh, the longest wait of a program thread for the write
+barrier or for a class lock, and the longest scavenge of freed pages,
+over the passes that began during the test.
 Each test also records the server's CPU time (INFO used_cpu_user and
 used_cpu_sys before and after it): per request, a cost that other jobs on
 the machine sway less than requests/s.
@@ -59,8 +60,10 @@ TESTS = ("set", "get")
 INFO_FIELDS = redis_fig.INFO_FIELDS + ("keyspace_hits", "keyspace_misses",
                                        "total_commands_processed")
 
-# The mesh log's stall fields, in microseconds.
-STALL_FIELDS = ("max_pause_us", "max_barrier_wait_us", "max_lock_wait_us")
+# The mesh log's stall fields, in microseconds (max_scavenge_us: the
+# longest scavenge, which holds the arena lock; logs from before it was
+# timed lack it).
+STALL_FIELDS = ("max_pause_us", "max_barrier_wait_us", "max_lock_wait_us", "max_scavenge_us")
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,9 @@ def stalls(events: list, start_s: float, end_s: float, offset_s: float = 0.0) ->
            "max_busy_pass_us": max((int(e.get("duration_us") or 0) for e in inside
                                     if e.get("kind") in BUSY_KINDS), default=0)}
     for f in STALL_FIELDS:
-        out[f] = max((int(e.get(f) or 0) for e in inside), default=0)
+        # None: passes ran, but the log does not have the field.
+        got = [int(e.get(f) or 0) for e in inside if f in e]
+        out[f] = max(got) if got else None if inside else 0
     return out
 
 

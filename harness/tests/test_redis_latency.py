@@ -101,7 +101,12 @@ class TestParse(unittest.TestCase):
         s = L.stalls(ev, 1.0, 2.5, offset_s=0.01)
         self.assertEqual((s["passes"], s["meshes"], s["max_pass_us"], s["max_busy_pass_us"],
                           s["max_pause_us"], s["max_barrier_wait_us"], s["max_lock_wait_us"]),
-                         (2, 3, 4000, 300, 70, 15, 0))
+                         (2, 3, 4000, 300, 70, 15, None))
+        # A log from before scavenges were timed has no such field: not a 0.
+        self.assertIsNone(s["max_scavenge_us"])
+        ev[2]["max_scavenge_us"] = 2500
+        self.assertEqual(L.stalls(ev, 1.0, 2.5, offset_s=0.01)["max_scavenge_us"], 2500)
+        self.assertEqual(L.stalls(ev, 10.0, 20.0)["max_scavenge_us"], 0)
 
 
 class TestTinyRuns(unittest.TestCase):

@@ -416,8 +416,7 @@ void mesh_arena_free_span_locked(mesh_miniheap_t *mh)
     atomic_fetch_sub_explicit(&mesh_stats.mh_live, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);
     insert_free(mh, mh->span_page, mh->npages, MESH_MH_FREE_DIRTY);
-    if (A.dirty_pages > mesh_opt.max_dirty_mb * (1024 * 1024 / MESH_PAGE_SIZE))
-        mesh_arena_scavenge_locked();
+    mesh_arena_scavenge_over_bound_locked();
 }
 
 /* Returns the tail of a large span beyond npages to the free pages. */
@@ -434,8 +433,7 @@ bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     set_span_ends(mh);
     A.active_pages -= ntail;
     insert_free(r, tail, ntail, MESH_MH_FREE_DIRTY);
-    if (A.dirty_pages > mesh_opt.max_dirty_mb * (1024 * 1024 / MESH_PAGE_SIZE))
-        mesh_arena_scavenge_locked();
+    mesh_arena_scavenge_over_bound_locked();
     return true;
 }
 
@@ -491,8 +489,10 @@ mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page)
     return f->kind == MESH_KIND_FREE && f->span_page == page ? f : NULL;
 }
 
-/* Calls fn on every dirty free span, by bins; fn may make its span clean
- * (mesh_arena_clean_locked) and nothing else. */
+/* Calls fn on every dirty free span, by bins; fn may make its span, or
+ * the head of it, clean (mesh_arena_clean_locked, _clean_head_locked) and
+ * nothing else.  The dirty tail the latter leaves may or may not be
+ * visited. */
 void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg)
 {
     for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1))
@@ -509,6 +509,27 @@ void mesh_arena_clean_locked(mesh_miniheap_t *f)
     mesh_assert(f->kind == MESH_KIND_FREE && f->state == MESH_MH_FREE_DIRTY);
     bin_remove(f);
     insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+}
+
+/* The first npages of a dirty free span were punched: they become clean
+ * (merging with a clean span before them); the rest stays dirty, as old
+ * as it was.  False when no record is left for the rest: then nothing
+ * changed. */
+bool mesh_arena_clean_head_locked(mesh_miniheap_t *f, uint32_t npages)
+{
+    mesh_assert(f->kind == MESH_KIND_FREE && f->state == MESH_MH_FREE_DIRTY);
+    mesh_assert(npages > 0 && npages < f->npages);
+    mesh_miniheap_t *r = record_alloc();
+    if (!r)
+        return false;
+    uint64_t epoch = f->dirty_epoch;
+    uint32_t tail = f->span_page + npages, ntail = f->npages - npages;
+    bin_remove(f);
+    f->npages = npages;
+    insert_free(f, f->span_page, npages, MESH_MH_FREE_CLEAN);
+    insert_free(r, tail, ntail, MESH_MH_FREE_DIRTY); /* its neighbours: f, clean; what followed f, not dirty */
+    r->dirty_epoch = epoch;
+    return true;
 }
 
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)

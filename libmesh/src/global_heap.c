@@ -39,7 +39,7 @@ void mesh_global_init(void)
 
 /* ---- the class lock, as program threads take it ---- */
 
-_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
+_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns;
 
 void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns)
 {

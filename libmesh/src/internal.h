@@ -87,7 +87,9 @@ mesh_miniheap_t *mesh_arena_free_ending_at(uint32_t page);
 mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page);
 void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg);
 void mesh_arena_clean_locked(mesh_miniheap_t *f);
+bool mesh_arena_clean_head_locked(mesh_miniheap_t *f, uint32_t npages);
 uint64_t mesh_arena_scavenge_locked(void);
+void mesh_arena_scavenge_over_bound_locked(void);
 uint64_t mesh_arena_scavenge_aged_locked(uint64_t deadline_ns, bool (*yield)(uint64_t now));
 void mesh_arena_zero_span_locked(mesh_miniheap_t *mh);
 uint64_t mesh_arena_resident_bytes(void);
@@ -323,7 +325,7 @@ extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
 /* The longest stalls since the last mesh event: a write held by the
  * barrier, a thread waiting for a class lock (a mesh slice that holds it
  * ends at its next check once a thread waits). */
-extern _Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns;
+extern _Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns;
 void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns);
 void mesh_class_lock_slow(mesh_class_heap_t *ch);
 

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "mesher.h"
 
 #define A mesh_arena
 
@@ -96,50 +97,108 @@ static bool due(const mesh_miniheap_t *f, uint64_t cutoff)
  * no cutoff reaches it: it is never due twice). */
 #define PUNCHED UINT64_MAX
 
-/* Where the punch that starts at the due dirty span f ends, or 0 when an
- * earlier punch covers f; the due spans it covers are marked PUNCHED.  A
- * punch runs on through clean free spans (holes already: punching them
- * again frees nothing and zaps no page-table entry) to the next due dirty
- * span, and so on: each call is one TLB shootdown, the cost of a punch,
- * and a heap freed in random order (a program's exit, an eviction sweep)
- * leaves its dirty pages one by one between holes.  Neighbours of one
- * state coalesce, so free spans alternate clean and dirty: two steps find
- * the previous due one. */
-static uint32_t take_punch(mesh_miniheap_t *f, uint64_t cutoff)
-{
-    const mesh_miniheap_t *c = mesh_arena_free_ending_at(f->span_page);
-    if (c && c->state == MESH_MH_FREE_CLEAN && due(mesh_arena_free_ending_at(c->span_page), cutoff))
-        return 0;
-    f->dirty_epoch = PUNCHED;
-    uint32_t end = f->span_page + f->npages;
-    while ((c = mesh_arena_free_starting_at(end)) && c->state == MESH_MH_FREE_CLEAN) {
-        mesh_miniheap_t *d = mesh_arena_free_starting_at(c->span_page + c->npages);
-        if (!due(d, cutoff))
-            break;
-        d->dirty_epoch = PUNCHED;
-        end = d->span_page + d->npages;
-    }
-    return end;
-}
+/* With a deadline, a punch takes in at most a chunk of dirty pages: a
+ * punch costs its call (8-50 us here) and then about 1-2 us a page, so a
+ * chunk is 0.3-0.6 ms, and the deadline is checked that often.  A longer
+ * span is punched a chunk at a time. */
+#define PUNCH_CHUNK 256
 
 typedef struct scavenge {
     uint64_t cutoff;
     uint64_t deadline_ns;        /* 0: punch every due span */
     bool (*yield)(uint64_t now); /* true: stop now (someone waits) */
-    bool use_fd, stopped;
-    uint64_t pages;
+    uint64_t keep_pages;         /* enough once no more than this stays dirty */
+    bool use_fd, enough, stopped;
+    uint64_t marked;             /* dirty pages marked PUNCHED so far */
+    uint64_t pages;              /* dirty pages made clean */
 } scavenge_t;
 
+/* A punch runs on through clean free spans (holes already: punching them
+ * again frees nothing and zaps no page-table entry) to the next due dirty
+ * span, and so on: each call is one TLB shootdown, the cost of a punch,
+ * and a heap freed in random order (a program's exit, an eviction sweep)
+ * leaves its dirty pages one by one between holes.  Such a run of due
+ * spans is punched from its first, in one call, or a call a chunk with a
+ * deadline.  Neighbours of one state coalesce, so free spans alternate
+ * clean and dirty: two steps find the next or previous due one. */
+static mesh_miniheap_t *due_before(const mesh_miniheap_t *f, uint64_t cutoff)
+{
+    const mesh_miniheap_t *c = mesh_arena_free_ending_at(f->span_page);
+    mesh_miniheap_t *d = c && c->state == MESH_MH_FREE_CLEAN ? mesh_arena_free_ending_at(c->span_page) : NULL;
+    return due(d, cutoff) ? d : NULL;
+}
+
+static mesh_miniheap_t *due_after(uint32_t end, uint64_t cutoff)
+{
+    const mesh_miniheap_t *c = mesh_arena_free_starting_at(end);
+    mesh_miniheap_t *d = c && c->state == MESH_MH_FREE_CLEAN ? mesh_arena_free_starting_at(c->span_page + c->npages) : NULL;
+    return due(d, cutoff) ? d : NULL;
+}
+
+static void mark(mesh_miniheap_t *f, scavenge_t *sc)
+{
+    f->dirty_epoch = PUNCHED;
+    sc->marked += f->npages;
+}
+
+/* After a punch: whether the scavenge has done enough, or must stop. */
+static void check(scavenge_t *sc, uint64_t dirty_left)
+{
+    sc->enough = dirty_left <= sc->keep_pages;
+    if (sc->deadline_ns && !sc->enough) {
+        uint64_t now = mesh_os_now_ns();
+        sc->stopped = now >= sc->deadline_ns || (sc->yield && sc->yield(now));
+    }
+}
+
+/* A due span longer than a chunk, with a deadline: punched a chunk at a
+ * time.  If the scavenge ends part way, the part punched becomes clean
+ * here and the rest stays dirty, as old as it was.  Returns whether all
+ * of f was punched (then it is marked). */
+static bool punch_in_chunks(mesh_miniheap_t *f, scavenge_t *sc)
+{
+    uint32_t start = f->span_page, end = start + f->npages, p = start;
+    while (p < end && !sc->enough && !sc->stopped) {
+        uint32_t n = end - p < PUNCH_CHUNK ? end - p : PUNCH_CHUNK;
+        mesh_arena_punch_range_locked(p, n, sc->use_fd);
+        p += n;
+        check(sc, A.dirty_pages - sc->marked - (p - start));
+    }
+    if (p < end && mesh_arena_clean_head_locked(f, p - start)) {
+        sc->pages += p - start;
+        return false;
+    }
+    if (p < end) /* no record left for the rest: punch it too */
+        mesh_arena_punch_range_locked(p, end - p, sc->use_fd);
+    mark(f, sc);
+    return true;
+}
+
+/* Punches the run of due spans f belongs to, from its first, marking
+ * what each call covers, until the run ends or the scavenge does. */
 static void punch_from(mesh_miniheap_t *f, void *arg)
 {
     scavenge_t *sc = arg;
-    uint32_t end = !sc->stopped && due(f, sc->cutoff) ? take_punch(f, sc->cutoff) : 0;
-    if (!end)
+    if (sc->enough || sc->stopped || !due(f, sc->cutoff))
         return;
-    mesh_arena_punch_range_locked(f->span_page, end - f->span_page, sc->use_fd);
-    if (sc->deadline_ns) {
-        uint64_t now = mesh_os_now_ns();
-        sc->stopped = now >= sc->deadline_ns || (sc->yield && sc->yield(now));
+    for (mesh_miniheap_t *d; (d = due_before(f, sc->cutoff));)
+        f = d;
+    uint64_t limit = sc->deadline_ns ? PUNCH_CHUNK : UINT64_MAX;
+    while (f && !sc->enough && !sc->stopped) {
+        uint32_t start = f->span_page, end = start + f->npages;
+        if (f->npages > limit) {
+            f = punch_in_chunks(f, sc) ? due_after(end, sc->cutoff) : NULL;
+            continue;
+        }
+        uint64_t taken = 0;
+        do {
+            mark(f, sc);
+            taken += f->npages;
+            end = f->span_page + f->npages;
+            f = due_after(end, sc->cutoff);
+        } while (f && taken + f->npages <= limit);
+        mesh_arena_punch_range_locked(start, end - start, sc->use_fd);
+        check(sc, A.dirty_pages - sc->marked);
     }
 }
 
@@ -157,17 +216,32 @@ static void make_clean(mesh_miniheap_t *f, void *arg)
  * they become clean.  With a deadline, stops at it or when yield says so,
  * after the punch under way: what is left stays dirty, due at the next
  * scavenge.  Returns the bytes given back. */
+static void scavenge(scavenge_t *sc)
+{
+    sc->use_fd = mesh_arena_fd_is_ours_locked();
+    sc->enough = A.dirty_pages <= sc->keep_pages;
+    mesh_arena_each_dirty_locked(punch_from, sc);
+    mesh_arena_each_dirty_locked(make_clean, sc);
+    MESH_STAT_ADD(punched_bytes, sc->pages << MESH_PAGE_SHIFT);
+}
+
+/* The arena lock was held from t0: every thread that needed a span or
+ * freed one in the meantime waited this long at most. */
+static void note_time(uint64_t t0)
+{
+    mesh_stall_note(&mesh_stall_scavenge_ns, &mesh_stats.scavenge_max_ns, mesh_os_now_ns() - t0);
+}
+
 static uint64_t scavenge_before_locked(uint64_t cutoff, uint64_t deadline_ns, bool (*yield)(uint64_t now))
 {
     if (!A.dirty_pages)
         return 0;
-    scavenge_t sc = {.cutoff = cutoff, .deadline_ns = deadline_ns, .yield = yield,
-                     .use_fd = mesh_arena_fd_is_ours_locked()};
-    mesh_arena_each_dirty_locked(punch_from, &sc);
-    mesh_arena_each_dirty_locked(make_clean, &sc);
-    MESH_STAT_ADD(punched_bytes, sc.pages << MESH_PAGE_SHIFT);
+    uint64_t t0 = mesh_os_now_ns();
+    scavenge_t sc = {.cutoff = cutoff, .deadline_ns = deadline_ns, .yield = yield};
+    scavenge(&sc);
     if (sc.stopped)
         MESH_STAT_ADD(scavenge_stopped, 1);
+    note_time(t0);
     return sc.pages << MESH_PAGE_SHIFT;
 }
 
@@ -176,6 +250,31 @@ uint64_t mesh_arena_scavenge_locked(void)
     uint64_t bytes = scavenge_before_locked(UINT64_MAX, 0, NULL);
     mesh_assert(A.dirty_pages == 0);
     return bytes;
+}
+
+/* The bound on dirty pages (MESH_MAX_DIRTY_MB), checked where a span is
+ * freed: past it, the freeing thread punches down to half the bound, the
+ * spans dirty since an earlier period first, and for a busy pass's budget
+ * at most.  Punching them all at once, as the bound used to, took up to
+ * 4096 one-page punches of 8-50 us each under the arena lock when a
+ * program freed pages in random order (an eviction sweep, a teardown).
+ * What a scavenge leaves past the bound, the next free of a span takes on;
+ * the half keeps the scavenges from following every free of a span. */
+void mesh_arena_scavenge_over_bound_locked(void)
+{
+    uint64_t bound = mesh_opt.max_dirty_mb * (1024 * 1024 / MESH_PAGE_SIZE);
+    if (A.dirty_pages <= bound)
+        return;
+    uint64_t t0 = mesh_os_now_ns();
+    MESH_STAT_ADD(scavenge_bound_count, 1);
+    scavenge_t older = {.cutoff = A.epoch, .keep_pages = bound / 2,
+                        .deadline_ns = t0 + mesh_ms_to_ns(mesh_opt.pass_ms) / MESH_BUSY_SLICES};
+    scavenge(&older);
+    if (!older.enough && !older.stopped) {
+        scavenge_t rest = {.cutoff = UINT64_MAX, .keep_pages = bound / 2, .deadline_ns = older.deadline_ns};
+        scavenge(&rest);
+    }
+    note_time(t0);
 }
 
 /* The periodic scavenge: punches the dirty spans that were already dirty

@@ -154,6 +154,8 @@ void mesh_options_init(void);
     X(trimmed_pages, "free pages of partial spans given back")                  \
     X(trimmed_now, "pages of live spans given back and not written since")      \
     X(scavenge_stopped, "periodic scavenges cut short")                         \
+    X(scavenge_bound_count, "scavenges by threads that freed past MESH_MAX_DIRTY_MB") \
+    X(scavenge_max_ns, "longest scavenge, ns (the arena lock is held throughout)") \
     X(fork_copy_bytes, "bytes copied for fork children")                        \
     X(mesh_passes, "mesh passes run")                                           \
     X(mesh_pass_ns, "time spent in mesh passes, ns")                            \

@@ -249,6 +249,119 @@ static void test_dirty_threshold(void)
     check_invariants();
 }
 
+/* n single pages with a live page between each two; s[0..2n-1]. */
+static bool singles(mesh_miniheap_t **s, int n)
+{
+    return neighbours(s, 2 * n, 1, 0x60);
+}
+
+/* A thread that frees past MESH_MAX_DIRTY_MB punches down to half the
+ * bound, not to nothing, and the spans that were dirty before the last
+ * period began go first. */
+static void test_dirty_bound_halves(void)
+{
+    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
+    mesh_opt.max_dirty_mb = 1; /* 256 pages */
+    mesh_opt.pass_ms = 100000; /* time enough for every punch */
+    enum { N = 300, OLDER = 100 };
+    static mesh_miniheap_t *s[2 * N];
+    if (singles(s, N)) {
+        for (int i = 0; i < OLDER; i++)
+            free_span(s[2 * i]);
+        pthread_mutex_lock(&mesh_arena.lock);
+        CHECK_EQ(mesh_arena_scavenge_aged_locked(0, NULL), 0); /* a period begins: none due yet */
+        pthread_mutex_unlock(&mesh_arena.lock);
+        uint64_t scavenges = mesh_stats.scavenge_bound_count;
+        for (int i = OLDER; i < 256; i++)
+            free_span(s[2 * i]);
+        CHECK_EQ(mesh_arena.dirty_pages, 256);
+        CHECK_EQ(mesh_stats.scavenge_bound_count, scavenges);
+        free_span(s[2 * 256]);
+        CHECK_EQ(mesh_stats.scavenge_bound_count - scavenges, 1);
+        CHECK_EQ(mesh_arena.dirty_pages, 128);
+        int older_left = 0;
+        for (int i = 0; i < OLDER; i++)
+            older_left += *(const unsigned char *)mesh_mh_start(s[2 * i]) != 0;
+        CHECK_EQ(older_left, 0);
+        check_invariants();
+        for (int i = 257; i < N; i++)
+            free_span(s[2 * i]);
+        CHECK_EQ(mesh_arena.dirty_pages, 128 + N - 257);
+        for (int i = 0; i < N; i++)
+            free_span(s[2 * i + 1]);
+        check_invariants();
+    }
+    mesh_opt.max_dirty_mb = bound_mb;
+    mesh_opt.pass_ms = pass_ms;
+}
+
+/* The bound's scavenge stops at a busy pass's budget, after the punch
+ * under way; what it leaves, the next free past the bound takes on.  A
+ * budget of nothing makes that one punch per free. */
+static void test_dirty_bound_budget(void)
+{
+    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
+    mesh_opt.max_dirty_mb = 1;
+    mesh_opt.pass_ms = 0;
+    enum { N = 270 };
+    static mesh_miniheap_t *s[2 * N];
+    if (singles(s, N)) {
+        for (int i = 0; i < 256; i++)
+            free_span(s[2 * i]);
+        for (int i = 256; i < N; i++) {
+            uint64_t calls = mesh_stats.punch_count;
+            free_span(s[2 * i]);
+            CHECK_EQ(mesh_stats.punch_count - calls, 1);
+            CHECK_EQ(mesh_arena.dirty_pages, 256);
+        }
+        check_invariants();
+        for (int i = 0; i < N; i++)
+            free_span(s[2 * i + 1]);
+        check_invariants();
+    }
+    mesh_opt.max_dirty_mb = bound_mb;
+    mesh_opt.pass_ms = pass_ms;
+}
+
+/* With a deadline, a long dirty span is punched a chunk at a time: a
+ * scavenge that stops part way leaves the head clean and the tail dirty,
+ * holding its data, as old as it was. */
+static void test_punch_in_chunks(void)
+{
+    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
+    mesh_opt.max_dirty_mb = 1;
+    mesh_opt.pass_ms = 0;
+    mesh_miniheap_t *s[2];
+    if (neighbours(s, 2, 1000, 0x70)) {
+        uint64_t calls = mesh_stats.punch_count;
+        free_span(s[0]);
+        CHECK_EQ(mesh_stats.punch_count - calls, 1);
+        CHECK_EQ(mesh_arena.dirty_pages, 1000 - 256);
+        const unsigned char *p = (const unsigned char *)mesh_mh_start(s[0]);
+        CHECK_EQ(p[0], 0);
+        CHECK_EQ(p[255 * MESH_PAGE_SIZE], 0);
+        CHECK_EQ(p[256 * MESH_PAGE_SIZE], 0x70);
+        CHECK_EQ(p[999 * MESH_PAGE_SIZE], 0x70);
+        mesh_miniheap_t *tail = mesh_arena_lookup(p + 256 * MESH_PAGE_SIZE);
+        CHECK(tail->kind == MESH_KIND_FREE && tail->state == MESH_MH_FREE_DIRTY && tail->npages == 1000 - 256);
+        check_invariants();
+        /* The tail is due at the next periodic scavenge, as the span was. */
+        mesh_opt.pass_ms = 100000;
+        pthread_mutex_lock(&mesh_arena.lock);
+        uint64_t bytes = mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + 1000000000ULL, NULL);
+        bytes += mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + 1000000000ULL, NULL);
+        pthread_mutex_unlock(&mesh_arena.lock);
+        CHECK_EQ(bytes, (uint64_t)(1000 - 256) * MESH_PAGE_SIZE);
+        CHECK_EQ(mesh_arena.dirty_pages, 0);
+        CHECK_EQ(p[999 * MESH_PAGE_SIZE], 0);
+        CHECK_EQ(((const unsigned char *)mesh_mh_start(s[1]))[0], 0x71);
+        free_span(s[1]);
+        check_invariants();
+    }
+    mesh_opt.max_dirty_mb = bound_mb;
+    mesh_opt.pass_ms = pass_ms;
+}
+
 static void test_grow_shrink(void)
 {
     bool clean;
@@ -290,6 +403,9 @@ int main(void)
     TEST_RUN(test_punch_across_holes);
     TEST_RUN(test_aged_scavenge_yields);
     TEST_RUN(test_dirty_threshold);
+    TEST_RUN(test_dirty_bound_halves);
+    TEST_RUN(test_dirty_bound_budget);
+    TEST_RUN(test_punch_in_chunks);
     TEST_RUN(test_grow_shrink);
     TEST_RUN(test_exhaustion);
     TEST_DONE();
