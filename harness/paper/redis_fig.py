@@ -65,6 +65,10 @@ WORKLOAD = "redis-server"
 ALLOCATORS = ("jemalloc", "jemalloc-activedefrag", "glibc", "mesh", "mesh-activedefrag",
               "mesh-nomesh", "mesh-nomesh-activedefrag", "mesh-norand", "mimalloc", "tcmalloc")
 
+# Debian's libjemalloc preloaded into the libc build, as libmesh is (the
+# Redis latency benchmark's row; Figure 7 does not run it).
+SAME_BINARY_JEMALLOC = "jemalloc-libc"
+
 # Rows that turn Redis's active defragmentation on, and the row each is
 # otherwise the same as.
 DEFRAG_ROWS = {"jemalloc-activedefrag": "jemalloc", "mesh-activedefrag": "mesh",
@@ -177,6 +181,13 @@ def redis_allocators(servers: Servers = DEBIAN_SERVERS,
     }
     for name in ("mesh", "mesh-nomesh", "mesh-norand", "mimalloc", "tcmalloc"):
         out[name] = reg[name]
+    # jemalloc on the binary the preloaded rows run: what the allocator
+    # costs apart from how the two builds differ.
+    out[SAME_BINARY_JEMALLOC] = replace(
+        reg["jemalloc"], name=SAME_BINARY_JEMALLOC,
+        description="Debian's libjemalloc preloaded into " + (
+            "redis-server-libc built from source" if built else
+            "Debian's redis-server (which links it already)"))
     for row, base in DEFRAG_ROWS.items():
         out[row] = replace(out[base], name=row,
                            description=f"{out[base].description}, CONFIG SET activedefrag yes")

@@ -52,7 +52,8 @@ from . import redis_fig
 
 WORKLOAD = "redis-latency"
 REDIS_BENCHMARK = "/usr/bin/redis-benchmark"
-ALLOCATORS = ("jemalloc", "glibc", "mimalloc", "mesh", "mesh-nomesh")
+ALLOCATORS = ("jemalloc", redis_fig.SAME_BINARY_JEMALLOC, "glibc", "mimalloc", "mesh",
+              "mesh-nomesh")
 TESTS = ("set", "get")
 
 # INFO fields kept before and after the tests: Figure 7's, and whether

@@ -79,6 +79,27 @@ class TestParse(unittest.TestCase):
         t = RL._target("rps", R.Stat(0.99, 0.01, 3), 0.97, at_most=False)
         self.assertEqual((t.met, t.within_spread), (True, False))
 
+    def test_targets_against_the_same_binary(self):
+        def row(name, p99, max_ms, rps):
+            r = RL.Row(name, 3, 0)
+            for test in L.TESTS:
+                r.tests[test] = RL.TestRow(values={"p99_ms": R.Stat(p99, 0.01, 3),
+                                                   "max_ms": R.Stat(max_ms, 1.0, 3),
+                                                   "rps": R.Stat(rps, 100.0, 3)})
+            return r
+        rs = {"jemalloc": row("jemalloc", 0.30, 5.0, 50000),
+              RL.SAME_BINARY: row(RL.SAME_BINARY, 0.40, 6.0, 48000),
+              "mesh": row("mesh", 0.42, 7.0, 48000)}
+        ts = RL.targets(rs)
+        self.assertEqual(len(ts), 10)
+        got = {t.what.split(" (")[0]: t.met for t in ts}
+        self.assertFalse(got["SET: p99 latency, mesh / jemalloc"])      # 1.40
+        self.assertTrue(got[f"SET: p99 latency, mesh / {RL.SAME_BINARY}"])  # 1.05
+        self.assertTrue(got[f"SET: max latency, mesh - {RL.SAME_BINARY}"])  # +1 ms
+        self.assertTrue(got[f"SET: throughput, mesh / {RL.SAME_BINARY}"])
+        del rs[RL.SAME_BINARY]
+        self.assertEqual(len(RL.targets(rs)), 5)
+
     def test_rotation(self):
         names = ["a", "b", "c"]
         self.assertEqual([L.rotation(names, t) for t in (1, 2, 3, 4)],
