@@ -469,6 +469,22 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     return true;
 }
 
+/* ---- the lock ---- */
+
+/* Takes the arena lock, counting the threads that wait for it (a
+ * scavenge, which holds it for up to a pass's budget, stops after the
+ * punch under way when one does) and timing their waits. */
+void mesh_arena_lock(void)
+{
+    if (pthread_mutex_trylock(&A.lock) == 0)
+        return;
+    uint64_t t0 = mesh_os_now_ns();
+    atomic_fetch_add_explicit(&A.waiters, 1, memory_order_relaxed);
+    pthread_mutex_lock(&A.lock);
+    atomic_fetch_sub_explicit(&A.waiters, 1, memory_order_relaxed);
+    mesh_stall_note(&mesh_stall_arena_ns, &mesh_stats.arena_wait_max_ns, mesh_os_now_ns() - t0);
+}
+
 /* ---- free spans, for the scavenge (punch.c) ---- */
 
 /* The FREE span that ends at page, or that starts there (below the

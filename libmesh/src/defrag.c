@@ -55,7 +55,7 @@ static void refresh_thresholds(void)
 {
     uint64_t live[MESH_NUM_CLASSES] = {0}, spans[MESH_NUM_CLASSES] = {0};
     memset(histogram, 0, sizeof histogram);
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     uint32_t n = mesh_arena.nrecords;
     pthread_mutex_unlock(&mesh_arena.lock);
     for (uint32_t id = 1; id < n; id++) {

@@ -39,7 +39,7 @@ void mesh_global_init(void)
 
 /* ---- the class lock, as program threads take it ---- */
 
-_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns;
+_Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns, mesh_stall_arena_ns;
 
 void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns)
 {
@@ -119,7 +119,7 @@ static void release_empty_locked(mesh_class_heap_t *ch, mesh_miniheap_t *mh)
         return;
     }
     ch->nspans--;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     mesh_arena_free_span_locked(mh);
     pthread_mutex_unlock(&mesh_arena.lock);
 }
@@ -163,7 +163,7 @@ static mesh_miniheap_t *take_span_locked(mesh_class_heap_t *ch, unsigned cls)
         return mh;
     }
     bool clean;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     mh = mesh_arena_alloc_span_locked(mesh_classes[cls].npages, 1, MESH_KIND_SMALL, &clean);
     if (mh) {
         mesh_mh_init_small(mh, cls);
@@ -394,7 +394,7 @@ void *mesh_global_alloc_one(unsigned cls)
 uint64_t mesh_global_allocated_bytes(void)
 {
     uint64_t bytes = 0;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     uint32_t n = mesh_arena.nrecords;
     pthread_mutex_unlock(&mesh_arena.lock);
     for (uint32_t id = 1; id < n; id++) {
@@ -419,7 +419,7 @@ void mesh_global_release_empty(void)
         mesh_miniheap_t *mh;
         while ((mh = list_pop(ch, MESH_MH_EMPTY)) != NULL) {
             ch->nspans--;
-            pthread_mutex_lock(&mesh_arena.lock);
+            mesh_arena_lock();
             mesh_arena_free_span_locked(mh);
             pthread_mutex_unlock(&mesh_arena.lock);
         }
@@ -476,7 +476,7 @@ void mesh_global_check(void)
             mesh_assert_fail("empty list count", __FILE__, __LINE__);
         pthread_mutex_unlock(&ch->lock);
     }
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     mesh_arena_check_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
 }

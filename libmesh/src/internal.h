@@ -74,6 +74,7 @@ bool mesh_mh_is_full_word(unsigned nobjects, unsigned w, uint64_t word);
 
 
 extern mesh_arena_t mesh_arena;
+void mesh_arena_lock(void);
 
 int mesh_arena_init(void);
 /* Allocate npages (aligned to align_pages), returning a new record of the given
@@ -325,7 +326,7 @@ extern mesh_class_heap_t mesh_class_heaps[MESH_NUM_CLASSES];
 /* The longest stalls since the last mesh event: a write held by the
  * barrier, a thread waiting for a class lock (a mesh slice that holds it
  * ends at its next check once a thread waits). */
-extern _Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns;
+extern _Atomic uint64_t mesh_stall_barrier_ns, mesh_stall_lock_ns, mesh_stall_scavenge_ns, mesh_stall_arena_ns;
 void mesh_stall_note(_Atomic uint64_t *interval_max, _Atomic uint64_t *stat_max, uint64_t ns);
 void mesh_class_lock_slow(mesh_class_heap_t *ch);
 

@@ -17,7 +17,7 @@ void *mesh_large_alloc(size_t size, size_t align, bool zero)
     mesh_miniheap_t *mh = NULL;
     bool clean = true;
     if (npages <= mesh_arena.npages && align_pages <= mesh_arena.npages) {
-        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_lock();
         mh = mesh_arena_alloc_span_locked((uint32_t)npages, (uint32_t)align_pages, MESH_KIND_LARGE, &clean);
         if (mh) {
             mesh_arena_set_pages(mh, false);
@@ -39,7 +39,7 @@ void *mesh_large_alloc(size_t size, size_t align, bool zero)
 
 void mesh_large_free(mesh_miniheap_t *mh, void *p)
 {
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     if (mh->kind != MESH_KIND_LARGE || mesh_mh_start(mh) != p) {
         bool freed = mh->kind == MESH_KIND_FREE && mesh_mh_start(mh) == p;
         pthread_mutex_unlock(&mesh_arena.lock);
@@ -60,7 +60,7 @@ void *mesh_large_realloc(mesh_miniheap_t *mh, void *p, size_t size)
     bool ok = false;
     if (npages > mesh_arena.npages)
         return NULL;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     if (mh->kind == MESH_KIND_LARGE && mesh_mh_start(mh) == p) {
         if (npages <= mh->npages) {
             /* If no record is left for the tail, the object keeps it. */

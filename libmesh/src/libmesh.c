@@ -25,7 +25,7 @@ static void fork_prepare(void)
 {
     mesh_mesh_fork_prepare();
     mesh_global_fork_prepare();
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     mesh_thread_heaps_fork_prepare();
     mesh_huge_fork_prepare();
     mesh_fork_prepare();
@@ -394,7 +394,7 @@ static uint64_t give_back(void)
 {
     mesh_global_release_empty();
     uint64_t bytes = mesh_trim(0) << MESH_PAGE_SHIFT;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     bytes += mesh_arena_scavenge_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
     return bytes;
@@ -426,7 +426,7 @@ MESH_EXPORT struct mallinfo2 mallinfo2(void)
     if (!mesh_started())
         return mi;
     uint64_t allocated = mesh_global_allocated_bytes();
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     uint64_t mapped = (uint64_t)mesh_arena.frontier << MESH_PAGE_SHIFT;
     uint64_t dirty = mesh_arena.dirty_pages << MESH_PAGE_SHIFT;
     pthread_mutex_unlock(&mesh_arena.lock);
@@ -506,7 +506,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "stats.active") == 0) {
         /* Physical pages of spans in use: meshed-away virtual spans cost
          * none, nor do pages trim gave back. */
-        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_lock();
         uint64_t pages = mesh_arena.active_pages;
         pthread_mutex_unlock(&mesh_arena.lock);
         uint64_t gone = atomic_load(&mesh_stats.meshed_pages) + atomic_load(&mesh_stats.trimmed_now);
@@ -516,7 +516,7 @@ MESH_EXPORT int mesh_mallctl(const char *name, void *oldp, size_t *oldlenp, void
     if (strcmp(name, "stats.resident") == 0)
         return read_u64(oldp, oldlenp, newp, mesh_arena_resident_bytes() + mesh_huge_bytes());
     if (strcmp(name, "stats.mapped") == 0) {
-        pthread_mutex_lock(&mesh_arena.lock);
+        mesh_arena_lock();
         uint64_t v = (uint64_t)mesh_arena.frontier << MESH_PAGE_SHIFT;
         pthread_mutex_unlock(&mesh_arena.lock);
         return read_u64(oldp, oldlenp, newp, v + mesh_huge_bytes());

@@ -380,7 +380,7 @@ enum mesh_outcome mesh_pairs_locked(mesh_class_heap_t *ch, mesh_miniheap_t *cons
      * lock itself (a signal handler that writes into the heap, run inside
      * a large allocation), and the mesh must not wait for it. */
     uint64_t t0 = mesh_os_now_ns();
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     o = protect_locked(&mv);
     if (o == MESHED) {
         for (uint32_t i = 0; i < k; i++)

@@ -62,9 +62,11 @@ void mesh_log_event(uint64_t t0, uint64_t t1, const pass_result_t *res, uint64_t
     mesh_buf_str(&b, ", \"max_lock_wait_us\": ");
     mesh_buf_u64(&b, atomic_exchange(&mesh_stall_lock_ns, 0) / 1000);
     /* and the longest scavenge, which holds the arena lock (every span
-     * taken or freed waits for it) */
+     * taken or freed waits for it), and the longest wait for that lock */
     mesh_buf_str(&b, ", \"max_scavenge_us\": ");
     mesh_buf_u64(&b, atomic_exchange(&mesh_stall_scavenge_ns, 0) / 1000);
+    mesh_buf_str(&b, ", \"max_arena_wait_us\": ");
+    mesh_buf_u64(&b, atomic_exchange(&mesh_stall_arena_ns, 0) / 1000);
     mesh_buf_str(&b, ", \"pause_us_hist\": {");
     for (unsigned k = 0; k < MESH_PAUSE_BUCKETS; k++) {
         mesh_buf_str(&b, k ? ", \"" : "\"");

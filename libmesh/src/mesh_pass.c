@@ -363,7 +363,7 @@ static void period_work(bool busy, uint64_t idle_ns)
      * when the wait ahead would return (each holds the arena lock, and an
      * event loop's requests wait for them). */
     uint64_t budget = busy ? busy_budget() : mesh_ms_to_ns(mesh_opt.pass_ms);
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + budget, gives_way);
     pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)

@@ -53,14 +53,14 @@ void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd)
 
 void mesh_arena_punch_pages(uint32_t page, uint32_t npages)
 {
-    pthread_mutex_lock(&A.lock);
+    mesh_arena_lock();
     mesh_arena_punch_locked(page, npages, mesh_arena_fd_is_ours_locked());
     pthread_mutex_unlock(&A.lock);
 }
 
 bool mesh_arena_fd_ok(void)
 {
-    pthread_mutex_lock(&A.lock);
+    mesh_arena_lock();
     bool ok = mesh_arena_fd_is_ours_locked();
     pthread_mutex_unlock(&A.lock);
     return ok;
@@ -78,7 +78,7 @@ void mesh_arena_zero_span_locked(mesh_miniheap_t *mh)
 uint64_t mesh_arena_resident_bytes(void)
 {
     uint64_t bytes = 0;
-    pthread_mutex_lock(&A.lock);
+    mesh_arena_lock();
     if (A.file_pages < A.accessible || !mesh_arena_fd_is_ours_locked() || mesh_os_file_blocks(A.fd, &bytes) != 0)
         bytes = (A.active_pages + A.dirty_pages) << MESH_PAGE_SHIFT;
     pthread_mutex_unlock(&A.lock);
@@ -141,13 +141,16 @@ static void mark(mesh_miniheap_t *f, scavenge_t *sc)
     sc->marked += f->npages;
 }
 
-/* After a punch: whether the scavenge has done enough, or must stop. */
+/* After a punch: whether the scavenge has done enough, or must stop (at
+ * its deadline, when another thread waits for the arena lock, or when
+ * yield says so). */
 static void check(scavenge_t *sc, uint64_t dirty_left)
 {
     sc->enough = dirty_left <= sc->keep_pages;
     if (sc->deadline_ns && !sc->enough) {
         uint64_t now = mesh_os_now_ns();
-        sc->stopped = now >= sc->deadline_ns || (sc->yield && sc->yield(now));
+        sc->stopped = now >= sc->deadline_ns || atomic_load_explicit(&A.waiters, memory_order_relaxed) ||
+                      (sc->yield && sc->yield(now));
     }
 }
 

@@ -182,7 +182,7 @@ void mesh_reserve_unlock(void *base, size_t reserved, size_t usable)
 
 void mesh_arena_unlock_reserved(void)
 {
-    pthread_mutex_lock(&A.lock);
+    mesh_arena_lock();
     size_t rec_usable = A.records_usable / sizeof(mesh_miniheap_t);
     mesh_reserve_unlock(A.base, A.bytes, (size_t)A.accessible << MESH_PAGE_SHIFT);
     mesh_reserve_unlock(A.table, ((size_t)A.npages + 1) * sizeof(uint32_t), A.table_usable);
@@ -274,7 +274,7 @@ bool mesh_arena_yield(size_t bytes)
         return false;
     uint64_t want = ((bytes < (16U << 20) ? 16U << 20 : bytes) >> MESH_PAGE_SHIFT) + MESH_GROW_MIN_PAGES - 1;
     want &= ~(uint64_t)(MESH_GROW_MIN_PAGES - 1);
-    pthread_mutex_lock(&A.lock);
+    mesh_arena_lock();
     bool gave = A.npages > A.accessible;
     if (gave) {
         uint32_t n = A.npages - A.accessible > want ? (uint32_t)(A.npages - want) : A.accessible;

@@ -61,7 +61,7 @@ static void print_classes(mesh_buf_t *b)
     uint64_t partial[MESH_NUM_CLASSES] = {0}, empty[MESH_NUM_CLASSES] = {0};
     uint64_t aliases[MESH_NUM_CLASSES] = {0};
     uint64_t large = 0, large_pages = 0;
-    pthread_mutex_lock(&mesh_arena.lock);
+    mesh_arena_lock();
     uint32_t n = mesh_arena.nrecords;
     pthread_mutex_unlock(&mesh_arena.lock);
     for (uint32_t id = 1; id < n; id++) {

@@ -176,6 +176,7 @@ void mesh_options_init(void);
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
     X(barrier_wait_max_ns, "longest wait of a write for a mesh, ns")            \
     X(lock_wait_max_ns, "longest wait of a thread for a class lock, ns")        \
+    X(arena_wait_max_ns, "longest wait of a thread for the arena lock, ns")     \
     X(pin_waits, "system calls that waited for a mesh or fork before starting") \
     X(mesh_pinned, "meshes not made: a system call was writing into src")       \
     X(efault_retries, "system calls retried after EFAULT during a mesh")        \
@@ -283,7 +284,8 @@ typedef struct mesh_arena {
     uint32_t npages;             /* arena pages */
     uint32_t max_records;        /* records the reservation holds */
     const char *no_file;         /* why the arena has no file at all, or NULL */
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;        /* taken with mesh_arena_lock() */
+    _Atomic uint32_t waiters;    /* threads waiting for lock: a scavenge stops for them */
     /* below: protected by lock (file_pages is read without it too: it only grows) */
     uint32_t frontier;           /* pages [0, frontier) have been handed out */
     uint32_t populated;          /* pages [frontier, populated) are faulted in already */

@@ -1,6 +1,8 @@
 /* The arena's page allocator: spans, splitting, coalescing, alignment,
  * dirty accounting and punching, in-place grow and shrink. */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -249,6 +251,50 @@ static void test_dirty_threshold(void)
     check_invariants();
 }
 
+static _Atomic bool go;
+
+static void *take_arena_lock(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&go))
+        sched_yield();
+    mesh_arena_lock();
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return NULL;
+}
+
+/* A scavenge with a deadline stops after the punch under way when another
+ * thread waits for the arena lock, and the wait is timed. */
+static void test_scavenge_stops_for_waiter(void)
+{
+    mesh_miniheap_t *s[6];
+    if (!neighbours(s, 6, 1, 0x58))
+        return;
+    for (int i = 0; i < 6; i += 2)
+        free_span(s[i]);
+    /* The thread starts (and allocates what it needs) before the lock is
+     * held; then it waits for the lock. */
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, take_arena_lock, NULL), 0);
+    mesh_arena_lock();
+    mesh_arena_scavenge_aged_locked(0, NULL); /* a period begins: the three are due at the next */
+    atomic_store(&go, true);
+    while (!atomic_load(&mesh_arena.waiters))
+        sched_yield();
+    uint64_t calls = mesh_stats.punch_count, stopped = mesh_stats.scavenge_stopped;
+    uint64_t bytes = mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + 1000000000ULL, NULL);
+    CHECK_EQ(bytes, MESH_PAGE_SIZE);
+    CHECK_EQ(mesh_stats.punch_count - calls, 1);
+    CHECK_EQ(mesh_stats.scavenge_stopped - stopped, 1);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    pthread_join(t, NULL);
+    CHECK(mesh_stats.arena_wait_max_ns > 0);
+    CHECK_EQ(mesh_arena.waiters, 0);
+    for (int i = 1; i < 6; i += 2)
+        free_span(s[i]);
+    check_invariants();
+}
+
 /* n single pages with a live page between each two; s[0..2n-1]. */
 static bool singles(mesh_miniheap_t **s, int n)
 {
@@ -402,6 +448,7 @@ int main(void)
     TEST_RUN(test_scavenge_punches);
     TEST_RUN(test_punch_across_holes);
     TEST_RUN(test_aged_scavenge_yields);
+    TEST_RUN(test_scavenge_stops_for_waiter);
     TEST_RUN(test_dirty_threshold);
     TEST_RUN(test_dirty_bound_halves);
     TEST_RUN(test_dirty_bound_budget);
