@@ -26,8 +26,8 @@ For the libmesh rows the server also writes MESH_EVENTS, from which each
 test's longest stalls are taken while the full log is at hand (the
 committed document keeps only merged windows): the longest write-protect
 pause of a mesh, the longest wait of a program thread for the write
-barrier or for a class lock, and the longest scavenge of freed pages,
-over the passes that began during the test.
+barrier, for a class lock or for the arena lock, and the longest
+scavenge of freed pages, over the passes that began during the test.
 Each test also records the server's CPU time (INFO used_cpu_user and
 used_cpu_sys before and after it): per request, a cost that other jobs on
 the machine sway less than requests/s.
@@ -62,9 +62,11 @@ INFO_FIELDS = redis_fig.INFO_FIELDS + ("keyspace_hits", "keyspace_misses",
                                        "total_commands_processed")
 
 # The mesh log's stall fields, in microseconds (max_scavenge_us: the
-# longest scavenge, which holds the arena lock; logs from before it was
-# timed lack it).
-STALL_FIELDS = ("max_pause_us", "max_barrier_wait_us", "max_lock_wait_us", "max_scavenge_us")
+# longest scavenge, which holds the arena lock, and max_arena_wait_us:
+# the longest wait for that lock; logs from before they were timed lack
+# them).
+STALL_FIELDS = ("max_pause_us", "max_barrier_wait_us", "max_lock_wait_us", "max_scavenge_us",
+                "max_arena_wait_us")
 
 
 @dataclass(frozen=True)

@@ -200,15 +200,15 @@ def table(rs: dict[str, Row]) -> list[str]:
 
 def _ms(us) -> str:
     """Microseconds as ms, or a dash where the log did not have the field
-    (scavenges were timed from 2026-12-03 on)."""
+    (scavenges and arena lock waits were timed from 2026-12-03 on)."""
     return "–" if us is None else f"{us / 1e3:.2f}"
 
 
 def stalls_table(rs: dict[str, Row]) -> list[str]:
     out = ["| test | allocator | mesh passes | meshes | longest pass (ms) | longest busy pass (ms) | "
            "longest write-protect pause (ms) | longest barrier wait (ms) | longest lock wait (ms) | "
-           "longest scavenge (ms) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "longest scavenge (ms) | longest arena lock wait (ms) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     n = len(out)
     for test in L.TESTS:
         for al, row in rs.items():
