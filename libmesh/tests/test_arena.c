@@ -239,16 +239,38 @@ static void test_aged_scavenge_yields(void)
     check_invariants();
 }
 
+/* The options the dirty bound's tests set, and set back. */
+typedef struct bound_opts {
+    uint64_t max_dirty_mb, pass_ms;
+} bound_opts_t;
+
+static bound_opts_t set_bound_opts(uint64_t max_dirty_mb, uint64_t pass_ms)
+{
+    bound_opts_t old = {mesh_opt.max_dirty_mb, mesh_opt.pass_ms};
+    mesh_opt.max_dirty_mb = max_dirty_mb;
+    mesh_opt.pass_ms = pass_ms;
+    return old;
+}
+
+static void restore_bound_opts(bound_opts_t o)
+{
+    set_bound_opts(o.max_dirty_mb, o.pass_ms);
+}
+
 static void test_dirty_threshold(void)
 {
-    /* More than MESH_MAX_DIRTY_MB freed at once is punched right away. */
+    /* More than MESH_MAX_DIRTY_MB freed at once is punched right away,
+     * down to half the bound, given the time (here: all it needs; the
+     * budget's own test is test_dirty_bound_budget). */
+    bound_opts_t saved = set_bound_opts(mesh_opt.max_dirty_mb, 100000);
     bool clean;
     uint32_t pages = (uint32_t)(mesh_opt.max_dirty_mb * 256 + 512);
     mesh_miniheap_t *mh = alloc_span(pages, 1, &clean);
     memset(mesh_mh_start(mh), 3, (size_t)pages * MESH_PAGE_SIZE);
     free_span(mh);
-    CHECK(mesh_arena.dirty_pages <= mesh_opt.max_dirty_mb * 256);
+    CHECK(mesh_arena.dirty_pages <= mesh_opt.max_dirty_mb * 256 / 2);
     check_invariants();
+    restore_bound_opts(saved);
 }
 
 static _Atomic bool go;
@@ -301,14 +323,21 @@ static bool singles(mesh_miniheap_t **s, int n)
     return neighbours(s, 2 * n, 1, 0x60);
 }
 
+/* Frees the live pages between singles(). */
+static void free_live_singles(mesh_miniheap_t **s, int n)
+{
+    for (int i = 0; i < n; i++)
+        free_span(s[2 * i + 1]);
+    check_invariants();
+}
+
+
 /* A thread that frees past MESH_MAX_DIRTY_MB punches down to half the
  * bound, not to nothing, and the spans that were dirty before the last
  * period began go first. */
 static void test_dirty_bound_halves(void)
 {
-    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
-    mesh_opt.max_dirty_mb = 1; /* 256 pages */
-    mesh_opt.pass_ms = 100000; /* time enough for every punch */
+    bound_opts_t saved = set_bound_opts(1, 100000); /* 256 pages; time enough for every punch */
     enum { N = 300, OLDER = 100 };
     static mesh_miniheap_t *s[2 * N];
     if (singles(s, N)) {
@@ -333,12 +362,9 @@ static void test_dirty_bound_halves(void)
         for (int i = 257; i < N; i++)
             free_span(s[2 * i]);
         CHECK_EQ(mesh_arena.dirty_pages, 128 + N - 257);
-        for (int i = 0; i < N; i++)
-            free_span(s[2 * i + 1]);
-        check_invariants();
+        free_live_singles(s, N);
     }
-    mesh_opt.max_dirty_mb = bound_mb;
-    mesh_opt.pass_ms = pass_ms;
+    restore_bound_opts(saved);
 }
 
 /* The bound's scavenge stops at a busy pass's budget, after the punch
@@ -346,9 +372,7 @@ static void test_dirty_bound_halves(void)
  * budget of nothing makes that one punch per free. */
 static void test_dirty_bound_budget(void)
 {
-    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
-    mesh_opt.max_dirty_mb = 1;
-    mesh_opt.pass_ms = 0;
+    bound_opts_t saved = set_bound_opts(1, 0);
     enum { N = 270 };
     static mesh_miniheap_t *s[2 * N];
     if (singles(s, N)) {
@@ -361,12 +385,9 @@ static void test_dirty_bound_budget(void)
             CHECK_EQ(mesh_arena.dirty_pages, 256);
         }
         check_invariants();
-        for (int i = 0; i < N; i++)
-            free_span(s[2 * i + 1]);
-        check_invariants();
+        free_live_singles(s, N);
     }
-    mesh_opt.max_dirty_mb = bound_mb;
-    mesh_opt.pass_ms = pass_ms;
+    restore_bound_opts(saved);
 }
 
 /* With a deadline, a long dirty span is punched a chunk at a time: a
@@ -374,9 +395,7 @@ static void test_dirty_bound_budget(void)
  * holding its data, as old as it was. */
 static void test_punch_in_chunks(void)
 {
-    uint64_t bound_mb = mesh_opt.max_dirty_mb, pass_ms = mesh_opt.pass_ms;
-    mesh_opt.max_dirty_mb = 1;
-    mesh_opt.pass_ms = 0;
+    bound_opts_t saved = set_bound_opts(1, 0);
     mesh_miniheap_t *s[2];
     if (neighbours(s, 2, 1000, 0x70)) {
         uint64_t calls = mesh_stats.punch_count;
@@ -404,8 +423,7 @@ static void test_punch_in_chunks(void)
         free_span(s[1]);
         check_invariants();
     }
-    mesh_opt.max_dirty_mb = bound_mb;
-    mesh_opt.pass_ms = pass_ms;
+    restore_bound_opts(saved);
 }
 
 static void test_grow_shrink(void)
