@@ -96,7 +96,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
     X(u64, randomize, "MESH_RANDOMIZE", 1, 0, 2, "slot order: 0 in order, 1 shuffled at refill, 2 also on free") \
     X(u64, meshing, "MESH_MESHING", 1, 0, 1, "mesh spans (0 = the no-meshing control)")                         \
     X(u64, period_ms, "MESH_PERIOD_MS", 100, 0, 3600000, "minimum milliseconds between passes")                 \
-    X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before punching")                 \
+    X(u64, max_dirty_mb, "MESH_MAX_DIRTY_MB", 16, 0, 1048576, "freed MiB kept before a freeing thread punches down to half")                 \
     X(u64, cache_kb, "MESH_CACHE_KB", 64, 0, 1024, "free cache per class and thread, KiB (0 = off)")           \
     X(u64, mallocstats, "MALLOCSTATS", 0, 0, 2, "print statistics at exit (1 summary, 2 detail)")               \
     X(u64, arena_gb, "MESH_ARENA_GB", MESH_DEFAULT_ARENA_GB, 1, 8192, "virtual arena reservation")              \
