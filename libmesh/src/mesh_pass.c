@@ -211,11 +211,6 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
     return o;
 }
 
-static uint64_t busy_budget(void)
-{
-    return mesh_ms_to_ns(mesh_opt.pass_ms) / MESH_BUSY_SLICES;
-}
-
 /* After a busy pass: the next short one of the period, if this one had
  * more to do.  Under M.lock. */
 static void schedule_resume(const pass_result_t *res, uint64_t t1)
@@ -336,7 +331,7 @@ void mesh_maybe_resume(void)
     uint64_t now = mesh_os_now_ns();
     if (now < at || in_loop(now) || !atomic_compare_exchange_strong(&M.resume_ns, &at, 0))
         return;
-    run_pass(false, busy_budget(), PASS_RESUMED);
+    run_pass(false, mesh_busy_budget_ns(), PASS_RESUMED);
 }
 
 /* A pass run by a thread about to sleep for idle_ns may take longer than
@@ -362,14 +357,14 @@ static void period_work(bool busy, uint64_t idle_ns)
     /* The scavenge's punches stop as a pass does: at a pass's budget, or
      * when the wait ahead would return (each holds the arena lock, and an
      * event loop's requests wait for them). */
-    uint64_t budget = busy ? busy_budget() : mesh_ms_to_ns(mesh_opt.pass_ms);
+    uint64_t budget = busy ? mesh_busy_budget_ns() : mesh_ms_to_ns(mesh_opt.pass_ms);
     mesh_arena_lock();
     mesh_arena_scavenge_aged_locked(mesh_os_now_ns() + budget, gives_way);
     pthread_mutex_unlock(&mesh_arena.lock);
     if (mesh_opt.meshing)
-        run_pass(false, busy ? busy_budget() : idle_budget(idle_ns), busy ? PASS_BUSY : PASS_IDLE);
+        run_pass(false, busy ? mesh_busy_budget_ns() : idle_budget(idle_ns), busy ? PASS_BUSY : PASS_IDLE);
     if (!gives_way(mesh_os_now_ns()))
-        mesh_trim(mesh_os_now_ns() + (busy ? busy_budget() : mesh_ms_to_ns(mesh_opt.pass_ms)));
+        mesh_trim(mesh_os_now_ns() + (busy ? mesh_busy_budget_ns() : mesh_ms_to_ns(mesh_opt.pass_ms)));
 }
 
 /* Once a period, the period's work.  idle_ns: how long the calling thread

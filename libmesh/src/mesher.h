@@ -69,6 +69,12 @@ typedef struct cand_set {
  * (docs/results.md). */
 #define MESH_BUSY_SLICES 4
 
+/* That budget; a busy thread's scavenge has the same (punch.c). */
+static inline uint64_t mesh_busy_budget_ns(void)
+{
+    return mesh_ms_to_ns(mesh_opt.pass_ms) / MESH_BUSY_SLICES;
+}
+
 typedef struct mesh_mesher {
     pthread_mutex_t lock;            /* one pass at a time; before every class lock */
     _Atomic uint64_t last_pass_ns;   /* when the last period's work began */

@@ -214,11 +214,12 @@ static void make_clean(mesh_miniheap_t *f, void *arg)
     mesh_arena_clean_locked(f);
 }
 
-/* Punches the dirty free spans that became dirty before period cutoff
- * (UINT64_MAX: all of them), neighbours across holes in one call; then
- * they become clean.  With a deadline, stops at it or when yield says so,
- * after the punch under way: what is left stays dirty, due at the next
- * scavenge.  Returns the bytes given back. */
+/* Punches the dirty free spans that became dirty before period
+ * sc->cutoff (UINT64_MAX: all of them), runs across holes in one call;
+ * then they become clean.  Ends once no more than sc->keep_pages stay
+ * dirty, or, with a deadline, at it or when another thread waits or
+ * yield says so, after the punch under way: what is left stays dirty,
+ * due at the next scavenge.  sc->pages: the pages given back. */
 static void scavenge(scavenge_t *sc)
 {
     sc->use_fd = mesh_arena_fd_is_ours_locked();
@@ -271,7 +272,7 @@ void mesh_arena_scavenge_over_bound_locked(void)
     uint64_t t0 = mesh_os_now_ns();
     MESH_STAT_ADD(scavenge_bound_count, 1);
     scavenge_t older = {.cutoff = A.epoch, .keep_pages = bound / 2,
-                        .deadline_ns = t0 + mesh_ms_to_ns(mesh_opt.pass_ms) / MESH_BUSY_SLICES};
+                        .deadline_ns = t0 + mesh_busy_budget_ns()};
     scavenge(&older);
     if (!older.enough && !older.stopped) {
         scavenge_t rest = {.cutoff = UINT64_MAX, .keep_pages = bound / 2, .deadline_ns = older.deadline_ns};

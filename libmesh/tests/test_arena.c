@@ -185,6 +185,28 @@ static void test_punch_across_holes(void)
     check_invariants();
 }
 
+/* 2n neighbouring single pages s[0..2n-1], page i filled with fill + i:
+ * the even ones to be freed, the odd ones live between them. */
+static bool singles(mesh_miniheap_t **s, int n, int fill)
+{
+    return neighbours(s, 2 * n, 1, fill);
+}
+
+/* Frees the even pages of singles(): n dirty spans, none touching. */
+static void free_even_singles(mesh_miniheap_t **s, int n)
+{
+    for (int i = 0; i < n; i++)
+        free_span(s[2 * i]);
+}
+
+/* Frees the live pages between singles(). */
+static void free_live_singles(mesh_miniheap_t **s, int n)
+{
+    for (int i = 0; i < n; i++)
+        free_span(s[2 * i + 1]);
+    check_invariants();
+}
+
 static int yield_calls;
 static bool yield_at_once(uint64_t now)
 {
@@ -200,11 +222,10 @@ static bool yield_at_once(uint64_t now)
 static void test_aged_scavenge_yields(void)
 {
     mesh_miniheap_t *s[6];
-    if (!neighbours(s, 6, 1, 0x50))
+    if (!singles(s, 3, 0x50))
         return;
     /* s0, s2, s4 freed, s1, s3, s5 live between them: three punches. */
-    for (int i = 0; i < 6; i += 2)
-        free_span(s[i]);
+    free_even_singles(s, 3);
     pthread_mutex_lock(&mesh_arena.lock);
     uint64_t dirty = mesh_arena.dirty_pages;
     /* Not due yet: they became dirty in this period. */
@@ -290,10 +311,9 @@ static void *take_arena_lock(void *arg)
 static void test_scavenge_stops_for_waiter(void)
 {
     mesh_miniheap_t *s[6];
-    if (!neighbours(s, 6, 1, 0x58))
+    if (!singles(s, 3, 0x58))
         return;
-    for (int i = 0; i < 6; i += 2)
-        free_span(s[i]);
+    free_even_singles(s, 3);
     /* The thread starts (and allocates what it needs) before the lock is
      * held; then it waits for the lock. */
     pthread_t t;
@@ -312,24 +332,9 @@ static void test_scavenge_stops_for_waiter(void)
     pthread_join(t, NULL);
     CHECK(mesh_stats.arena_wait_max_ns > 0);
     CHECK_EQ(mesh_arena.waiters, 0);
-    for (int i = 1; i < 6; i += 2)
-        free_span(s[i]);
-    check_invariants();
+    free_live_singles(s, 3);
 }
 
-/* n single pages with a live page between each two; s[0..2n-1]. */
-static bool singles(mesh_miniheap_t **s, int n)
-{
-    return neighbours(s, 2 * n, 1, 0x60);
-}
-
-/* Frees the live pages between singles(). */
-static void free_live_singles(mesh_miniheap_t **s, int n)
-{
-    for (int i = 0; i < n; i++)
-        free_span(s[2 * i + 1]);
-    check_invariants();
-}
 
 
 /* A thread that frees past MESH_MAX_DIRTY_MB punches down to half the
@@ -340,7 +345,7 @@ static void test_dirty_bound_halves(void)
     bound_opts_t saved = set_bound_opts(1, 100000); /* 256 pages; time enough for every punch */
     enum { N = 300, OLDER = 100 };
     static mesh_miniheap_t *s[2 * N];
-    if (singles(s, N)) {
+    if (singles(s, N, 0x60)) {
         for (int i = 0; i < OLDER; i++)
             free_span(s[2 * i]);
         pthread_mutex_lock(&mesh_arena.lock);
@@ -375,7 +380,7 @@ static void test_dirty_bound_budget(void)
     bound_opts_t saved = set_bound_opts(1, 0);
     enum { N = 270 };
     static mesh_miniheap_t *s[2 * N];
-    if (singles(s, N)) {
+    if (singles(s, N, 0x60)) {
         for (int i = 0; i < 256; i++)
             free_span(s[2 * i]);
         for (int i = 256; i < N; i++) {
