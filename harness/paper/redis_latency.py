@@ -226,9 +226,16 @@ class LatencyDriver(redis_fig.ScriptDriver):
 
 
 def _window_footprint(m: R.MemorySeries, start: float, end: float) -> dict:
-    """The footprint's peak and sample mean over [start, end] (bytes)."""
-    vals = [v for t, v in zip(m.t, m.footprint) if t is not None and v is not None
-            and start <= t <= end]
+    """The footprint's peak and sample mean over [start, end] (bytes).
+    A window shorter than the sampling interval may hold no sample; then
+    the samples on either side of it stand for it (the last before, the
+    first after), rather than no footprint at all."""
+    pts = [(t, v) for t, v in zip(m.t, m.footprint) if t is not None and v is not None]
+    vals = [v for t, v in pts if start <= t <= end]
+    if not vals:
+        before = [v for t, v in pts if t < start][-1:]
+        after = [v for t, v in pts if t > end][:1]
+        vals = before + after
     return {"footprint_peak": max(vals) if vals else None,
             "footprint_mean": round(sum(vals) / len(vals)) if vals else None}
 

@@ -100,6 +100,16 @@ class TestParse(unittest.TestCase):
         del rs[RL.SAME_BINARY]
         self.assertEqual(len(RL.targets(rs)), 5)
 
+    def test_window_footprint_between_samples(self):
+        m = R.MemorySeries(t=[0.0, 0.1, 0.2, 0.3], footprint=[10, 20, 40, 80])
+        self.assertEqual(L._window_footprint(m, 0.05, 0.25),
+                         {"footprint_peak": 40, "footprint_mean": 30})
+        # a window between two samples: the samples on either side
+        self.assertEqual(L._window_footprint(m, 0.12, 0.18),
+                         {"footprint_peak": 40, "footprint_mean": 30})
+        self.assertEqual(L._window_footprint(m, 0.35, 0.4),
+                         {"footprint_peak": 80, "footprint_mean": 80})
+
     def test_rotation(self):
         names = ["a", "b", "c"]
         self.assertEqual([L.rotation(names, t) for t in (1, 2, 3, 4)],
