@@ -110,6 +110,26 @@ class TestParse(unittest.TestCase):
         self.assertEqual(L._window_footprint(m, 0.35, 0.4),
                          {"footprint_peak": 80, "footprint_mean": 80})
 
+    def test_tests_draw_different_keys(self):
+        """A seed redis-benchmark draws twice must not replay SET's keys in
+        GET: each test takes another modulus."""
+        b = replace(TINY, tests=("set", "get"), keyspace=1000)
+        r = {t: b.argv(6379, t)[b.argv(6379, t).index("-r") + 1] for t in b.tests}
+        self.assertEqual(r, {"set": "1000", "get": "999"})
+
+    def test_hit_notes_name_replayed_runs(self):
+        from types import SimpleNamespace as NS
+
+        def run(name, keys):
+            return NS(allocator=name, trial=1,
+                      result={"tests": {"set": {"keys": 1000}, "get": {"keys": keys}}})
+        notes = RL._hit_notes([(run("a", 999), 0.13), (run("b", 999), 0.14),
+                               (run("c", 1000), 0.93), (run("d", 999), 0.9)])
+        self.assertEqual(len(notes), 3)
+        self.assertIn("13-14% of its keys in 2 of 4 runs", notes[0])
+        self.assertIn("in c trial 1: redis-benchmark may have seeded", notes[1])
+        self.assertIn("in d trial 1: not a seed drawn twice", notes[2])
+
     def test_rotation(self):
         names = ["a", "b", "c"]
         self.assertEqual([L.rotation(names, t) for t in (1, 2, 3, 4)],
