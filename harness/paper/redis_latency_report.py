@@ -45,7 +45,6 @@ class TestRow:
     max_over_base_ms: Optional[R.Stat] = None      # max_ms - jemalloc's, spreads in quadrature
     worst_max_ms: Optional[float] = None           # the longest request of any trial
     stalls: dict = field(default_factory=dict)     # libmesh rows: longest of each, µs
-    hit_rate: Optional[R.Stat] = None              # GET only: share of keys found
 
 
 @dataclass
@@ -76,6 +75,13 @@ def _percent_range(rates: list[float]) -> str:
     return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
 
 
+def _same_keys(run: R.Run) -> bool:
+    """Whether the run's GET drew its keys with SET's modulus (runs made
+    before each test had its own; older runs record none for either)."""
+    t = _tests(run)
+    return t.get("get", {}).get("keys") == t.get("set", {}).get("keys")
+
+
 def _hit_notes(hits: list[tuple[R.Run, float]]) -> list[str]:
     """What GET found, over every run; runs that found most of their keys
     are named, with whether their GET may have replayed the SET test's keys
@@ -87,12 +93,8 @@ def _hit_notes(hits: list[tuple[R.Run, float]]) -> list[str]:
         notes.append(f"GET finds {_percent_range(low)} of its keys in {len(low)} of {len(hits)} "
                      "runs: most random keys were evicted or never set, so GET measures the "
                      "lookup path and little allocation.")
-    def same_keys(r: R.Run) -> bool:
-        t = _tests(r)
-        return t.get("get", {}).get("keys") == t.get("set", {}).get("keys")
-
     for replayed in (True, False):
-        runs = [(r, h) for r, h in high if same_keys(r) == replayed]
+        runs = [(r, h) for r, h in high if _same_keys(r) == replayed]
         if not runs:
             continue
         named = ", ".join(f"{r.allocator} trial {r.trial}" for r, _ in runs)
@@ -123,8 +125,6 @@ def _test_row(runs: list[R.Run], test: str) -> Optional[TestRow]:
                       for k in ("max_pass_us", "max_busy_pass_us") + L.STALL_FIELDS}
         row.stalls["passes"] = R.Stat.of(m.get("passes") for m in meshes)
         row.stalls["meshes"] = R.Stat.of(m.get("meshes") for m in meshes)
-    if test == "get":
-        row.hit_rate = R.Stat.of(_hit_rate(r) for r in runs)
     return row
 
 
