@@ -101,6 +101,7 @@ void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
 bool mesh_arena_fd_ok(void);
 int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page);
 bool mesh_arena_fd_is_ours_locked(void);
+void mesh_arena_fd_hold_locked(bool hold);
 void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd);
 void mesh_arena_punch_range_locked(uint32_t page, uint32_t npages, bool use_fd);
 void mesh_arena_check_locked(void);

@@ -122,12 +122,15 @@ bool mesh_slice_over(uint64_t deadline_ns)
  * program's signals blocked on this thread, so then no thread can exist
  * until the slice ends but one this thread creates, and it creates none:
  * nobody can write into a span being meshed, and it need not be
- * protected. */
+ * protected; nor can the arena's descriptor change, so it is checked once
+ * for the slice (mesh_arena_fd_hold_locked).  Arena lock held. */
 bool mesh_slice_alone(void)
 {
     if (!M.alone_known) {
         M.alone = M.slice_class && mesh_os_thread_count() == 1;
         M.alone_known = true;
+        if (M.alone)
+            mesh_arena_fd_hold_locked(true);
     }
     return M.alone;
 }
@@ -204,6 +207,11 @@ static enum slice_outcome run_slice(unsigned c, uint64_t end, pass_result_t *res
      * pages that a new span may be writing to by the time a late punch
      * would zero them. */
     mesh_punch_flush();
+    if (M.alone_known && M.alone) {
+        mesh_arena_lock();
+        mesh_arena_fd_hold_locked(false);
+        pthread_mutex_unlock(&mesh_arena.lock);
+    }
     M.slice_class = NULL;
     M.alone_known = false;
     pthread_mutex_unlock(&ch->lock);

@@ -20,10 +20,23 @@ bool mesh_arena_fd_is_ours_locked(void)
     uint64_t dev, ino;
     if (A.fd < 0)
         return false;
+    if (A.fd_held)
+        return true;
     if (mesh_os_fd_identity(A.fd, &dev, &ino) == 0 && dev == A.fd_dev && ino == A.fd_ino)
         return true;
     A.fd = -1;
     return false;
+}
+
+/* While a mesh slice runs as the process's only thread, with the
+ * program's signal handlers held off (mesh_slice_alone), none of the
+ * program's code runs until it ends: the descriptor cannot change, and one
+ * check covers the slice's remaps and punches (two a mesh otherwise, a
+ * system call each).  hold false: checked at every use again. */
+void mesh_arena_fd_hold_locked(bool hold)
+{
+    A.fd_held = false;
+    A.fd_held = hold && mesh_arena_fd_is_ours_locked();
 }
 
 /* Gives pages back: a hole in the file (through the descriptor, or the

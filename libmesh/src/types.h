@@ -281,6 +281,7 @@ typedef struct mesh_arena {
                                     punched since it was detached (bit per page) */
     int fd;                      /* the memfd behind the arena, or -1 if lost */
     uint64_t fd_dev, fd_ino;     /* identity of our memfd, to survive closefrom() */
+    bool fd_held;                /* found ours in a slice that runs alone: not checked again in it */
     uint32_t npages;             /* arena pages */
     uint32_t max_records;        /* records the reservation holds */
     const char *no_file;         /* why the arena has no file at all, or NULL */

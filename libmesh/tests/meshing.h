@@ -1,19 +1,21 @@
 /*
  * Helpers of the meshing tests (test_mesh.c, test_interpose.c, test_pin.c,
- * test_idle_wait.c): reading
- * mesh_mallctl numbers, spans fragmented to order, sparse 256-byte objects,
- * a thread that meshes until told to stop, and a span held under the write
- * barrier as a mesh would hold it.
+ * test_idle_wait.c, test_fd_lost.c): reading mesh_mallctl numbers,
+ * running this program again in a mode, spans fragmented to order, sparse
+ * 256-byte objects, a thread that meshes until told to stop, and a span
+ * held under the write barrier as a mesh would hold it.
  */
 #ifndef MESH_TEST_MESHING_H
 #define MESH_TEST_MESHING_H
 
 #include <stdbool.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +59,24 @@ static inline int intact(const void *p, size_t size, uint64_t seed)
         if (b[i] != (unsigned char)(seed * 131 + i * 7))
             return 0;
     return 1;
+}
+
+/* Runs this test program again as `self mode`, with env1 its only
+ * environment variable (or none): for a test that changes the process
+ * for good.  Returns its exit status (128 + the signal if killed). */
+static inline int run_self(const char *mode, char *env1)
+{
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    self[len > 0 ? len : 0] = 0;
+    char *argv[] = {self, (char *)mode, NULL};
+    char *envp[] = {env1, NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, self, NULL, NULL, argv, envp) != 0)
+        return -1;
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* ---- making fragmented spans ---- */

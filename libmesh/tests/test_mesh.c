@@ -393,21 +393,6 @@ static int child_low_budget(void)
     return good && meshes > 0 && mesh_maps_in_use() <= 40 && atomic_load(&mesh_stats.mesh_map_limited) > 0 ? 0 : 1;
 }
 
-static int run_self(const char *mode, char *env1)
-{
-    char self[4096];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[len > 0 ? len : 0] = 0;
-    char *argv[] = {self, (char *)mode, NULL};
-    char *envp[] = {env1, NULL};
-    pid_t pid;
-    if (posix_spawn(&pid, self, NULL, NULL, argv, envp) != 0)
-        return -1;
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void test_low_mapping_budget(void)
 {
     CHECK_EQ(run_self("low-budget", "MESH_MAX_MAPS=40"), 0);
