@@ -333,8 +333,10 @@ void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page)
 }
 
 /* Maps npages of the arena at vpage onto the file's pages at file_page:
- * identity when they are equal, an alias when they are not. */
-static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
+ * identity when they are equal, an alias when they are not.  populate:
+ * the file pages are all present, and their page-table entries are filled
+ * in now rather than by a fault on each first touch. */
+static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bool populate)
 {
     void *p;
     /* Private memory (a fork child that kept its copy so): a virtual span
@@ -344,7 +346,7 @@ static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
     if (!mesh_arena_fd_is_ours_locked())
         return EBADF;
     return mesh_os_map_shared(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, A.fd,
-                              (uint64_t)file_page << MESH_PAGE_SHIFT, true, &p);
+                              (uint64_t)file_page << MESH_PAGE_SHIFT, true, populate, &p);
 }
 
 /* The file page mapped at virtual page vpage: an alias's pages map its
@@ -391,7 +393,7 @@ static void release_aliases_locked(mesh_miniheap_t *head)
         A.active_pages -= a->npages;
         atomic_fetch_sub_explicit(&mesh_stats.meshed_pages, a->npages, memory_order_relaxed);
         int cost = mesh_arena_remap_cost(a->span_page, a->npages, head->span_page, a->span_page);
-        if (map_at_locked(a->span_page, a->npages, a->span_page) != 0) {
+        if (map_at_locked(a->span_page, a->npages, a->span_page, false) != 0) {
             /* Without the arena file the alias cannot map its own pages
              * again: its address range is given up rather than reused. */
             a->kind = MESH_KIND_RETIRED;
@@ -548,9 +550,9 @@ bool mesh_arena_clean_head_locked(mesh_miniheap_t *f, uint32_t npages)
     return true;
 }
 
-int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page)
+int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bool populate)
 {
-    return map_at_locked(vpage, npages, file_page);
+    return map_at_locked(vpage, npages, file_page, populate);
 }
 
 int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)

@@ -314,7 +314,7 @@ void mesh_fork_child_heap(void)
         keep_stage_private(err);
         return;
     }
-    if (err || (err = mesh_os_map_shared(A.base, (size_t)A.file_pages << MESH_PAGE_SHIFT, fd, 0, true, &p)) != 0)
+    if (err || (err = mesh_os_map_shared(A.base, (size_t)A.file_pages << MESH_PAGE_SHIFT, fd, 0, true, false, &p)) != 0)
         mesh_fatal_errno("fork: could not give the child its own copy of the heap", err,
                          "; stopping the child rather than sharing the parent's heap");
     if (A.fd >= 0 && A.fd != fd)
@@ -329,7 +329,7 @@ void mesh_fork_child_heap(void)
     for (uint32_t id = 1; id < A.nrecords; id++) {
         mesh_miniheap_t *a = &A.records[id];
         if (a->kind == MESH_KIND_ALIAS &&
-            (err = mesh_arena_map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page)) != 0)
+            (err = mesh_arena_map_at_locked(a->span_page, a->npages, mesh_alias_head(a)->span_page, false)) != 0)
             mesh_fatal_errno("fork: could not map a meshed span in the child", err, "; stopping the child");
     }
 }

@@ -99,7 +99,7 @@ uint32_t mesh_arena_file_page(uint32_t vpage);
 int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, uint32_t new_file);
 void mesh_arena_punch_pages(uint32_t page, uint32_t npages);
 bool mesh_arena_fd_ok(void);
-int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page);
+int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bool populate);
 bool mesh_arena_fd_is_ours_locked(void);
 void mesh_arena_fd_hold_locked(bool hold);
 void mesh_arena_punch_locked(uint32_t page, uint32_t npages, bool use_fd);

@@ -172,6 +172,7 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
 typedef struct mesh_moves {
     uint32_t n;
     bool protect;                       /* false: no other thread exists to write there */
+    bool populate;                      /* MESH_POPULATE, one-page spans: map the new pages in with the remap */
     uint32_t vpage[MESH_MAX_CHAIN], npages[MESH_MAX_CHAIN], from[MESH_MAX_CHAIN], to[MESH_MAX_CHAIN];
     uintptr_t range[MESH_MAX_CHAIN][2]; /* the same as addresses: what the barrier announces */
 } mesh_moves_t;
@@ -194,6 +195,13 @@ static void moves_of(mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src, u
     const uint32_t np = mesh_classes[src[0]->cls].npages;
     mv->n = 0;
     mv->protect = true;
+    /* A one-page span is never trimmed, so dst's page is in the file, and
+     * the objects just copied there are touched again soon: the program's
+     * fault on each costs more than filling the entry in with the remap.
+     * But the remap costs the pass more, and a pass with a time budget
+     * makes fewer meshes (docs/results.md): an option.  Longer spans may
+     * have trimmed pages, which a populating read would allocate again. */
+    mv->populate = np == 1 && mesh_opt.populate;
     if (k > 1) {
         moves_add(mv, src[0]->span_page, k * np, src[0]->span_page, dst[0]->span_page);
         return;
@@ -273,12 +281,12 @@ static bool remap_locked(const mesh_moves_t *mv)
 {
     uint32_t k;
     for (k = 0; k < mv->n; k++)
-        if (mesh_arena_map_at_locked(mv->vpage[k], mv->npages[k], mv->to[k]) != 0)
+        if (mesh_arena_map_at_locked(mv->vpage[k], mv->npages[k], mv->to[k], mv->populate) != 0)
             break;
     if (k == mv->n)
         return true;
     for (uint32_t j = 0; j < k; j++)
-        mesh_arena_map_at_locked(mv->vpage[j], mv->npages[j], mv->from[j]);
+        mesh_arena_map_at_locked(mv->vpage[j], mv->npages[j], mv->from[j], false);
     for (uint32_t j = k; j < mv->n && mv->protect; j++)
         mesh_arena_protect(mv->vpage[j], mv->npages[j], true);
     mesh_barrier_end();

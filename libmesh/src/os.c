@@ -92,11 +92,13 @@ int mesh_os_map_fixed_anon(void *addr, size_t bytes)
     RETURN_ERR(p != MAP_FAILED);
 }
 
-/* Maps [off, off + bytes) of fd shared; with fixed, exactly at addr. */
-int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out)
+/* Maps [off, off + bytes) of fd shared; with fixed, exactly at addr; with
+ * populate, the page-table entries of the file's present pages are filled
+ * in at once (a read fault each would cost more than the whole call). */
+int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, bool populate, void **out)
 {
     SAVE_ERRNO;
-    int flags = MAP_SHARED | MAP_NORESERVE | (fixed ? MAP_FIXED : 0);
+    int flags = MAP_SHARED | MAP_NORESERVE | (fixed ? MAP_FIXED : 0) | (populate ? MAP_POPULATE : 0);
     void *p = sys_mmap(addr, bytes, PROT_READ | PROT_WRITE, flags, fd, (off_t)off);
     *out = p == MAP_FAILED ? NULL : p;
     RETURN_ERR(p != MAP_FAILED);

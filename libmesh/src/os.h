@@ -21,7 +21,7 @@ int mesh_os_map_reserve(size_t bytes, void **out);            /* private, NORESE
 void *mesh_os_mmap(void *addr, size_t bytes, int prot, int flags, int fd, off_t off);
 int mesh_os_map_none(size_t bytes, void **out);                /* PROT_NONE reservation */
 int mesh_os_map_fixed_anon(void *addr, size_t bytes);          /* private, read-write, MAP_FIXED */
-int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, void **out);
+int mesh_os_map_shared(void *addr, size_t bytes, int fd, uint64_t off, bool fixed, bool populate, void **out);
 int mesh_os_map_anon(size_t bytes, size_t align, void **out);  /* private, read-write */
 int mesh_os_unmap(void *addr, size_t bytes);
 int mesh_os_remap(void *old, size_t old_bytes, size_t new_bytes, bool may_move, void **out);

@@ -225,7 +225,7 @@ bool mesh_arena_grow_locked(uint32_t end)
             (!mesh_arena_fd_is_ours_locked() || mesh_os_truncate(A.fd, (uint64_t)fend << MESH_PAGE_SHIFT) != 0 ||
              mesh_os_map_shared(A.base + ((size_t)A.file_pages << MESH_PAGE_SHIFT),
                                 (size_t)(fend - A.file_pages) << MESH_PAGE_SHIFT, A.fd,
-                                (uint64_t)A.file_pages << MESH_PAGE_SHIFT, true, &p) != 0))
+                                (uint64_t)A.file_pages << MESH_PAGE_SHIFT, true, false, &p) != 0))
             fend = A.file_pages;
         if (fend < to)
             A.file_full = true;

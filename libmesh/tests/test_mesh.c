@@ -4,10 +4,12 @@
  * last free of a chain returns every span; writers racing with meshing lose
  * nothing; the write barrier holds off stores; fork after and during
  * meshing; programs' own SIGSEGV handlers; trimming; classes that sit out
- * passes; exact matching; runs of meshes; dense spans; the mapping budget;
+ * passes; exact matching; runs of meshes; dense spans; one-page aliases
+ * mapped in by the mesh itself (MESH_POPULATE); the mapping budget;
  * meshing off.  The interposed system calls are in test_interpose.c.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -673,6 +675,54 @@ static void test_dense_spans(void)
     CHECK_EQ(run_self("dense-spans", NULL), 0);
 }
 
+/* Whether the page at p is mapped in this process's page table (bit 63 of
+ * its /proc/self/pagemap entry), without touching it. */
+static bool page_present(const void *p)
+{
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    uint64_t entry = 0;
+    off_t at = (off_t)((uintptr_t)p / MESH_PAGE_SIZE * sizeof entry);
+    bool ok = fd >= 0 && pread(fd, &entry, sizeof entry, at) == (ssize_t)sizeof entry;
+    if (fd >= 0)
+        close(fd);
+    return ok && (entry >> 63) & 1;
+}
+
+/* With MESH_POPULATE=1 a mesh of one-page spans leaves the alias mapped
+ * in (the first touch of a moved object takes no page fault), and without
+ * it the alias waits for a fault.  Populating may not allocate: the file
+ * still gives back a page a mesh. */
+static int child_remap_populated(void)
+{
+    frag_t f = {.size = 256, .groups = 2, .max_spans = 16};
+    fragment(&f);
+    uint64_t meshes0 = ctl("stats.mesh_count"), file0 = file_bytes();
+    ctl("mesh.compact");
+    uint64_t meshes = ctl("stats.mesh_count") - meshes0;
+    size_t aliases = 0, present = 0;
+    for (size_t i = 0; i < f.nkept; i++)
+        if (mesh_arena_lookup(f.kept[i])->kind == MESH_KIND_ALIAS) {
+            aliases++;
+            present += page_present(f.kept[i]);
+        }
+    bool want = mesh_opt.populate;
+    bool ok = mesh_classes[mesh_size_class(f.size)].npages == 1 && meshes >= 1 &&
+              file0 - file_bytes() >= meshes * MESH_PAGE_SIZE && aliases >= 1 &&
+              present == (want ? aliases : 0) && all_intact(&f);
+    if (!ok)
+        fprintf(stderr, "  populate %d: %llu meshes, %zu objects on aliases, %zu on mapped pages\n", (int)want,
+                (unsigned long long)meshes, aliases, present);
+    free_all(&f);
+    mesh_global_check();
+    return ok ? 0 : 1;
+}
+
+static void test_remap_populated(void)
+{
+    CHECK_EQ(run_self("remap-populated", "MESH_POPULATE=1"), 0);
+    CHECK_EQ(run_self("remap-populated", NULL), 0);
+}
+
 static int child_no_meshing(void)
 {
     frag_t f = {.size = 896, .groups = 2, .max_spans = 8};
@@ -696,6 +746,8 @@ int main(int argc, char **argv)
         return child_dense_spans();
     if (argc == 2 && strcmp(argv[1], "no-meshing") == 0)
         return child_no_meshing();
+    if (argc == 2 && strcmp(argv[1], "remap-populated") == 0)
+        return child_remap_populated();
     free(malloc(1));
     TEST_RUN(test_pair);
     TEST_RUN(test_chain_of_three);
@@ -710,6 +762,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_exact_matching);
     TEST_RUN(test_mesh_runs);
     TEST_RUN(test_dense_spans);
+    TEST_RUN(test_remap_populated);
     TEST_RUN(test_low_mapping_budget);
     TEST_RUN(test_meshing_off);
     TEST_DONE();
