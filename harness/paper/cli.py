@@ -22,7 +22,7 @@ from .. import flags
 from .. import results as R
 from ..allocators import REPO_ROOT
 from ..sampler import CgroupHierarchy
-from . import collect, compact, redis_build, report
+from . import collect, compact, redis_build, redis_fig, report
 
 RESULTS_DIR = os.path.join(REPO_ROOT, "results")
 DEFAULT_RESULTS = os.path.join(RESULTS_DIR, "paper.json")
@@ -51,7 +51,9 @@ def _save_raw(res: R.MatrixResult, raw_dir: str) -> str:
     return R.save(res, raw_dir, update_latest=False)
 
 
-def cmd_run(args) -> int:
+def config_of(args) -> collect.PaperConfig:
+    """What `run` measures, from its arguments; SystemExit on a name no
+    figure knows."""
     cfg = collect.tiny_config(args.trials) if args.tiny else collect.PaperConfig(trials=args.trials)
     if args.figures:
         wanted = tuple(f.strip() for f in args.figures.split(",") if f.strip())
@@ -62,12 +64,23 @@ def cmd_run(args) -> int:
         cfg.figures = wanted
     if args.webkit_iterations:
         cfg.webkit_iterations = args.webkit_iterations
+    if args.redis_allocators:
+        cfg.redis_allocators = tuple(a.strip() for a in args.redis_allocators.split(","))
+        bad = [a for a in cfg.redis_allocators if a not in redis_fig.ALLOCATORS]
+        if bad:
+            raise SystemExit(f"harness paper: unknown Figure 7 row(s) {', '.join(bad)}; "
+                             f"known: {', '.join(redis_fig.ALLOCATORS)}")
     if args.webkit_allocators:
         cfg.webkit_allocators = tuple(a.strip() for a in args.webkit_allocators.split(","))
     if args.redis_latency_requests:
         cfg.latency_bench = replace(cfg.latency_bench, requests=args.redis_latency_requests)
     if args.redis_latency_allocators:
         cfg.latency_allocators = tuple(a.strip() for a in args.redis_latency_allocators.split(","))
+    return cfg
+
+
+def cmd_run(args) -> int:
+    cfg = config_of(args)
     h = None if args.no_cgroup else CgroupHierarchy.discover()
     if h is not None:
         h.remove_stale()
@@ -148,6 +161,8 @@ def add_parser(sub) -> None:
     p.add_argument("--figures", help=f"comma-separated subset of {','.join(collect.FIGURES)}")
     p.add_argument("--tiny", action="store_true",
                    help="a seconds-long run of every figure at a tiny scale (tests, fixtures)")
+    p.add_argument("--redis-allocators",
+                   help="comma-separated rows of Figure 7, Redis (default all)")
     p.add_argument("--webkit-iterations", type=int,
                    help="iterations of the TodoMVC benchmark in each WebKit run (default 12)")
     p.add_argument("--webkit-allocators",

@@ -231,3 +231,27 @@ class TestPackages(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPaperRows(unittest.TestCase):
+    """`paper run --redis-allocators` picks Figure 7's rows and refuses a
+    name the figure does not know (before anything runs)."""
+
+    def config(self, *argv):
+        from harness.cli import parser
+        from harness.paper import cli as paper_cli
+        return paper_cli.config_of(parser().parse_args(["paper", "run", *argv]))
+
+    def test_rows_taken(self):
+        cfg = self.config("--figures", "redis", "--redis-allocators", "jemalloc, mesh,mesh-nomesh")
+        self.assertEqual(cfg.redis_allocators, ("jemalloc", "mesh", "mesh-nomesh"))
+        self.assertEqual(cfg.figures, ("redis",))
+
+    def test_all_rows_by_default(self):
+        from harness.paper import redis_fig
+        self.assertEqual(self.config().redis_allocators, redis_fig.ALLOCATORS)
+
+    def test_unknown_row_refused(self):
+        with self.assertRaises(SystemExit) as e:
+            self.config("--redis-allocators", "jemalloc,jemallocc")
+        self.assertIn("jemallocc", str(e.exception))
