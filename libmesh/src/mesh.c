@@ -172,7 +172,7 @@ int mesh_cost(const mesh_miniheap_t *dst, const mesh_miniheap_t *src)
 typedef struct mesh_moves {
     uint32_t n;
     bool protect;                       /* false: no other thread exists to write there */
-    bool populate;                      /* MESH_POPULATE, one-page spans: map the new pages in with the remap */
+    bool populate;                      /* MESH_POPULATE_MESHED and one-page spans: map the pages in at once */
     uint32_t vpage[MESH_MAX_CHAIN], npages[MESH_MAX_CHAIN], from[MESH_MAX_CHAIN], to[MESH_MAX_CHAIN];
     uintptr_t range[MESH_MAX_CHAIN][2]; /* the same as addresses: what the barrier announces */
 } mesh_moves_t;
@@ -201,7 +201,7 @@ static void moves_of(mesh_miniheap_t *const *dst, mesh_miniheap_t *const *src, u
      * But the remap costs the pass more, and a pass with a time budget
      * makes fewer meshes (docs/results.md): an option.  Longer spans may
      * have trimmed pages, which a populating read would allocate again. */
-    mv->populate = np == 1 && mesh_opt.populate;
+    mv->populate = np == 1 && mesh_opt.populate_meshed;
     if (k > 1) {
         moves_add(mv, src[0]->span_page, k * np, src[0]->span_page, dst[0]->span_page);
         return;

@@ -104,7 +104,7 @@ void mesh_assert_fail(const char *expr, const char *file, int line) __attribute_
     X(u64, pass_ms, "MESH_PASS_MS", 8, 1, 10000, "time budget of one mesh pass, in milliseconds")               \
     X(u64, idle_pass_ms, "MESH_IDLE_PASS_MS", 24, 1, 10000, "budget of a pass by a thread about to sleep")      \
     X(u64, max_maps, "MESH_MAX_MAPS", 0, 0, UINT32_MAX, "mappings meshing may use (0 = from vm.max_map_count)") \
-    X(u64, populate, "MESH_POPULATE", 0, 0, 1, "map a mesh's one-page spans in at once (fewer faults, fewer meshes a pass)") \
+    X(u64, populate_meshed, "MESH_POPULATE_MESHED", 0, 0, 1, "map a mesh's one-page spans in at once (fewer faults, fewer meshes a pass)") \
     X(str, events, "MESH_EVENTS", "", 0, MESH_OPT_STR_MAX - 1, "file to append one JSON line per mesh pass to")
 
 #define MESH_OPT_FIELD_u64(name) uint64_t name;

@@ -5,8 +5,9 @@
  * nothing; the write barrier holds off stores; fork after and during
  * meshing; programs' own SIGSEGV handlers; trimming; classes that sit out
  * passes; exact matching; runs of meshes; dense spans; one-page aliases
- * mapped in by the mesh itself (MESH_POPULATE); the mapping budget;
- * meshing off.  The interposed system calls are in test_interpose.c.
+ * mapped in by the mesh itself (MESH_POPULATE_MESHED); the mapping
+ * budget; meshing off.  The interposed system calls are in
+ * test_interpose.c.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -688,10 +689,10 @@ static bool page_present(const void *p)
     return ok && (entry >> 63) & 1;
 }
 
-/* With MESH_POPULATE=1 a mesh of one-page spans leaves the alias mapped
- * in (the first touch of a moved object takes no page fault), and without
- * it the alias waits for a fault.  Populating may not allocate: the file
- * still gives back a page a mesh. */
+/* With MESH_POPULATE_MESHED=1 a mesh of one-page spans leaves the alias
+ * mapped in (the first touch of a moved object takes no page fault), and
+ * without it the alias waits for a fault.  Populating may not allocate:
+ * the file still gives back a page a mesh. */
 static int child_remap_populated(void)
 {
     frag_t f = {.size = 256, .groups = 2, .max_spans = 16};
@@ -705,7 +706,7 @@ static int child_remap_populated(void)
             aliases++;
             present += page_present(f.kept[i]);
         }
-    bool want = mesh_opt.populate;
+    bool want = mesh_opt.populate_meshed;
     bool ok = mesh_classes[mesh_size_class(f.size)].npages == 1 && meshes >= 1 &&
               file0 - file_bytes() >= meshes * MESH_PAGE_SIZE && aliases >= 1 &&
               present == (want ? aliases : 0) && all_intact(&f);
@@ -719,7 +720,7 @@ static int child_remap_populated(void)
 
 static void test_remap_populated(void)
 {
-    CHECK_EQ(run_self("remap-populated", "MESH_POPULATE=1"), 0);
+    CHECK_EQ(run_self("remap-populated", "MESH_POPULATE_MESHED=1"), 0);
     CHECK_EQ(run_self("remap-populated", NULL), 0);
 }
 
