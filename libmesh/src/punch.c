@@ -20,8 +20,10 @@ bool mesh_arena_fd_is_ours_locked(void)
     uint64_t dev, ino;
     if (A.fd < 0)
         return false;
-    if (A.fd_held)
+    if (A.fd_held) {
+        mesh_assert(mesh_os_thread_count() == 1); /* held only while no other thread exists */
         return true;
+    }
     if (mesh_os_fd_identity(A.fd, &dev, &ino) == 0 && dev == A.fd_dev && ino == A.fd_ino)
         return true;
     A.fd = -1;
