@@ -229,10 +229,6 @@ class TestPackages(unittest.TestCase):
         self.assertFalse(packages.installed("no-such-package-xyz"))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestPaperRows(unittest.TestCase):
     """`paper run --redis-allocators` picks Figure 7's rows and refuses a
     name the figure does not know (before anything runs)."""
@@ -255,3 +251,7 @@ class TestPaperRows(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             self.config("--redis-allocators", "jemalloc,jemallocc")
         self.assertIn("jemallocc", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
