@@ -13,7 +13,9 @@
  * file) apart from clean (punched or never touched, so they read as zeros).
  * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
  * dirty pages pile up, all of them are punched at once (which, when and
- * how: the scavenge in punch.c).
+ * how: the scavenge in punch.c).  Stale spans, the aliases of a dissolved
+ * chain that still map its head's pages, are FREE too but on a list of
+ * their own, and not handed out until restored (release_aliases_locked).
  *
  * The range, its metadata arrays and the file are reserved and grown with
  * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
@@ -96,8 +98,39 @@ static uint32_t *bin_head(bool dirty, unsigned b)
     return dirty ? &A.bins_dirty[b] : &A.bins_clean[b];
 }
 
+/* Stale spans are kept on a list of their own: they are not free pages to
+ * hand out until they are restored (mesh_arena_reclaim_stale_locked). */
+static void stale_insert(mesh_miniheap_t *mh)
+{
+    uint32_t id = mesh_mh_id(mh);
+    mh->prev = 0;
+    mh->next = A.stale;
+    if (A.stale)
+        mesh_rec(A.stale)->prev = id;
+    A.stale = id;
+    A.stale_pages += mh->npages;
+    MESH_STAT_ADD(stale_pages, mh->npages);
+}
+
+static void stale_remove(mesh_miniheap_t *mh)
+{
+    if (mh->prev)
+        mesh_rec(mh->prev)->next = mh->next;
+    else
+        A.stale = mh->next;
+    if (mh->next)
+        mesh_rec(mh->next)->prev = mh->prev;
+    mh->next = mh->prev = 0;
+    A.stale_pages -= mh->npages;
+    MESH_STAT_ADD(stale_pages, -(uint64_t)mh->npages);
+}
+
 static void bin_insert(mesh_miniheap_t *mh)
 {
+    if (mh->state == MESH_MH_FREE_STALE) {
+        stale_insert(mh);
+        return;
+    }
     bool dirty = mh->state == MESH_MH_FREE_DIRTY;
     unsigned b = bin_of(mh->npages);
     uint32_t *head = bin_head(dirty, b);
@@ -114,6 +147,10 @@ static void bin_insert(mesh_miniheap_t *mh)
 
 static void bin_remove(mesh_miniheap_t *mh)
 {
+    if (mh->state == MESH_MH_FREE_STALE) {
+        stale_remove(mh);
+        return;
+    }
     bool dirty = mh->state == MESH_MH_FREE_DIRTY;
     unsigned b = bin_of(mh->npages);
     uint32_t *head = bin_head(dirty, b);
@@ -193,7 +230,8 @@ static void set_span_ends(mesh_miniheap_t *mh)
 static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
 {
     uint64_t epoch = A.epoch;
-    if (page > 0) {
+    bool merge = state != MESH_MH_FREE_STALE; /* each is one alias, restored on its own */
+    if (page > 0 && merge) {
         mesh_miniheap_t *p = mesh_rec(table_get(page - 1));
         if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
             if (p->dirty_epoch > epoch)
@@ -205,7 +243,7 @@ static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uin
         }
     }
     uint32_t end = page + npages;
-    if (end < A.frontier) {
+    if (end < A.frontier && merge) {
         mesh_miniheap_t *n = mesh_rec(table_get(end));
         if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
             if (n->dirty_epoch > epoch)
@@ -253,6 +291,10 @@ mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pa
         f = find_free(false, npages, align_pages);
         dirty = false;
     }
+    /* Before the heap takes new pages, it grows back into stale ones, a few
+     * at a time (a system call each, and a malloc is waiting). */
+    if (!f && A.stale && mesh_arena_reclaim_stale_locked(MESH_STALE_BATCH))
+        f = find_free(false, npages, align_pages);
     if (f) {
         uint32_t fs = f->span_page, fend = f->span_page + f->npages;
         uint8_t state = f->state;
@@ -355,8 +397,12 @@ static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bo
 uint32_t mesh_arena_file_page(uint32_t vpage)
 {
     mesh_miniheap_t *r = mesh_rec(table_get(vpage));
-    if (r->kind == MESH_KIND_ALIAS && vpage - r->span_page < r->npages)
+    if (vpage - r->span_page >= r->npages)
+        return vpage;
+    if (r->kind == MESH_KIND_ALIAS)
         return mesh_alias_head(r)->span_page + (vpage - r->span_page);
+    if (r->kind == MESH_KIND_FREE && r->state == MESH_MH_FREE_STALE)
+        return r->stale_file + (vpage - r->span_page);
     return vpage;
 }
 
@@ -379,9 +425,15 @@ int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, ui
     return cost;
 }
 
-/* A chain's last object is gone: each alias gets its own pages back (an
- * identity mapping of its own, punched, file range) and becomes free,
- * clean pages. */
+/* A chain's last object is gone.  Each alias still maps the head's pages;
+ * giving it its own back (an identity mapping of its own file range,
+ * punched when it was meshed) costs a system call an alias, which a heap
+ * torn down at exit pays for nothing: in redis-like's teardown, 18 k of
+ * them took 0.2-0.5 s.  So the aliases become stale free spans, mapped as
+ * they were, and are restored only when their pages are wanted
+ * (mesh_arena_reclaim_stale_locked).  Until then nothing is handed out of
+ * them, and the head's pages, reused or punched as any free page, are
+ * what they show. */
 static void release_aliases_locked(mesh_miniheap_t *head)
 {
     uint32_t id = head->mesh_next;
@@ -392,17 +444,45 @@ static void release_aliases_locked(mesh_miniheap_t *head)
         a->mesh_next = 0;
         A.active_pages -= a->npages;
         atomic_fetch_sub_explicit(&mesh_stats.meshed_pages, a->npages, memory_order_relaxed);
-        int cost = mesh_arena_remap_cost(a->span_page, a->npages, head->span_page, a->span_page);
-        if (map_at_locked(a->span_page, a->npages, a->span_page, false) != 0) {
-            /* Without the arena file the alias cannot map its own pages
-             * again: its address range is given up rather than reused. */
+        atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
+        insert_free(a, a->span_page, a->npages, MESH_MH_FREE_STALE);
+        a->stale_file = head->span_page;
+    }
+}
+
+/* Restores up to max stale spans, newest first: each gets its identity
+ * mapping back and becomes clean free pages.  Returns how many were
+ * restored; a span the arena file can no longer map is retired instead
+ * (its range is given up, as an alias's is when the file is lost). */
+uint32_t mesh_arena_reclaim_stale_locked(uint32_t max)
+{
+    uint32_t n = 0;
+    while (A.stale && n < max) {
+        mesh_miniheap_t *a = mesh_rec(A.stale);
+        uint32_t page = a->span_page, npages = a->npages;
+        int cost = mesh_arena_remap_cost(page, npages, a->stale_file, page);
+        stale_remove(a);
+        n++;
+        if (map_at_locked(page, npages, page, false) != 0) {
             a->kind = MESH_KIND_RETIRED;
-            MESH_STAT_ADD(retired_pages, a->npages);
+            a->state = MESH_MH_NONE;
+            MESH_STAT_ADD(retired_pages, npages);
             continue;
         }
         mesh_maps_add(cost);
         MESH_STAT_ADD(unmesh_count, 1);
-        atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
+        insert_free(a, page, npages, MESH_MH_FREE_CLEAN);
+    }
+    return n;
+}
+
+/* In a fork child, whose new mapping is all identity: the stale spans map
+ * their own (empty) pages already. */
+void mesh_arena_forget_stale_locked(void)
+{
+    while (A.stale) {
+        mesh_miniheap_t *a = mesh_rec(A.stale);
+        stale_remove(a);
         insert_free(a, a->span_page, a->npages, MESH_MH_FREE_CLEAN);
     }
 }
@@ -453,7 +533,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
         A.frontier = end + need;
     } else {
         mesh_miniheap_t *n = mesh_rec(table_get(end));
-        if (n->kind != MESH_KIND_FREE || n->span_page != end || n->npages < need)
+        if (n->kind != MESH_KIND_FREE || n->state == MESH_MH_FREE_STALE || n->span_page != end || n->npages < need)
             return false;
         uint8_t state = n->state;
         bin_remove(n);
@@ -566,7 +646,7 @@ int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
  * free spans are in the right bin; dirty and active page counts add up. */
 void mesh_arena_check_locked(void)
 {
-    uint64_t dirty = 0, active = 0;
+    uint64_t dirty = 0, active = 0, stale = 0, listed = 0;
     for (uint32_t p = 0; p < A.frontier;) {
         uint32_t id = table_get(p);
         mesh_miniheap_t *mh = mesh_rec(id);
@@ -575,6 +655,8 @@ void mesh_arena_check_locked(void)
         if (mh->kind == MESH_KIND_FREE) {
             if (mh->state == MESH_MH_FREE_DIRTY)
                 dirty += mh->npages;
+            else if (mh->state == MESH_MH_FREE_STALE)
+                stale += mh->npages;
             else if (mh->state != MESH_MH_FREE_CLEAN)
                 mesh_assert_fail("free span state", __FILE__, __LINE__);
         } else if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE || mh->kind == MESH_KIND_ALIAS ||
@@ -589,7 +671,9 @@ void mesh_arena_check_locked(void)
         }
         p += mh->npages;
     }
-    if (dirty != A.dirty_pages || active != A.active_pages)
+    for (uint32_t id = A.stale; id; id = mesh_rec(id)->next)
+        listed += mesh_rec(id)->npages;
+    if (dirty != A.dirty_pages || active != A.active_pages || stale != A.stale_pages || listed != stale)
         mesh_assert_fail("page accounting", __FILE__, __LINE__);
     for (unsigned b = 1; b < NBINS; b++)
         for (int d = 0; d < 2; d++)

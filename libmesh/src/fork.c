@@ -325,7 +325,9 @@ void mesh_fork_child_heap(void)
     if (stage)
         mesh_os_unmap(stage, stage_bytes);
     stage = NULL;
-    /* The new mapping is all identity: make every alias an alias again. */
+    /* The new mapping is all identity: stale spans map their own pages,
+     * and every alias must be made an alias again. */
+    mesh_arena_forget_stale_locked();
     for (uint32_t id = 1; id < A.nrecords; id++) {
         mesh_miniheap_t *a = &A.records[id];
         if (a->kind == MESH_KIND_ALIAS &&

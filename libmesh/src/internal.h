@@ -81,6 +81,8 @@ int mesh_arena_init(void);
  * kind, or NULL (ENOMEM).  *clean tells whether the pages read as zeros. */
 mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pages, uint8_t kind, bool *clean);
 void mesh_arena_free_span_locked(mesh_miniheap_t *mh);
+uint32_t mesh_arena_reclaim_stale_locked(uint32_t max);
+void mesh_arena_forget_stale_locked(void);
 bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages);
 bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages);
 void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page);

@@ -389,12 +389,14 @@ MESH_EXPORT void *reallocarray(void *p, size_t n, size_t size)
  * released, as glibc does. */
 /* What malloc_trim and mesh.scavenge do: the empty spans classes keep,
  * the unused pages of partial spans and every dirty free page go back to
- * the system.  Returns the bytes given back. */
+ * the system, and stale spans get their own mappings back (the kernel's
+ * mappings of them are memory too).  Returns the bytes given back. */
 static uint64_t give_back(void)
 {
     mesh_global_release_empty();
     uint64_t bytes = mesh_trim(0) << MESH_PAGE_SHIFT;
     mesh_arena_lock();
+    mesh_arena_reclaim_stale_locked(UINT32_MAX);
     bytes += mesh_arena_scavenge_locked();
     pthread_mutex_unlock(&mesh_arena.lock);
     return bytes;

@@ -338,6 +338,17 @@ static void account(mesh_class_heap_t *ch, mesh_miniheap_t *const *src, uint32_t
     mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
 }
 
+/* Stale spans (arena.c) keep the mappings their chains had: at the
+ * budget, meshing gives some of them their own mappings back (which the
+ * kernel merges with their neighbours') before it stops. */
+static bool reclaim_stale_for_maps(void)
+{
+    mesh_arena_lock();
+    uint32_t n = mesh_arena_reclaim_stale_locked(MESH_STALE_BATCH);
+    pthread_mutex_unlock(&mesh_arena.lock);
+    return n > 0;
+}
+
 /* Whether the k pairs fit the mapping budget (*cost: the mappings the
  * kernel keeps more once the srcs map the dsts' pages; protecting a range
  * splits up to two more for a moment) and each gives back a page
@@ -348,7 +359,9 @@ static enum mesh_outcome admit(mesh_miniheap_t *const *dst, mesh_miniheap_t *con
                                const mesh_moves_t *mv, int *cost, uint32_t *released, uint32_t *written)
 {
     *cost = k == 1 ? mesh_cost(dst[0], src[0]) : mesh_arena_remap_cost(mv->vpage[0], mv->npages[0], mv->from[0], mv->to[0]);
-    if (mesh_maps_in_use() + (uint64_t)(*cost > 0 ? *cost : 0) + 2 > mesh_map_budget())
+    uint64_t need = (uint64_t)(*cost > 0 ? *cost : 0) + 2;
+    if (mesh_maps_in_use() + need > mesh_map_budget() &&
+        (!reclaim_stale_for_maps() || mesh_maps_in_use() + need > mesh_map_budget()))
         return NO_MAPS;
     for (uint32_t i = 0; i < k; i++) {
         if (!chain_len_cover(mesh_mh_id(dst[i])))

@@ -129,7 +129,9 @@ typedef struct scavenge {
 } scavenge_t;
 
 /* A punch runs on through clean free spans (holes already: punching them
- * again frees nothing and zaps no page-table entry) to the next due dirty
+ * again frees nothing and zaps no page-table entry; not through stale ones,
+ * whose mapping a punch through the mapping, the fallback, would follow to
+ * another span's pages) to the next due dirty
  * span, and so on: each call is one TLB shootdown, the cost of a punch,
  * and a heap freed in random order (a program's exit, an eviction sweep)
  * leaves its dirty pages one by one between holes.  Such a run of due

@@ -61,6 +61,7 @@
 
 #define MESH_PARTIAL_BINS 4          /* partial lists by occupancy quarter */
 #define MESH_POPULATE_PAGES 32       /* pages faulted in at once past the frontier */
+#define MESH_STALE_BATCH 8           /* stale spans restored before the frontier grows */
 #define MESH_MAX_CHAIN 8             /* virtual spans sharing one span's pages, at most */
 #define MESH_PROBES 64               /* SplitMesher: right-half spans tried per left span */
 #define MESH_OCCUPANCY_CUTOFF 80     /* percent: fuller spans are not meshed */
@@ -173,6 +174,7 @@ void mesh_options_init(void);
     X(idle_splits, "waits split where a mesh period began during them")             \
     X(loop_starved, "periods an event loop's work ran after 10 with no quiet idle point") \
     X(unmesh_count, "meshed spans restored to their own pages")                 \
+    X(stale_pages, "pages of dissolved chains waiting to be restored")          \
     X(retired_pages, "virtual pages lost because the arena file was closed")    \
     X(barrier_waits, "writes that waited for a mesh or fork to finish")         \
     X(barrier_wait_max_ns, "longest wait of a write for a mesh, ns")            \
@@ -222,6 +224,7 @@ enum mesh_mh_state {
     MESH_MH_EMPTY,          /* on the class's empty list */
     MESH_MH_FREE_CLEAN,     /* FREE span known to read as zeros */
     MESH_MH_FREE_DIRTY,     /* FREE span whose pages are still in the file */
+    MESH_MH_FREE_STALE,     /* FREE span that still maps the pages of a dissolved chain */
     MESH_MH_PARTIAL,        /* on partial[state - MESH_MH_PARTIAL] */
 };
 
@@ -246,6 +249,7 @@ typedef struct mesh_miniheap {
     union {
         _Atomic uint64_t bits[MESH_BITMAP_WORDS]; /* SMALL: 1 = allocated or reserved */
         uint64_t dirty_epoch;    /* FREE_DIRTY: the period its pages became dirty in */
+        uint32_t stale_file;     /* FREE_STALE: the file page its first page still maps */
     };
     _Atomic uint32_t owner;      /* thread heap id while attached, else 0 */
     uint32_t span_page;          /* first page, as an index into the arena */
@@ -304,6 +308,8 @@ typedef struct mesh_arena {
     uint64_t active_pages;       /* pages in SMALL and LARGE spans */
     uint32_t bins_dirty[129];    /* free spans by page count; the last bin holds >= 128 */
     uint32_t bins_clean[129];
+    uint32_t stale;              /* list of FREE_STALE spans, newest first */
+    uint64_t stale_pages;        /* pages in them */
     uint64_t nonempty[2][3];     /* bitmaps of non-empty bins (dirty, clean) */
     int fork_fd;                 /* the child's copy, made in the fork prepare step */
 } mesh_arena_t;
