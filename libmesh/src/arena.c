@@ -11,11 +11,11 @@
  *
  * Free pages are kept as FREE spans in bins by length, dirty (still in the
  * file) apart from clean (punched or never touched, so they read as zeros).
- * Neighbours of the same kind coalesce.  When more than MESH_MAX_DIRTY_MB of
- * dirty pages pile up, all of them are punched at once (which, when and
- * how: the scavenge in punch.c).  Stale spans, the aliases of a dissolved
+ * Neighbours of the same kind coalesce.  Dirty pages are punched once they
+ * stay unused for a period, or when more than MESH_MAX_DIRTY_MB pile up
+ * (which, when and how: the scavenge in punch.c).  Stale spans, the aliases of a dissolved
  * chain that still map its head's pages, are FREE too but on a list of
- * their own, and not handed out until restored (release_aliases_locked).
+ * their own, and not handed out until restored (arena_maps.c).
  *
  * The range, its metadata arrays and the file are reserved and grown with
  * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
@@ -49,7 +49,7 @@ mesh_arena_t mesh_arena = {
 
 static uint32_t table_get(uint32_t page)
 {
-    return atomic_load_explicit(&A.table[page], memory_order_relaxed);
+    return mesh_arena_table_get(page);
 }
 
 static void table_set(uint32_t page, uint32_t id)
@@ -112,7 +112,7 @@ static void stale_insert(mesh_miniheap_t *mh)
     MESH_STAT_ADD(stale_pages, mh->npages);
 }
 
-static void stale_remove(mesh_miniheap_t *mh)
+void mesh_arena_stale_remove_locked(mesh_miniheap_t *mh)
 {
     if (mh->prev)
         mesh_rec(mh->prev)->next = mh->next;
@@ -148,7 +148,7 @@ static void bin_insert(mesh_miniheap_t *mh)
 static void bin_remove(mesh_miniheap_t *mh)
 {
     if (mh->state == MESH_MH_FREE_STALE) {
-        stale_remove(mh);
+        mesh_arena_stale_remove_locked(mh);
         return;
     }
     bool dirty = mh->state == MESH_MH_FREE_DIRTY;
@@ -227,7 +227,7 @@ static void set_span_ends(mesh_miniheap_t *mh)
  * when it is merged away).  A dirty free span records the period in which
  * it became dirty (the latest of what it merged), so that the periodic
  * scavenge gives back only pages that stayed unused a period. */
-static void insert_free(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
+void mesh_arena_insert_free_locked(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state)
 {
     uint64_t epoch = A.epoch;
     bool merge = state != MESH_MH_FREE_STALE; /* each is one alias, restored on its own */
@@ -272,7 +272,7 @@ static bool split_free(uint32_t page, uint32_t npages, uint8_t state)
     mesh_miniheap_t *r = record_alloc();
     if (!r)
         return false;
-    insert_free(r, page, npages, state);
+    mesh_arena_insert_free_locked(r, page, npages, state);
     return true;
 }
 
@@ -311,7 +311,7 @@ mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pa
         mh = f;
         goto found;
     undo:
-        insert_free(f, fs, fend - fs, state);
+        mesh_arena_insert_free_locked(f, fs, fend - fs, state);
         return NULL;
     }
 
@@ -374,130 +374,17 @@ void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page)
         table_set(mh->span_page + p, id);
 }
 
-/* Maps npages of the arena at vpage onto the file's pages at file_page:
- * identity when they are equal, an alias when they are not.  populate:
- * the file pages are all present, and their page-table entries are filled
- * in now rather than by a fault on each first touch. */
-static int map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bool populate)
-{
-    void *p;
-    /* Private memory (a fork child that kept its copy so): a virtual span
-     * has pages of its own already; going back to them means zeros. */
-    if (vpage == file_page && vpage >= A.file_pages)
-        return mesh_os_dontneed(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT);
-    if (!mesh_arena_fd_is_ours_locked())
-        return EBADF;
-    return mesh_os_map_shared(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, A.fd,
-                              (uint64_t)file_page << MESH_PAGE_SHIFT, true, populate, &p);
-}
-
-/* The file page mapped at virtual page vpage: an alias's pages map its
- * head's, every other page its own.  Read without locks (only an estimate
- * may rest on it: an alias can go back to its own pages meanwhile). */
-uint32_t mesh_arena_file_page(uint32_t vpage)
-{
-    mesh_miniheap_t *r = mesh_rec(table_get(vpage));
-    if (vpage - r->span_page >= r->npages)
-        return vpage;
-    if (r->kind == MESH_KIND_ALIAS)
-        return mesh_alias_head(r)->span_page + (vpage - r->span_page);
-    if (r->kind == MESH_KIND_FREE && r->state == MESH_MH_FREE_STALE)
-        return r->stale_file + (vpage - r->span_page);
-    return vpage;
-}
-
-/* How many mappings the kernel keeps more (or fewer) once the npages at
- * vpage map the file from new_file instead of old_file.  A mapping ends
- * where neighbouring virtual pages stop mapping neighbouring file pages;
- * the kernel merges the rest.  Meshing spans whose neighbours were meshed
- * onto the neighbours of their partner adds none. */
-int mesh_arena_remap_cost(uint32_t vpage, uint32_t npages, uint32_t old_file, uint32_t new_file)
-{
-    int cost = 0;
-    if (vpage > 0) {
-        uint32_t left = mesh_arena_file_page(vpage - 1) + 1;
-        cost += (left != new_file) - (left != old_file);
-    }
-    if (vpage + npages < A.npages) {
-        uint32_t right = mesh_arena_file_page(vpage + npages) - npages;
-        cost += (right != new_file) - (right != old_file);
-    }
-    return cost;
-}
-
-/* A chain's last object is gone.  Each alias still maps the head's pages;
- * giving it its own back (an identity mapping of its own file range,
- * punched when it was meshed) costs a system call an alias, which a heap
- * torn down at exit pays for nothing: in redis-like's teardown, 18 k of
- * them took 0.2-0.5 s.  So the aliases become stale free spans, mapped as
- * they were, and are restored only when their pages are wanted
- * (mesh_arena_reclaim_stale_locked).  Until then nothing is handed out of
- * them, and the head's pages, reused or punched as any free page, are
- * what they show. */
-static void release_aliases_locked(mesh_miniheap_t *head)
-{
-    uint32_t id = head->mesh_next;
-    head->mesh_next = 0;
-    while (id) {
-        mesh_miniheap_t *a = mesh_rec(id);
-        id = a->mesh_next;
-        a->mesh_next = 0;
-        A.active_pages -= a->npages;
-        atomic_fetch_sub_explicit(&mesh_stats.meshed_pages, a->npages, memory_order_relaxed);
-        atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
-        insert_free(a, a->span_page, a->npages, MESH_MH_FREE_STALE);
-        a->stale_file = head->span_page;
-    }
-}
-
-/* Restores up to max stale spans, newest first: each gets its identity
- * mapping back and becomes clean free pages.  Returns how many were
- * restored; a span the arena file can no longer map is retired instead
- * (its range is given up, as an alias's is when the file is lost). */
-uint32_t mesh_arena_reclaim_stale_locked(uint32_t max)
-{
-    uint32_t n = 0;
-    while (A.stale && n < max) {
-        mesh_miniheap_t *a = mesh_rec(A.stale);
-        uint32_t page = a->span_page, npages = a->npages;
-        int cost = mesh_arena_remap_cost(page, npages, a->stale_file, page);
-        stale_remove(a);
-        n++;
-        if (map_at_locked(page, npages, page, false) != 0) {
-            a->kind = MESH_KIND_RETIRED;
-            a->state = MESH_MH_NONE;
-            MESH_STAT_ADD(retired_pages, npages);
-            continue;
-        }
-        mesh_maps_add(cost);
-        MESH_STAT_ADD(unmesh_count, 1);
-        insert_free(a, page, npages, MESH_MH_FREE_CLEAN);
-    }
-    return n;
-}
-
-/* In a fork child, whose new mapping is all identity: the stale spans map
- * their own (empty) pages already. */
-void mesh_arena_forget_stale_locked(void)
-{
-    while (A.stale) {
-        mesh_miniheap_t *a = mesh_rec(A.stale);
-        stale_remove(a);
-        insert_free(a, a->span_page, a->npages, MESH_MH_FREE_CLEAN);
-    }
-}
-
 void mesh_arena_free_span_locked(mesh_miniheap_t *mh)
 {
     mesh_assert(mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_LARGE);
     if (mh->mesh_next)
-        release_aliases_locked(mh);
+        mesh_arena_release_aliases_locked(mh);
     mesh_untrim(mesh_mh_id(mh), 0);
     A.active_pages -= mh->npages;
     MESH_STAT_ADD(mh_free_count, 1);
     atomic_fetch_sub_explicit(&mesh_stats.mh_live, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&mh->gen, 1, memory_order_relaxed);
-    insert_free(mh, mh->span_page, mh->npages, MESH_MH_FREE_DIRTY);
+    mesh_arena_insert_free_locked(mh, mh->span_page, mh->npages, MESH_MH_FREE_DIRTY);
     mesh_arena_scavenge_over_bound_locked();
 }
 
@@ -514,7 +401,7 @@ bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages)
     mh->npages = npages;
     set_span_ends(mh);
     A.active_pages -= ntail;
-    insert_free(r, tail, ntail, MESH_MH_FREE_DIRTY);
+    mesh_arena_insert_free_locked(r, tail, ntail, MESH_MH_FREE_DIRTY);
     mesh_arena_scavenge_over_bound_locked();
     return true;
 }
@@ -542,7 +429,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
         } else {
             uint32_t rest = n->npages - need;
             n->npages = 0;
-            insert_free(n, end + need, rest, state);
+            mesh_arena_insert_free_locked(n, end + need, rest, state);
         }
     }
     mh->npages = npages;
@@ -606,7 +493,7 @@ void mesh_arena_clean_locked(mesh_miniheap_t *f)
 {
     mesh_assert(f->kind == MESH_KIND_FREE && f->state == MESH_MH_FREE_DIRTY);
     bin_remove(f);
-    insert_free(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
+    mesh_arena_insert_free_locked(f, f->span_page, f->npages, MESH_MH_FREE_CLEAN);
 }
 
 /* The first npages of a dirty free span were punched: they become clean
@@ -624,26 +511,17 @@ bool mesh_arena_clean_head_locked(mesh_miniheap_t *f, uint32_t npages)
     uint32_t tail = f->span_page + npages, ntail = f->npages - npages;
     bin_remove(f);
     f->npages = npages;
-    insert_free(f, f->span_page, npages, MESH_MH_FREE_CLEAN);
-    insert_free(r, tail, ntail, MESH_MH_FREE_DIRTY); /* its neighbours: f, clean; what followed f, not dirty */
+    mesh_arena_insert_free_locked(f, f->span_page, npages, MESH_MH_FREE_CLEAN);
+    mesh_arena_insert_free_locked(r, tail, ntail, MESH_MH_FREE_DIRTY); /* its neighbours: f, clean; what followed f, not dirty */
     r->dirty_epoch = epoch;
     return true;
-}
-
-int mesh_arena_map_at_locked(uint32_t vpage, uint32_t npages, uint32_t file_page, bool populate)
-{
-    return map_at_locked(vpage, npages, file_page, populate);
-}
-
-int mesh_arena_protect(uint32_t vpage, uint32_t npages, bool writable)
-{
-    return mesh_os_protect(A.base + ((size_t)vpage << MESH_PAGE_SHIFT), (size_t)npages << MESH_PAGE_SHIFT, writable);
 }
 
 /* ---- invariants ---- */
 
 /* Walks every span: they tile [0, frontier); each span's ends map to it;
- * free spans are in the right bin; dirty and active page counts add up. */
+ * free spans are in the right bin, stale ones on their list; dirty, stale
+ * and active page counts add up. */
 void mesh_arena_check_locked(void)
 {
     uint64_t dirty = 0, active = 0, stale = 0, listed = 0;

@@ -81,6 +81,12 @@ int mesh_arena_init(void);
  * kind, or NULL (ENOMEM).  *clean tells whether the pages read as zeros. */
 mesh_miniheap_t *mesh_arena_alloc_span_locked(uint32_t npages, uint32_t align_pages, uint8_t kind, bool *clean);
 void mesh_arena_free_span_locked(mesh_miniheap_t *mh);
+/* for arena_maps.c: a free span filed, merged with its neighbours; a
+ * stale span taken off its list */
+void mesh_arena_insert_free_locked(mesh_miniheap_t *mh, uint32_t page, uint32_t npages, uint8_t state);
+void mesh_arena_stale_remove_locked(mesh_miniheap_t *mh);
+/* arena_maps.c */
+void mesh_arena_release_aliases_locked(mesh_miniheap_t *head);
 uint32_t mesh_arena_reclaim_stale_locked(uint32_t max);
 void mesh_arena_forget_stale_locked(void);
 bool mesh_arena_shrink_span_locked(mesh_miniheap_t *mh, uint32_t npages);
@@ -147,6 +153,13 @@ MESH_INLINE char *mesh_mh_start(const mesh_miniheap_t *mh)
 MESH_INLINE mesh_miniheap_t *mesh_alias_head(const mesh_miniheap_t *alias)
 {
     return &mesh_arena.records[__atomic_load_n(&alias->head, __ATOMIC_ACQUIRE)];
+}
+
+/* The record id the page table holds for an arena page (read without the
+ * lock: see arena.c on which entries are kept). */
+MESH_INLINE uint32_t mesh_arena_table_get(uint32_t page)
+{
+    return atomic_load_explicit(&mesh_arena.table[page], memory_order_relaxed);
 }
 
 /* The lock-free page -> miniheap index: a bounds check and two loads. */
