@@ -474,16 +474,17 @@ mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page)
     return f->kind == MESH_KIND_FREE && f->span_page == page ? f : NULL;
 }
 
-/* Calls fn on every dirty free span, by bins; fn may make its span, or
- * the head of it, clean (mesh_arena_clean_locked, _clean_head_locked) and
- * nothing else.  The dirty tail the latter leaves may or may not be
- * visited. */
-void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg)
+/* Calls fn on every dirty free span, by bins, until it returns false; fn
+ * may make its span, or the head of it, clean (mesh_arena_clean_locked,
+ * _clean_head_locked) and nothing else.  The dirty tail the latter leaves
+ * may or may not be visited. */
+void mesh_arena_each_dirty_locked(bool (*fn)(mesh_miniheap_t *f, void *arg), void *arg)
 {
     for (unsigned b = next_bin(true, 1); b < NBINS; b = next_bin(true, b + 1))
         for (uint32_t id = A.bins_dirty[b], next; id; id = next) {
             next = mesh_rec(id)->next;
-            fn(mesh_rec(id), arg);
+            if (!fn(mesh_rec(id), arg))
+                return;
         }
 }
 

@@ -94,7 +94,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages);
 void mesh_arena_set_pages(mesh_miniheap_t *mh, bool every_page);
 mesh_miniheap_t *mesh_arena_free_ending_at(uint32_t page);
 mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page);
-void mesh_arena_each_dirty_locked(void (*fn)(mesh_miniheap_t *f, void *arg), void *arg);
+void mesh_arena_each_dirty_locked(bool (*fn)(mesh_miniheap_t *f, void *arg), void *arg);
 void mesh_arena_clean_locked(mesh_miniheap_t *f);
 bool mesh_arena_clean_head_locked(mesh_miniheap_t *f, uint32_t npages);
 uint64_t mesh_arena_scavenge_locked(void);
