@@ -338,7 +338,7 @@ static void account(mesh_class_heap_t *ch, mesh_miniheap_t *const *src, uint32_t
     mesh_stat_max(&mesh_stats.meshed_pages_hwm, meshed);
 }
 
-/* Stale spans (arena.c) keep the mappings their chains had: at the
+/* Stale spans (arena_maps.c) keep the mappings their chains had: at the
  * budget, meshing gives some of them their own mappings back (which the
  * kernel merges with their neighbours') before it stops. */
 static bool reclaim_stale_for_maps(void)

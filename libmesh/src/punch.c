@@ -130,15 +130,16 @@ typedef struct scavenge {
 } scavenge_t;
 
 /* A punch runs on through clean free spans (holes already: punching them
- * again frees nothing and zaps no page-table entry; not through stale ones,
- * whose mapping a punch through the mapping, the fallback, would follow to
- * another span's pages) to the next due dirty
+ * again frees nothing and zaps no page-table entry) to the next due dirty
  * span, and so on: each call is one TLB shootdown, the cost of a punch,
  * and a heap freed in random order (a program's exit, an eviction sweep)
  * leaves its dirty pages one by one between holes.  Such a run of due
  * spans is punched from its first, in one call, or a call a chunk with a
  * deadline.  Neighbours of one state coalesce, so free spans alternate
- * clean and dirty: two steps find the next or previous due one. */
+ * clean and dirty: two steps find the next or previous due one.  A run
+ * ends at a stale span: it still maps another span's pages, which a punch
+ * through the mapping (the fallback when the file's punch fails) would
+ * reach. */
 static mesh_miniheap_t *due_before(const mesh_miniheap_t *f, uint64_t cutoff)
 {
     const mesh_miniheap_t *c = mesh_arena_free_ending_at(f->span_page);
