@@ -20,10 +20,11 @@
  * only thread is the meshing one, nobody can write into src: step 1 leaves
  * the protection out.
  *
- * A chain lives until its last object is freed: then every alias gets its
- * identity mapping back and returns to the arena (arena.c).  Every mesh is
- * bounded in mappings (a remapped span costs the kernel up to two;
- * vm.max_map_count is a hard limit): at the budget, meshing stops and
+ * A chain lives until its last object is freed: then every alias returns
+ * to the arena as a stale span, mapped as it was until its pages are
+ * wanted (arena_maps.c).  Every mesh is bounded in mappings (a remapped
+ * span costs the kernel up to two; vm.max_map_count is a hard limit): at
+ * the budget, meshing restores a few stale spans, then stops, and
  * allocation goes on.  Which pairs are meshed is mesh_match.c's choice,
  * when, mesh_pass.c's (mesher.h has the overview).
  */
