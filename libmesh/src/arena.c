@@ -13,9 +13,10 @@
  * file) apart from clean (punched or never touched, so they read as zeros).
  * Neighbours of the same kind coalesce.  Dirty pages are punched once they
  * stay unused for a period, or when more than MESH_MAX_DIRTY_MB pile up
- * (which, when and how: the scavenge in punch.c).  Stale spans, the aliases of a dissolved
- * chain that still map its head's pages, are FREE too but on a list of
- * their own, and not handed out until restored (arena_maps.c).
+ * (which, when and how: the scavenge in punch.c).  Stale spans, the
+ * aliases of a dissolved chain that still map its head's pages, are FREE
+ * too but on a list of their own, and not handed out until restored
+ * (arena_maps.c).
  *
  * The range, its metadata arrays and the file are reserved and grown with
  * the heap in reserve.c; past the file's end (RLIMIT_FSIZE, no memfd) the
@@ -46,11 +47,6 @@ mesh_arena_t mesh_arena = {
 };
 
 #define A mesh_arena
-
-static uint32_t table_get(uint32_t page)
-{
-    return mesh_arena_table_get(page);
-}
 
 static void table_set(uint32_t page, uint32_t id)
 {
@@ -108,7 +104,6 @@ static void stale_insert(mesh_miniheap_t *mh)
     if (A.stale)
         mesh_rec(A.stale)->prev = id;
     A.stale = id;
-    A.stale_pages += mh->npages;
     MESH_STAT_ADD(stale_pages, mh->npages);
 }
 
@@ -121,7 +116,6 @@ void mesh_arena_stale_remove_locked(mesh_miniheap_t *mh)
     if (mh->next)
         mesh_rec(mh->next)->prev = mh->prev;
     mh->next = mh->prev = 0;
-    A.stale_pages -= mh->npages;
     MESH_STAT_ADD(stale_pages, -(uint64_t)mh->npages);
 }
 
@@ -232,7 +226,7 @@ void mesh_arena_insert_free_locked(mesh_miniheap_t *mh, uint32_t page, uint32_t 
     uint64_t epoch = A.epoch;
     bool merge = state != MESH_MH_FREE_STALE; /* each is one alias, restored on its own */
     if (page > 0 && merge) {
-        mesh_miniheap_t *p = mesh_rec(table_get(page - 1));
+        mesh_miniheap_t *p = mesh_rec(mesh_arena_table_get(page - 1));
         if (p != mh && p->kind == MESH_KIND_FREE && p->state == state && p->span_page + p->npages == page) {
             if (p->dirty_epoch > epoch)
                 epoch = p->dirty_epoch;
@@ -244,7 +238,7 @@ void mesh_arena_insert_free_locked(mesh_miniheap_t *mh, uint32_t page, uint32_t 
     }
     uint32_t end = page + npages;
     if (end < A.frontier && merge) {
-        mesh_miniheap_t *n = mesh_rec(table_get(end));
+        mesh_miniheap_t *n = mesh_rec(mesh_arena_table_get(end));
         if (n != mh && n->kind == MESH_KIND_FREE && n->state == state && n->span_page == end) {
             if (n->dirty_epoch > epoch)
                 epoch = n->dirty_epoch;
@@ -419,7 +413,7 @@ bool mesh_arena_grow_span_locked(mesh_miniheap_t *mh, uint32_t npages)
             return false;
         A.frontier = end + need;
     } else {
-        mesh_miniheap_t *n = mesh_rec(table_get(end));
+        mesh_miniheap_t *n = mesh_rec(mesh_arena_table_get(end));
         if (n->kind != MESH_KIND_FREE || n->state == MESH_MH_FREE_STALE || n->span_page != end || n->npages < need)
             return false;
         uint8_t state = n->state;
@@ -462,7 +456,7 @@ mesh_miniheap_t *mesh_arena_free_ending_at(uint32_t page)
 {
     if (page == 0)
         return NULL;
-    mesh_miniheap_t *f = mesh_rec(table_get(page - 1));
+    mesh_miniheap_t *f = mesh_rec(mesh_arena_table_get(page - 1));
     return f->kind == MESH_KIND_FREE && f->span_page + f->npages == page ? f : NULL;
 }
 
@@ -470,7 +464,7 @@ mesh_miniheap_t *mesh_arena_free_starting_at(uint32_t page)
 {
     if (page >= A.frontier)
         return NULL;
-    mesh_miniheap_t *f = mesh_rec(table_get(page));
+    mesh_miniheap_t *f = mesh_rec(mesh_arena_table_get(page));
     return f->kind == MESH_KIND_FREE && f->span_page == page ? f : NULL;
 }
 
@@ -527,9 +521,9 @@ void mesh_arena_check_locked(void)
 {
     uint64_t dirty = 0, active = 0, stale = 0, listed = 0;
     for (uint32_t p = 0; p < A.frontier;) {
-        uint32_t id = table_get(p);
+        uint32_t id = mesh_arena_table_get(p);
         mesh_miniheap_t *mh = mesh_rec(id);
-        if (!(id && mh->span_page == p && mh->npages > 0 && table_get(p + mh->npages - 1) == id))
+        if (!(id && mh->span_page == p && mh->npages > 0 && mesh_arena_table_get(p + mh->npages - 1) == id))
             mesh_assert_fail("span tiling", __FILE__, __LINE__);
         if (mh->kind == MESH_KIND_FREE) {
             if (mh->state == MESH_MH_FREE_DIRTY)
@@ -543,7 +537,7 @@ void mesh_arena_check_locked(void)
             active += mh->kind == MESH_KIND_RETIRED ? 0 : mh->npages;
             if (mh->kind == MESH_KIND_SMALL || mh->kind == MESH_KIND_ALIAS)
                 for (uint32_t q = 0; q < mh->npages; q++)
-                    if (table_get(p + q) != id)
+                    if (mesh_arena_table_get(p + q) != id)
                         mesh_assert_fail("small span page table", __FILE__, __LINE__);
         } else {
             mesh_assert_fail("span kind", __FILE__, __LINE__);
@@ -552,7 +546,7 @@ void mesh_arena_check_locked(void)
     }
     for (uint32_t id = A.stale; id; id = mesh_rec(id)->next)
         listed += mesh_rec(id)->npages;
-    if (dirty != A.dirty_pages || active != A.active_pages || stale != A.stale_pages || listed != stale)
+    if (dirty != A.dirty_pages || active != A.active_pages || stale != atomic_load(&mesh_stats.stale_pages) || listed != stale)
         mesh_assert_fail("page accounting", __FILE__, __LINE__);
     for (unsigned b = 1; b < NBINS; b++)
         for (int d = 0; d < 2; d++)

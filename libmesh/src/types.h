@@ -308,8 +308,7 @@ typedef struct mesh_arena {
     uint64_t active_pages;       /* pages in SMALL and LARGE spans */
     uint32_t bins_dirty[129];    /* free spans by page count; the last bin holds >= 128 */
     uint32_t bins_clean[129];
-    uint32_t stale;              /* list of FREE_STALE spans, newest first */
-    uint64_t stale_pages;        /* pages in them */
+    uint32_t stale;              /* list of FREE_STALE spans, newest first (pages: mesh_stats.stale_pages) */
     uint64_t nonempty[2][3];     /* bitmaps of non-empty bins (dirty, clean) */
     int fork_fd;                 /* the child's copy, made in the fork prepare step */
 } mesh_arena_t;
