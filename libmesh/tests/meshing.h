@@ -1,9 +1,10 @@
 /*
- * Helpers of the meshing tests (test_mesh.c, test_interpose.c, test_pin.c,
- * test_idle_wait.c, test_fd_lost.c): reading mesh_mallctl numbers,
- * running this program again in a mode, spans fragmented to order, sparse
- * 256-byte objects, a thread that meshes until told to stop, and a span
- * held under the write barrier as a mesh would hold it.
+ * Helpers of the meshing tests (test_mesh.c, test_mesh_pass.c,
+ * test_interpose.c, test_pin.c, test_idle_wait.c, test_fd_lost.c): reading
+ * mesh_mallctl numbers, running this program again in a mode, spans
+ * fragmented to order, sparse 256-byte objects, a thread that meshes until
+ * told to stop, and a span held under the write barrier as a mesh would
+ * hold it.
  */
 #ifndef MESH_TEST_MESHING_H
 #define MESH_TEST_MESHING_H

@@ -18,7 +18,7 @@
 #define NSPANS 64
 
 /* Span k of a pair keeps the slots of mask m, its partner the others: the
- * pairs fit exactly (as in test_mesh.c's exact matching). */
+ * pairs fit exactly (as in test_mesh_pass.c's exact matching). */
 static uint16_t masks[NSPANS / 2];
 
 static bool keep_complement(unsigned rank, unsigned slot)

@@ -24,7 +24,7 @@ static bool keep_halves(unsigned rank, unsigned slot)
 }
 
 /* 32 spans keeping their first 8 slots and 32 keeping their last 8 mesh
- * in runs (test_mesh.c, test_mesh_runs): their 32 meshes take a few
+ * in runs (test_mesh_pass.c, test_mesh_runs): their 32 meshes take a few
  * pauses, one more for each gap between spans and each place the shuffled
  * candidates break a run.  First in a fresh process, so that the spans
  * come out next to each other.  How many pauses depends on the shuffle:
