@@ -202,8 +202,11 @@ void mesh_global_detach_all_locked(mesh_thread_heap_t *th, unsigned cls)
         mesh_sv_check(sv);
     memset(held, 0, sizeof(held[0]) * sv->nattached);
     for (unsigned k = 0; k < sv->top; k++) {
-        unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
-        held[i][s >> 6] |= 1ULL << (s & 63);
+        unsigned i, s;
+        bool ok = mesh_sv_entry_slot(sv, sv->entries[k], &i, &s);
+        mesh_assert(ok);
+        if (ok)
+            held[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < sv->nattached; i++) {
         mesh_miniheap_t *mh = mesh_rec(sv->mh_id[i]);
@@ -221,17 +224,15 @@ void mesh_global_detach_torn_locked(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-    const mesh_size_class_t *sc = &mesh_classes[cls];
     unsigned n = sv->nattached < MESH_SV_MAX_ATTACH ? sv->nattached : MESH_SV_MAX_ATTACH;
     unsigned top = sv->top < MESH_SV_CAP ? sv->top : MESH_SV_CAP;
     uint64_t held[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS];
     memset(held, 0, sizeof(held[0]) * n);
+    sv->nattached = (uint8_t)n;
     for (unsigned k = 0; k < top; k++) {
-        unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
-        if (i >= n || s >= sc->nobjects)
-            continue;
-        char *obj = mesh_mh_start(mesh_rec(sv->mh_id[i])) + (size_t)s * sc->object_size;
-        if (*(uint64_t *)obj == mesh_key_of(obj))
+        unsigned i, s;
+        char *obj = sv->entries[k];
+        if (mesh_sv_entry_slot(sv, obj, &i, &s) && *(uint64_t *)obj == mesh_key_of(obj))
             held[i][s >> 6] |= 1ULL << (s & 63);
     }
     for (unsigned i = 0; i < n; i++) {
@@ -300,10 +301,14 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
     mesh_class_heap_t *ch = &mesh_class_heaps[cls];
-    unsigned char renum[MESH_SV_MAX_ATTACH];
     bool used[MESH_SV_MAX_ATTACH] = {false};
-    for (unsigned k = 0; k < sv->top; k++)
-        used[sv->entries[k] >> 8] = true;
+    for (unsigned k = 0; k < sv->top; k++) {
+        unsigned i, s;
+        bool ok = mesh_sv_entry_slot(sv, sv->entries[k], &i, &s);
+        mesh_assert(ok);
+        if (ok)
+            used[i] = true;
+    }
     unsigned keep = 0;
     for (unsigned i = 0; i < sv->nattached; i++) {
         mesh_miniheap_t *mh = mesh_rec(sv->mh_id[i]);
@@ -313,11 +318,8 @@ static void detach_full_locked(mesh_thread_heap_t *th, unsigned cls)
         }
         sv->base[keep] = sv->base[i];
         sv->mh_id[keep] = sv->mh_id[i];
-        mh->attach_idx = (uint8_t)keep;
-        renum[i] = (unsigned char)keep++;
+        mh->attach_idx = (uint8_t)keep++;
     }
-    for (unsigned k = 0; k < sv->top; k++)
-        sv->entries[k] = (uint16_t)(renum[sv->entries[k] >> 8] << 8 | (sv->entries[k] & 255));
     sv->nattached = (uint8_t)keep;
 }
 

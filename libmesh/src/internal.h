@@ -210,26 +210,25 @@ MESH_INLINE uint64_t mesh_key_of(const void *head_addr)
 }
 
 
-/* malloc's fast path: two loads, a multiply, and the store that clears the
- * object's free key.  Precondition: top > 0. */
+/* malloc's fast path: a load and the store that clears the object's free
+ * key.  Precondition: top > 0. */
 MESH_INLINE void *mesh_sv_pop(mesh_shuffle_vector_t *sv)
 {
-    uint16_t e = sv->entries[--sv->top];
-    char *p = sv->base[e >> 8] + (size_t)(e & 255) * sv->object_size;
+    char *p = sv->entries[--sv->top];
     *(uint64_t *)p = 0;
     return p;
 }
 
-/* Pushes a free slot's entry (attach index << 8 | slot), swapped with a
+/* Pushes a free slot (its address in the head span), swapped with a
  * random entry when randomizing: the vector stays uniformly shuffled, one
  * step of an inside-out Fisher-Yates.  Precondition: top < MESH_SV_CAP. */
-MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, uint16_t entry, mesh_rng_t *rng, bool randomize)
+MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, char *slot, mesh_rng_t *rng, bool randomize)
 {
     uint32_t t = sv->top++;
-    sv->entries[t] = entry;
+    sv->entries[t] = slot;
     if (randomize) {
         uint32_t j = mesh_rng_below(rng, t + 1);
-        uint16_t x = sv->entries[j];
+        char *x = sv->entries[j];
         sv->entries[j] = sv->entries[t];
         sv->entries[t] = x;
     }
@@ -266,13 +265,12 @@ MESH_INLINE bool mesh_free_check(const mesh_shuffle_vector_t *sv, const mesh_min
 MESH_INLINE bool mesh_sv_push(mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, void *p, mesh_rng_t *rng,
                               bool randomize)
 {
-    unsigned i = mh->attach_idx;
     uint32_t s;
     uint64_t k;
-    if (!mesh_free_check(sv, mh, sv->base[i], p, &s, &k) || unlikely(sv->top >= MESH_SV_CAP))
+    if (!mesh_free_check(sv, mh, mesh_mh_start(mh), p, &s, &k) || unlikely(sv->top >= MESH_SV_CAP))
         return false;
     *(uint64_t *)p = k;
-    mesh_sv_push_entry(sv, (uint16_t)(i << 8 | s), rng, randomize);
+    mesh_sv_push_entry(sv, p, rng, randomize);
     return true;
 }
 
@@ -310,7 +308,8 @@ MESH_INLINE bool mesh_cache_on(void)
     return mesh_opt.randomize < MESH_RANDOMIZE_FREE && mesh_opt.cache_kb;
 }
 
-bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot);
+bool mesh_sv_find(const mesh_shuffle_vector_t *sv, const void *slot);
+bool mesh_sv_entry_slot(const mesh_shuffle_vector_t *sv, const char *entry, unsigned *attach_idx, unsigned *slot);
 bool mesh_cache_find(const mesh_shuffle_vector_t *sv, const void *p);
 void mesh_sv_init(mesh_shuffle_vector_t *sv, unsigned cls);
 void mesh_sv_add_span(mesh_shuffle_vector_t *sv, mesh_miniheap_t *mh, const uint64_t free_bits[MESH_BITMAP_WORDS]);

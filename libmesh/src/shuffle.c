@@ -46,20 +46,41 @@ void mesh_sv_push_slots(mesh_shuffle_vector_t *sv, unsigned i, const uint64_t bi
             unsigned k = 63 - (unsigned)__builtin_clzll(b);
             b &= ~(1ULL << k);
             mesh_assert(sv->top < MESH_SV_CAP);
-            sv->entries[sv->top++] = (uint16_t)(i << 8 | ((unsigned)w * 64 + k));
+            sv->entries[sv->top++] = sv->base[i] + (size_t)(w * 64 + k) * sv->object_size;
         }
     }
 }
 
-/* Whether slot `slot` of attached span attach_idx is in the vector: a scan,
- * for the slow path that confirms what a free key suggests. */
-bool mesh_sv_find(const mesh_shuffle_vector_t *sv, unsigned attach_idx, unsigned slot)
+/* Whether slot (a head span's address) is in the vector: a scan, for the
+ * slow path that confirms what a free key suggests. */
+bool mesh_sv_find(const mesh_shuffle_vector_t *sv, const void *slot)
 {
-    uint16_t want = (uint16_t)(attach_idx << 8 | slot);
     for (unsigned k = 0; k < sv->top; k++)
-        if (sv->entries[k] == want)
+        if (sv->entries[k] == slot)
             return true;
     return false;
+}
+
+/* Which attached span and slot an entry is, by the page table; false when
+ * it is not the start of a slot of a span attached to this vector (only a
+ * torn vector in a fork child has such entries). */
+bool mesh_sv_entry_slot(const mesh_shuffle_vector_t *sv, const char *entry, unsigned *attach_idx, unsigned *slot)
+{
+    const mesh_miniheap_t *mh = mesh_arena_lookup(entry);
+    if (!mh)
+        return false;
+    unsigned i = mh->attach_idx;
+    if (i >= sv->nattached || i >= MESH_SV_MAX_ATTACH || sv->mh_id[i] != mesh_mh_id(mh))
+        return false;
+    uintptr_t off = (uintptr_t)(entry - mesh_mh_start(mh));
+    if (off >= sv->span_bytes)
+        return false;
+    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
+    if (s * sv->object_size != off || s >= mesh_classes[sv->cls].nobjects)
+        return false;
+    *attach_idx = i;
+    *slot = s;
+    return true;
 }
 
 /* Whether p is in the free cache: a scan, for the slow path. */
@@ -71,7 +92,7 @@ bool mesh_cache_find(const mesh_shuffle_vector_t *sv, const void *p)
     return false;
 }
 
-static void shuffle_entries(uint16_t *e, uint32_t n, mesh_rng_t *rng)
+static void shuffle_indices(uint16_t *e, uint32_t n, mesh_rng_t *rng)
 {
     for (; n > 1; n--) {
         uint32_t j = mesh_rng_below(rng, n);
@@ -100,18 +121,17 @@ static void shuffle_entries(uint16_t *e, uint32_t n, mesh_rng_t *rng)
 void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng, uint32_t run)
 {
     uint32_t n = sv->top;
-    if (run <= 1) {
-        shuffle_entries(sv->entries, n, rng);
-        return;
-    }
+    if (run < 1)
+        run = 1;
     uint32_t nruns = (n + run - 1) / run, k = 0;
-    uint16_t order[MESH_SV_CAP], out[MESH_SV_CAP];
+    uint16_t order[MESH_SV_CAP];
+    char *out[MESH_SV_CAP];
     for (uint32_t r = 0; r < nruns; r++)
         order[r] = (uint16_t)r;
-    shuffle_entries(order, nruns, rng);
+    shuffle_indices(order, nruns, rng);
     for (uint32_t r = 0; r < nruns; r++) {
         uint32_t lo = order[r] * run, len = n - lo < run ? n - lo : run;
-        uint32_t start = mesh_rng_below(rng, len);
+        uint32_t start = len > 1 ? mesh_rng_below(rng, len) : 0;
         for (uint32_t i = 0; i < len; i++)
             out[k++] = sv->entries[lo + (start + i) % len];
     }
@@ -124,8 +144,8 @@ void mesh_sv_check(const mesh_shuffle_vector_t *sv)
 {
     uint64_t seen[MESH_SV_MAX_ATTACH][MESH_BITMAP_WORDS] = {{0}};
     for (unsigned k = 0; k < sv->top; k++) {
-        unsigned i = sv->entries[k] >> 8, s = sv->entries[k] & 255;
-        if (i >= sv->nattached || (seen[i][s >> 6] >> (s & 63)) & 1)
+        unsigned i, s;
+        if (!mesh_sv_entry_slot(sv, sv->entries[k], &i, &s) || (seen[i][s >> 6] >> (s & 63)) & 1)
             mesh_assert_fail("shuffle vector entry", __FILE__, __LINE__);
         seen[i][s >> 6] |= 1ULL << (s & 63);
     }

@@ -44,13 +44,13 @@ static void free_attached_here(mesh_thread_heap_t *th, mesh_miniheap_t *head, ui
     mesh_shuffle_vector_t *sv = &th->sv[head->cls];
     unsigned w = slot >> 6;
     uint64_t mask = 1ULL << (slot & 63);
-    if (!cached && ((*key == mesh_key_of(key) && (mesh_sv_find(sv, head->attach_idx, slot) || mesh_cache_find(sv, p))) ||
+    if (!cached && ((*key == mesh_key_of(key) && (mesh_sv_find(sv, key) || mesh_cache_find(sv, p))) ||
                     !(atomic_load(&head->bits[w]) & mask)))
         mesh_report_double_free(p);
     mesh_assert(atomic_load(&head->bits[w]) & mask);
     if (sv->top < MESH_SV_CAP) {
         *key = mesh_key_of(key);
-        mesh_sv_push_entry(sv, (uint16_t)(head->attach_idx << 8 | slot), &th->rng, mesh_opt.randomize >= MESH_RANDOMIZE_FREE);
+        mesh_sv_push_entry(sv, (char *)key, &th->rng, mesh_opt.randomize >= MESH_RANDOMIZE_FREE);
     } else if (!(atomic_fetch_and(&head->bits[w], ~mask) & mask)) {
         mesh_report_double_free(p);
     }

@@ -325,7 +325,7 @@ typedef struct mesh_shuffle_vector {
     uint16_t ncached;            /* cached[0, ncached): the free cache, newest last */
     uint16_t cache_cap;          /* its capacity for this class (MESH_CACHE_KB) */
     uint16_t flush_top;          /* top after the last period's detach: unchanged, the class sat idle */
-    uint16_t entries[MESH_SV_CAP];            /* attach index << 8 | slot */
+    char *entries[MESH_SV_CAP];               /* free slots, at their head span's address */
     char *base[MESH_SV_MAX_ATTACH];           /* first byte of each attached span */
     uint32_t mh_id[MESH_SV_MAX_ATTACH];
     void *cached[MESH_CACHE_CAP];             /* freed objects of spans not attached here */

@@ -111,14 +111,36 @@ static void test_push_checks(void)
     CHECK(mesh_sv_push(&sv, span_mh, a, &rng, true));
     CHECK(*(uint64_t *)a == mesh_key_of(a));
     CHECK(!mesh_sv_push(&sv, span_mh, a, &rng, true));       /* double free */
-    CHECK(mesh_sv_find(&sv, 0, (unsigned)(a - span) / 64));
-    CHECK(!mesh_sv_find(&sv, 0, (unsigned)(b - span) / 64));
+    CHECK(mesh_sv_find(&sv, a));
+    CHECK(!mesh_sv_find(&sv, b));
     CHECK(!mesh_sv_push(&sv, span_mh, b + 8, &rng, true));   /* not a slot start */
     CHECK(!mesh_sv_push(&sv, span_mh, span + 4096, &rng, true)); /* outside the span */
     CHECK(!mesh_sv_push(&sv, span_mh, span - 64, &rng, true));
     CHECK(mesh_sv_push(&sv, span_mh, b, &rng, false));
     CHECK_EQ(sv.top, 64);
     mesh_sv_check(&sv);
+}
+
+/* An entry is an address; the slow paths that give slots back to their
+ * spans find the span and slot by the page table, and turn away what is
+ * not a slot start of an attached span (a torn vector in a fork child). */
+static void test_entry_slot(void)
+{
+    mesh_shuffle_vector_t sv;
+    uint64_t all[MESH_BITMAP_WORDS] = {~0ULL, 0, 0, 0};
+    setup(&sv, 3, all);
+    unsigned i = 99, s = 999;
+    CHECK(mesh_sv_entry_slot(&sv, span + 5 * 64, &i, &s));
+    CHECK_EQ(i, 0);
+    CHECK_EQ(s, 5);
+    CHECK(!mesh_sv_entry_slot(&sv, span + 5 * 64 + 8, &i, &s)); /* inside a slot */
+    CHECK(!mesh_sv_entry_slot(&sv, span + 64 * 64, &i, &s));    /* past the class's slots */
+    CHECK(!mesh_sv_entry_slot(&sv, (char *)&sv, &i, &s));       /* not in the arena */
+    sv.mh_id[0]++;                                              /* a span attached elsewhere */
+    CHECK(!mesh_sv_entry_slot(&sv, span, &i, &s));
+    sv.mh_id[0]--;
+    sv.nattached = 0;                                           /* no span attached here */
+    CHECK(!mesh_sv_entry_slot(&sv, span, &i, &s));
 }
 
 /* Randomization is what makes meshing work on regular programs: two spans
@@ -176,6 +198,7 @@ int main(void)
     TEST_RUN(test_shuffled_permutation);
     TEST_RUN(test_shuffled_runs);
     TEST_RUN(test_push_checks);
+    TEST_RUN(test_entry_slot);
     TEST_RUN(test_scatter_slots);
     TEST_RUN(test_scatter_runs);
     TEST_DONE();
