@@ -56,7 +56,7 @@ static void free_attached_here(mesh_thread_heap_t *th, mesh_miniheap_t *head, ui
     }
 }
 
-/* After a remote free cleared the bit of slot in word w (old: the word
+/* After a remote free cleared the bits in mask of word w (old: the word
  * before) of a detached span: tells meshing the class has changed, and
  * moves the span to the list it now belongs on if it was full or is now
  * empty.  gen: the span's generation before the free, to recheck under the
@@ -68,7 +68,8 @@ static void after_detached_free(mesh_miniheap_t *head, uint32_t gen, unsigned w,
     /* A plain load and store: a lost count does no harm, and a locked add
      * would cost every thread that frees here. */
     _Atomic uint32_t *nfree = &mesh_class_heaps[cls].detached_frees;
-    atomic_store_explicit(nfree, atomic_load_explicit(nfree, memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_store_explicit(nfree, atomic_load_explicit(nfree, memory_order_relaxed) + mesh_popcount64(mask),
+                          memory_order_relaxed);
 
     bool was_full = old == sc->valid[w];
     bool now_empty = (old & ~mask) == 0;
@@ -175,8 +176,56 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
     free_small(mh, p, false);
 }
 
+/* The slot of a cached object p of sv's class in the span at start, if p
+ * is one's start. */
+static bool cached_slot(const mesh_shuffle_vector_t *sv, const char *start, const void *p, uint32_t *slot)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)start;
+    if (off >= sv->span_bytes)
+        return false;
+    *slot = mesh_slot_of((uint32_t)off, sv->recip);
+    return *slot * sv->object_size == off;
+}
+
+/* How many of the n cached objects from cached[0] lie in word w of the
+ * SMALL span mh, one after another, and their bits (*mask): a flush gives
+ * such a run back with one locked AND.  0 when cached[0] is not in mh. */
+static unsigned cached_run(const mesh_shuffle_vector_t *sv, void *const *cached, unsigned n,
+                           const mesh_miniheap_t *mh, unsigned *w, uint64_t *mask)
+{
+    const char *start = mesh_mh_start(mh);
+    uint32_t s;
+    if (!cached_slot(sv, start, cached[0], &s))
+        return 0;
+    *w = s >> 6;
+    *mask = 1ULL << (s & 63);
+    unsigned k = 1;
+    for (; k < n; k++) {
+        if (mesh_arena_lookup(cached[k]) != mh || !cached_slot(sv, start, cached[k], &s) || s >> 6 != *w ||
+            (*mask & (1ULL << (s & 63))))
+            break;
+        *mask |= 1ULL << (s & 63);
+    }
+    return k;
+}
+
+/* Gives a run of cached objects back to word w of the span head, which
+ * this thread does not own: one locked AND for all of them.  Returns the
+ * bits that were clear already (a mesh has moved them, or a double free),
+ * whose objects the caller frees one at a time, as free_small sorts out. */
+static uint64_t flush_run(mesh_miniheap_t *head, unsigned w, uint64_t mask)
+{
+    uint32_t gen = atomic_load_explicit(&head->gen, memory_order_acquire);
+    uint64_t old = atomic_fetch_and(&head->bits[w], ~mask);
+    if ((old & mask) && !atomic_load(&head->owner))
+        after_detached_free(head, gen, w, old, old & mask);
+    return mask & ~old;
+}
+
 /* Gives the free cache of cls back to the spans but for its newest keep
- * objects. */
+ * objects.  Objects freed one after another often share a span and a
+ * bitmap word; each such run goes back with one locked AND (alloc_bench
+ * xthread: docs/results.md, seventh session). */
 void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep)
 {
     mesh_shuffle_vector_t *sv = &th->sv[cls];
@@ -193,9 +242,28 @@ void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep)
         if (mh)
             __builtin_prefetch(mh, 1);
     }
-    for (unsigned k = 0; k < give; k++) {
+    for (unsigned k = 0; k < give;) {
         void *p = sv->cached[k];
-        free_small(mesh_arena_lookup(p), p, true);
+        mesh_miniheap_t *mh = mesh_arena_lookup(p);
+        unsigned w, run = 0;
+        uint64_t mask;
+        if (mh && __atomic_load_n(&mh->kind, __ATOMIC_ACQUIRE) == MESH_KIND_SMALL &&
+            atomic_load_explicit(&mh->owner, memory_order_relaxed) != th->id)
+            run = cached_run(sv, &sv->cached[k], give - k, mh, &w, &mask);
+        if (run < 2) {
+            free_small(mh, p, true);
+            k++;
+            continue;
+        }
+        /* The start before the AND: a span it empties may be released. */
+        const char *start = mesh_mh_start(mh);
+        uint64_t missed = flush_run(mh, w, mask);
+        for (unsigned j = k; missed && j < k + run; j++) {
+            uint32_t s;
+            if (cached_slot(sv, start, sv->cached[j], &s) && (missed & (1ULL << (s & 63))))
+                free_small(mesh_arena_lookup(sv->cached[j]), sv->cached[j], true);
+        }
+        k += run;
     }
     for (unsigned k = 0; k < keep; k++)
         sv->cached[k] = sv->cached[give + k];

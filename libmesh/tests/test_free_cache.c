@@ -1,11 +1,15 @@
 /* The free cache: objects a thread frees into spans it has not attached
  * are its next allocations of the class, newest first; the cache is
  * bounded, counts as free in the statistics, gives everything back when
- * the heap is flushed, is off under full randomization, and a cached
- * object keeps a valid free key when its span is meshed. */
+ * the heap is flushed (in runs, a locked AND for the objects of a span's
+ * bitmap word), is off under full randomization, and a cached object
+ * keeps a valid free key when its span is meshed. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "meshing.h"
 #include "test.h"
@@ -267,6 +271,57 @@ static void test_flush_by_span(void)
     mesh_global_check();
 }
 
+/* Objects freed one after another from one span go back in runs, one
+ * locked AND for each bitmap word: every bit is cleared and meshing's hint
+ * counts every object.  A bit found clear already (a mesh moved it, or a
+ * double free) sends its object alone the slow way, which here (no mesh)
+ * reports it and aborts: checked in a child. */
+static void test_flush_runs(void)
+{
+    make_theirs();
+    mesh_thread_heap_flush(mesh_tls_heap);
+    for (int i = 0; i < N; i++)
+        free(theirs[i]);
+    CHECK_EQ(my_vector()->ncached, N);
+    _Atomic uint32_t *hint = &mesh_class_heaps[mesh_size_class(SIZE)].detached_frees;
+    uint32_t before = atomic_load(hint);
+    mesh_cache_flush(mesh_tls_heap, mesh_size_class(SIZE), 0);
+    CHECK_EQ(atomic_load(hint) - before, N);
+    for (int i = 0; i < N; i++)
+        CHECK(!bit_set(theirs[i]));
+    mesh_global_check();
+
+    make_theirs();
+    mesh_thread_heap_flush(mesh_tls_heap);
+    for (int i = 0; i < N; i++)
+        free(theirs[i]);
+    int err[2];
+    CHECK(pipe(err) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(err[1], 2);
+        signal(SIGABRT, SIG_DFL);
+        uint32_t slot;
+        mesh_miniheap_t *head = mesh_global_span_of(mesh_arena_lookup(theirs[5]), theirs[5], &slot);
+        atomic_fetch_and(&head->bits[slot >> 6], ~(1ULL << (slot & 63)));
+        mesh_cache_flush(mesh_tls_heap, mesh_size_class(SIZE), 0);
+        _exit(0);
+    }
+    close(err[1]);
+    char buf[512] = {0}, want[64];
+    ssize_t n = 0, k;
+    while (n < (ssize_t)sizeof buf - 1 && (k = read(err[0], buf + n, sizeof buf - 1 - (size_t)n)) > 0)
+        n += k;
+    close(err[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    snprintf(want, sizeof want, "mesh: double free of %p\n", theirs[5]);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK(strstr(buf, want) != NULL);
+    mesh_thread_heap_flush(mesh_tls_heap);
+    mesh_global_check();
+}
+
 int main(void)
 {
     free(malloc(1));
@@ -279,5 +334,6 @@ int main(void)
     TEST_RUN(test_bound_is_an_option);
     TEST_RUN(test_key_follows_mesh);
     TEST_RUN(test_flush_by_span);
+    TEST_RUN(test_flush_runs);
     TEST_DONE();
 }
