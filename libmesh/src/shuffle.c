@@ -132,8 +132,10 @@ void mesh_sv_shuffle(mesh_shuffle_vector_t *sv, mesh_rng_t *rng, uint32_t run)
     for (uint32_t r = 0; r < nruns; r++) {
         uint32_t lo = order[r] * run, len = n - lo < run ? n - lo : run;
         uint32_t start = len > 1 ? mesh_rng_below(rng, len) : 0;
-        for (uint32_t i = 0; i < len; i++)
-            out[k++] = sv->entries[lo + (start + i) % len];
+        for (uint32_t i = start; i < len; i++)
+            out[k++] = sv->entries[lo + i];
+        for (uint32_t i = 0; i < start; i++)
+            out[k++] = sv->entries[lo + i];
     }
     memcpy(sv->entries, out, n * sizeof out[0]);
 }
