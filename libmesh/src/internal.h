@@ -234,6 +234,18 @@ MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, char *slot, mesh_
     }
 }
 
+/* The slot of p in a span of sv's class that starts at start, when p is
+ * the start of one (the range check and the division by multiplication
+ * that the free paths and the vector's slow paths share). */
+MESH_INLINE bool mesh_sv_slot_in(const mesh_shuffle_vector_t *sv, const char *start, const void *p, uint32_t *slot)
+{
+    uintptr_t off = (uintptr_t)p - (uintptr_t)start;
+    if (off >= sv->span_bytes)
+        return false;
+    *slot = mesh_slot_of((uint32_t)off, sv->recip);
+    return *slot * sv->object_size == off;
+}
+
 /* The checks of both free fast paths: p lies in the span of mh that
  * starts at start, at a slot start, with no free key there (else it may be
  * a double free) and its bit set (else it surely is one).  Then sets
@@ -242,12 +254,9 @@ MESH_INLINE void mesh_sv_push_entry(mesh_shuffle_vector_t *sv, char *slot, mesh_
 MESH_INLINE bool mesh_free_check(const mesh_shuffle_vector_t *sv, const mesh_miniheap_t *mh, const char *start,
                                  const void *p, uint32_t *slot, uint64_t *key)
 {
-    uintptr_t off = (uintptr_t)p - (uintptr_t)start;
-    if (unlikely(off >= sv->span_bytes))
-        return false;
-    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
+    uint32_t s;
     uint64_t k = mesh_key_of(p);
-    if (unlikely(s * sv->object_size != off || *(const uint64_t *)p == k ||
+    if (unlikely(!mesh_sv_slot_in(sv, start, p, &s) || *(const uint64_t *)p == k ||
                  !(atomic_load_explicit(&mh->bits[s >> 6], memory_order_relaxed) & (1ULL << (s & 63)))))
         return false;
     *slot = s;

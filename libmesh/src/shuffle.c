@@ -72,11 +72,8 @@ bool mesh_sv_entry_slot(const mesh_shuffle_vector_t *sv, const char *entry, unsi
     unsigned i = mh->attach_idx;
     if (i >= sv->nattached || i >= MESH_SV_MAX_ATTACH || sv->mh_id[i] != mesh_mh_id(mh))
         return false;
-    uintptr_t off = (uintptr_t)(entry - mesh_mh_start(mh));
-    if (off >= sv->span_bytes)
-        return false;
-    uint32_t s = mesh_slot_of((uint32_t)off, sv->recip);
-    if (s * sv->object_size != off || s >= mesh_classes[sv->cls].nobjects)
+    uint32_t s;
+    if (!mesh_sv_slot_in(sv, mesh_mh_start(mh), entry, &s) || s >= mesh_classes[sv->cls].nobjects)
         return false;
     *attach_idx = i;
     *slot = s;

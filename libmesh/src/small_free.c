@@ -176,33 +176,23 @@ void mesh_global_free_small(mesh_miniheap_t *mh, void *p)
     free_small(mh, p, false);
 }
 
-/* The slot of a cached object p of sv's class in the span at start, if p
- * is one's start. */
-static bool cached_slot(const mesh_shuffle_vector_t *sv, const char *start, const void *p, uint32_t *slot)
-{
-    uintptr_t off = (uintptr_t)p - (uintptr_t)start;
-    if (off >= sv->span_bytes)
-        return false;
-    *slot = mesh_slot_of((uint32_t)off, sv->recip);
-    return *slot * sv->object_size == off;
-}
-
 /* How many of the n cached objects from cached[0] lie in word w of the
  * SMALL span mh, one after another, and their bits (*mask): a flush gives
- * such a run back with one locked AND.  0 when cached[0] is not in mh. */
+ * such a run back with one locked AND.  0 when cached[0] is not in mh.
+ * Every page of a small span maps to its record, so an object inside mh's
+ * range is one of mh's. */
 static unsigned cached_run(const mesh_shuffle_vector_t *sv, void *const *cached, unsigned n,
                            const mesh_miniheap_t *mh, unsigned *w, uint64_t *mask)
 {
     const char *start = mesh_mh_start(mh);
     uint32_t s;
-    if (!cached_slot(sv, start, cached[0], &s))
+    if (!mesh_sv_slot_in(sv, start, cached[0], &s))
         return 0;
     *w = s >> 6;
     *mask = 1ULL << (s & 63);
     unsigned k = 1;
     for (; k < n; k++) {
-        if (mesh_arena_lookup(cached[k]) != mh || !cached_slot(sv, start, cached[k], &s) || s >> 6 != *w ||
-            (*mask & (1ULL << (s & 63))))
+        if (!mesh_sv_slot_in(sv, start, cached[k], &s) || s >> 6 != *w || (*mask & (1ULL << (s & 63))))
             break;
         *mask |= 1ULL << (s & 63);
     }
@@ -260,7 +250,7 @@ void mesh_cache_flush(mesh_thread_heap_t *th, unsigned cls, unsigned keep)
         uint64_t missed = flush_run(mh, w, mask);
         for (unsigned j = k; missed && j < k + run; j++) {
             uint32_t s;
-            if (cached_slot(sv, start, sv->cached[j], &s) && (missed & (1ULL << (s & 63))))
+            if (mesh_sv_slot_in(sv, start, sv->cached[j], &s) && (missed & (1ULL << (s & 63))))
                 free_small(mesh_arena_lookup(sv->cached[j]), sv->cached[j], true);
         }
         k += run;

@@ -34,6 +34,16 @@ static void make_theirs(void)
     pthread_join(t, NULL);
 }
 
+/* Another thread's objects, freed here into spans this thread has not
+ * attached (its own heap flushed first): they go to its free cache. */
+static void free_theirs_here(void)
+{
+    make_theirs();
+    mesh_thread_heap_flush(mesh_tls_heap);
+    for (int i = 0; i < N; i++)
+        free(theirs[i]);
+}
+
 static mesh_shuffle_vector_t *my_vector(void)
 {
     return &mesh_tls_heap->sv[mesh_size_class(SIZE)];
@@ -48,10 +58,7 @@ static bool bit_set(const void *p)
 
 static void test_reused_newest_first(void)
 {
-    make_theirs();
-    mesh_thread_heap_flush(mesh_tls_heap);
-    for (int i = 0; i < N; i++)
-        free(theirs[i]);
+    free_theirs_here();
     CHECK_EQ(my_vector()->ncached, N);
     for (int i = N - 1; i >= 0; i--) {
         void *q = malloc(SIZE);
@@ -80,10 +87,7 @@ static void test_counts_as_free(void)
 
 static void test_flush_gives_back(void)
 {
-    make_theirs();
-    mesh_thread_heap_flush(mesh_tls_heap);
-    for (int i = 0; i < N; i++)
-        free(theirs[i]);
+    free_theirs_here();
     for (int i = 0; i < N; i++)
         CHECK(bit_set(theirs[i])); /* reserved while cached */
     mesh_thread_heap_flush(mesh_tls_heap);
@@ -122,10 +126,7 @@ static void test_bounded(void)
  * to their spans. */
 static void check_nothing_cached(void)
 {
-    make_theirs();
-    mesh_thread_heap_flush(mesh_tls_heap);
-    for (int i = 0; i < N; i++)
-        free(theirs[i]);
+    free_theirs_here();
     CHECK_EQ(my_vector()->ncached, 0);
     for (int i = 0; i < N; i++)
         CHECK(!bit_set(theirs[i]));
@@ -278,10 +279,7 @@ static void test_flush_by_span(void)
  * reports it and aborts: checked in a child. */
 static void test_flush_runs(void)
 {
-    make_theirs();
-    mesh_thread_heap_flush(mesh_tls_heap);
-    for (int i = 0; i < N; i++)
-        free(theirs[i]);
+    free_theirs_here();
     CHECK_EQ(my_vector()->ncached, N);
     _Atomic uint32_t *hint = &mesh_class_heaps[mesh_size_class(SIZE)].detached_frees;
     uint32_t before = atomic_load(hint);
@@ -291,10 +289,7 @@ static void test_flush_runs(void)
         CHECK(!bit_set(theirs[i]));
     mesh_global_check();
 
-    make_theirs();
-    mesh_thread_heap_flush(mesh_tls_heap);
-    for (int i = 0; i < N; i++)
-        free(theirs[i]);
+    free_theirs_here();
     int err[2];
     CHECK(pipe(err) == 0);
     pid_t pid = fork();
